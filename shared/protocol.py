@@ -1,0 +1,141 @@
+"""Messages between the bot and a worker process: one JSON object per line, each with ``type``.
+
+bot -> worker: ``generate``, ``cancel``, ``shutdown``
+worker -> bot: ``ready``, ``progress``, ``done``, ``failed``
+
+Media travel as file paths inside the data directory, never inline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Any, ClassVar
+
+
+class FailureKind(str, Enum):
+    OOM = "oom"
+    BAD_INPUT = "bad_input"
+    CANCELLED = "cancelled"
+    INTERNAL = "internal"
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid protocol message."""
+
+
+@dataclass(frozen=True)
+class Generate:
+    type: ClassVar[str] = "generate"
+    job_id: str
+    image: str
+    prompt: str
+    out_dir: str
+    negative_prompt: str = ""
+    width: int = 640
+    height: int = 640
+    frames: int = 81
+    fps: int = 16
+    steps: int = 20
+    guidance: float = 3.5
+    guidance_2: float = 3.5
+    seed: int | None = None
+    #: Colour matching: path of the reference image, or None for off.
+    color_reference: str | None = None
+    color_strength: float = 1.0
+    #: Basename (no extension) for the segment files written into out_dir.
+    name: str = "segment"
+
+
+@dataclass(frozen=True)
+class Cancel:
+    type: ClassVar[str] = "cancel"
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    type: ClassVar[str] = "shutdown"
+
+
+@dataclass(frozen=True)
+class Ready:
+    type: ClassVar[str] = "ready"
+    backend: str
+    device: str
+    preview: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress:
+    type: ClassVar[str] = "progress"
+    job_id: str
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Done:
+    type: ClassVar[str] = "done"
+    job_id: str
+    video: str
+    last_frame: str
+    frames: int
+    seconds: float
+    seed: int
+    width: int
+    height: int
+    preview: bool = False
+
+
+@dataclass(frozen=True)
+class Failed:
+    type: ClassVar[str] = "failed"
+    job_id: str | None
+    kind: FailureKind
+    message: str
+
+
+Message = Generate | Cancel | Shutdown | Ready | Progress | Done | Failed
+
+_TYPES: dict[str, type[Any]] = {
+    cls.type: cls for cls in (Generate, Cancel, Shutdown, Ready, Progress, Done, Failed)
+}
+
+
+def encode(message: Message) -> str:
+    """One line of JSON, newline-terminated."""
+    body = {"type": message.type, **asdict(message)}
+    if isinstance(message, Failed):
+        body["kind"] = message.kind.value
+    return json.dumps(body, ensure_ascii=False) + "\n"
+
+
+def decode(line: str | bytes) -> Message:
+    """Parse one line; raise ProtocolError naming what is wrong."""
+    try:
+        body = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("a message must be a JSON object")
+    kind = body.pop("type", None)
+    cls = _TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown message type {kind!r}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(body) - names)
+    if unknown:
+        raise ProtocolError(f"{kind}: unknown field(s) {', '.join(unknown)}")
+    if cls is Failed:
+        try:
+            body["kind"] = FailureKind(body.get("kind"))
+        except ValueError:
+            raise ProtocolError(f"failed: unknown kind {body.get('kind')!r}") from None
+    try:
+        message: Message = cls(**body)
+    except TypeError as exc:
+        raise ProtocolError(f"{kind}: {exc}") from None
+    return message

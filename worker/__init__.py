@@ -1,0 +1,1 @@
+"""The GPU process: generation backends, segment files and joining."""
