@@ -9,12 +9,14 @@ Media travel as file paths inside the data directory, never inline.
 from __future__ import annotations
 
 import json
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, ClassVar
 
 
-class FailureKind(str, Enum):
+class FailureKind(StrEnum):
     OOM = "oom"
     BAD_INPUT = "bad_input"
     CANCELLED = "cancelled"
@@ -113,6 +115,23 @@ def encode(message: Message) -> str:
     return json.dumps(body, ensure_ascii=False) + "\n"
 
 
+def _matches(tp: Any, value: Any) -> bool:
+    """A shallow type check of one decoded JSON value against a field annotation."""
+    if tp is Any or (isinstance(tp, type) and issubclass(tp, Enum)):
+        return True
+    args = typing.get_args(tp)
+    if args and typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_matches(a, value) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    origin = typing.get_origin(tp) or tp
+    return isinstance(value, origin)
+
+
 def decode(line: str | bytes) -> Message:
     """Parse one line; raise ProtocolError naming what is wrong."""
     try:
@@ -131,9 +150,13 @@ def decode(line: str | bytes) -> Message:
         raise ProtocolError(f"{kind}: unknown field(s) {', '.join(unknown)}")
     if cls is Failed:
         try:
-            body["kind"] = FailureKind(body.get("kind"))
+            body["kind"] = FailureKind(str(body.get("kind")))
         except ValueError:
             raise ProtocolError(f"failed: unknown kind {body.get('kind')!r}") from None
+    hints = typing.get_type_hints(cls)
+    for name, value in body.items():
+        if not _matches(hints[name], value):
+            raise ProtocolError(f"{kind}: {name} has the wrong type ({type(value).__name__})")
     try:
         message: Message = cls(**body)
     except TypeError as exc:

@@ -1,9 +1,9 @@
 """Errors a backend raises, each mapped to a protocol failure kind the dispatcher can act on.
 
-    GenerationError            kind = internal
-    ├── BadInput (ValueError)  kind = bad_input   the message names the bad argument
-    ├── OutOfMemory            kind = oom
-    └── Cancelled              kind = cancelled   the progress callback asked to stop
+GenerationError            kind = internal
+├── BadInput (ValueError)  kind = bad_input   the message names the bad argument
+├── OutOfMemory            kind = oom
+└── Cancelled              kind = cancelled   the progress callback asked to stop
 """
 
 from __future__ import annotations

@@ -1,0 +1,153 @@
+"""The ``framechain`` command.
+
+    framechain run     [--config PATH]   the chat bot(s) with their GPU workers
+    framechain render  ...               a chained render without any chat
+    framechain worker  ...               one worker process (started by run/render)
+    framechain check   [--config PATH]   load the configuration and say what would run
+
+Exit status: 0 success, 1 internal failure, 2 bad input or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from bot import __version__
+from shared.config import Config, ConfigError, load_config
+from shared.logs import setup_logging
+
+log = logging.getLogger("framechain")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="framechain",
+        description="Direct a long AI video from a chat: Discord/Telegram bot with a Wan2.2 GPU worker.",
+    )
+    parser.add_argument("--version", action="version", version=f"framechain {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", metavar="PATH", help="TOML configuration (default: built-in defaults)")
+        p.add_argument(
+            "--log-level",
+            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+            help="overrides log_level from the configuration",
+        )
+        return p
+
+    with_config(sub.add_parser("run", help="run the enabled chat bots and their GPU workers"))
+    with_config(sub.add_parser("check", help="load the configuration and print what would run"))
+    from bot.render_cli import add_render_arguments
+
+    add_render_arguments(
+        with_config(
+            sub.add_parser(
+                "render",
+                help="render a chained video from a start image and prompts, without any chat",
+                description="Render segments one after another, each starting from the previous one's "
+                "last frame, then join them into one video.",
+            )
+        )
+    )
+    worker = sub.add_parser("worker", help="run one worker process speaking JSON lines on stdin/stdout")
+    with_config(worker)
+    worker.add_argument("--device", default=None, help="auto, cpu or cuda:N (default: first configured)")
+    worker.add_argument("--backend", choices=["wan", "preview"], default=None)
+    worker.add_argument("--model", default=None, help="overrides generation.model")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    setup_logging(args.log_level or config.log_level, process="framechain")
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "worker":
+            from worker.__main__ import main as worker_main
+
+            forwarded = [
+                *(["--config", args.config] if args.config else []),
+                *(["--device", args.device] if args.device else []),
+                *(["--backend", args.backend] if args.backend else []),
+                *(["--model", args.model] if args.model else []),
+                *(["--log-level", args.log_level] if args.log_level else []),
+            ]
+            return worker_main(forwarded)
+        config = _load(args)
+        if args.command == "check":
+            return cmd_check(config)
+        if args.command == "run":
+            return cmd_run(config)
+        if args.command == "render":
+            from bot.render_cli import cmd_render
+
+            return cmd_render(args, config)
+    except ConfigError as exc:
+        print(f"framechain: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE  # pragma: no cover - parser.error exits
+
+
+def cmd_check(config: Config) -> int:
+    g = config.generation
+    platforms = config.enabled_platforms
+    print(f"framechain {__version__}: configuration is valid")
+    print(f"  data dir:   {config.data_dir}")
+    print(f"  database:   {config.database_path}")
+    print(f"  backend:    {g.backend} ({g.model if g.backend == 'wan' else 'no model'})")
+    print(
+        f"  generation: {g.width}x{g.height} ({g.size_mode}), {g.frames} frames at {g.fps} fps, "
+        f"{g.steps} steps, {g.sampler}, shift {g.shift}, CFG {g.guidance}/{g.guidance_2}"
+    )
+    print(f"  workers:    {', '.join(config.workers.devices)}")
+    print(f"  platforms:  {', '.join(platforms) if platforms else 'none enabled'}")
+    return EXIT_OK
+
+
+def cmd_run(config: Config) -> int:
+    if not config.enabled_platforms:
+        print(
+            "framechain: nothing is enabled: set discord.token or telegram.token in the configuration, "
+            "or FRAMECHAIN_DISCORD_TOKEN / FRAMECHAIN_TELEGRAM_TOKEN in the environment",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return asyncio.run(_run(config))
+
+
+async def _run(config: Config) -> int:
+    from bot.app import serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("starting: %s", ", ".join(config.enabled_platforms))
+    await serve(config, stop)
+    log.info("stopped")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,403 @@
+"""framechain's configuration: TOML read into typed, validated, frozen dataclasses.
+
+Every key has a default, and the defaults reproduce the reference generation of design.md, so an
+empty file (or no file) is a valid configuration. Unknown keys and wrong types are errors that name
+the key and the file. Bot tokens may also come from the environment, which wins over the file:
+``FRAMECHAIN_DISCORD_TOKEN`` and ``FRAMECHAIN_TELEGRAM_TOKEN``. Tokens are held in ``Secret`` so
+they never show in ``repr``, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from shared import params
+
+ENV_DISCORD_TOKEN = "FRAMECHAIN_DISCORD_TOKEN"
+ENV_TELEGRAM_TOKEN = "FRAMECHAIN_TELEGRAM_TOKEN"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file and the key."""
+
+
+class Secret:
+    """A string that never shows itself in repr/str (tokens)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    #: A LoRA .safetensors file, e.g. a 4-step distillation LoRA.
+    path: str
+    #: Strength the adapter is applied with.
+    scale: float = 1.0
+    #: Which expert(s) it loads into: "both", "high" (transformer) or "low" (transformer_2).
+    target: Literal["both", "high", "low"] = "both"
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    backend: Literal["wan", "preview"] = "wan"
+    #: A diffusers Wan2.2 I2V folder or hub id (VAE, text encoder, tokenizer and, unless the
+    #: single files below are given, both experts).
+    model: str = params.DEFAULT_MODEL
+    #: ComfyUI single-file experts (.safetensors incl. fp8_scaled, or .gguf); empty = from model.
+    transformer: str = ""
+    transformer_2: str = ""
+    #: A diffusers transformer config (folder or config.json) for the single files; empty = the
+    #: Wan2.2 A14B config shipped with framechain.
+    transformer_config: str = ""
+    #: "fit" keeps the start image's aspect ratio within width*height pixels; "fixed" crops to it.
+    size_mode: Literal["fit", "fixed"] = "fit"
+    width: int = params.DEFAULT_WIDTH
+    height: int = params.DEFAULT_HEIGHT
+    frames: int = params.DEFAULT_FRAMES
+    fps: int = params.DEFAULT_FPS
+    steps: int = params.DEFAULT_STEPS
+    #: CFG of the high-noise expert and of the low-noise expert.
+    guidance: float = params.DEFAULT_GUIDANCE
+    guidance_2: float = params.DEFAULT_GUIDANCE
+    shift: float = params.DEFAULT_SHIFT
+    boundary_ratio: float = params.DEFAULT_BOUNDARY_RATIO
+    sampler: Literal["euler", "unipc"] = "euler"
+    negative_prompt: str = params.WAN_NEGATIVE_PROMPT
+    #: "random": a new seed per segment (reported); "fixed": always `seed`; "increment": seed+index.
+    seed_policy: Literal["random", "fixed", "increment"] = "random"
+    seed: int = 0
+    #: Colour-drift control: match each segment to its own start image, the session's first
+    #: image, or not at all.
+    color_match: Literal["start", "first", "off"] = "start"
+    color_strength: float = 1.0
+    #: "auto" picks from the card's memory; "full", "expert_offload", "group_offload" force one.
+    memory_profile: Literal["auto", "full", "expert_offload", "group_offload"] = "auto"
+    #: A diffusers attention backend name (e.g. "flash", "sage"); empty = default.
+    attention_backend: str = ""
+    #: Regional compilation of the repeated transformer blocks (CUDA only).
+    compile: bool = False
+    loras: tuple[LoraConfig, ...] = ()
+    #: Steps and CFG used instead of the above when any LoRA is configured (distillation LoRAs
+    #: are made for few steps and no CFG).
+    lora_steps: int = 4
+    lora_guidance: float = 1.0
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    #: One worker process per entry: "auto" (first CUDA device, else CPU), "cpu", "cuda:0", ...
+    devices: tuple[str, ...] = ("auto",)
+    #: Seconds to wait before restarting a worker that died, doubled on each further death.
+    restart_backoff: float = 2.0
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    #: Bot token; FRAMECHAIN_DISCORD_TOKEN wins. Discord runs when a token is set.
+    token: Secret = field(default_factory=Secret)
+    #: Guilds to sync slash commands to instantly; empty = global commands.
+    guild_ids: tuple[int, ...] = ()
+    #: Who may start sessions; all empty = everyone.
+    allowed_user_ids: tuple[int, ...] = ()
+    allowed_role_ids: tuple[int, ...] = ()
+    #: Users who may act on anyone's session.
+    admin_ids: tuple[int, ...] = ()
+    #: Open sessions in private threads where the server allows it.
+    private_threads: bool = True
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    #: Bot token; FRAMECHAIN_TELEGRAM_TOKEN wins. Telegram runs when a token is set.
+    token: Secret = field(default_factory=Secret)
+    #: Point these at a local Bot API server to upload up to 2000 MB instead of 50 MB.
+    api_base_url: str = "https://api.telegram.org/bot"
+    api_file_url: str = "https://api.telegram.org/file/bot"
+    #: Upload limit in MB; 0 = 50 on the public Bot API, 2000 on a local one.
+    upload_limit_mb: int = 0
+    allowed_user_ids: tuple[int, ...] = ()
+    allowed_chat_ids: tuple[int, ...] = ()
+    admin_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    prompt_chars: int = 2000
+    #: Largest start image accepted, in bytes and in pixels (guards against decompression bombs).
+    image_bytes: int = 20 * 1024 * 1024
+    image_pixels: int = 50_000_000
+    segments_per_session: int = 60
+    queued_jobs_per_user: int = 4
+    #: Upper bounds a user may choose in /settings.
+    max_steps: int = 50
+    max_pixels: int = 1280 * 720
+
+
+@dataclass(frozen=True)
+class Config:
+    #: Where sessions' media and the database live.
+    data_dir: Path = Path("data")
+    #: SQLite file; empty = <data_dir>/framechain.db.
+    database: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
+    telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    @property
+    def database_path(self) -> Path:
+        return self.database if self.database is not None else self.data_dir / "framechain.db"
+
+    @property
+    def enabled_platforms(self) -> list[str]:
+        return [name for name in ("discord", "telegram") if getattr(self, name).token]
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file at ``path`` (None = defaults only) and the token environment variables."""
+    env = os.environ if env is None else env
+    source = str(path) if path is not None else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    config = _build(Config, raw, source, "")
+    base = Path(path).resolve().parent if path is not None else Path.cwd()
+    config = _resolve_paths(config, base)
+    config = _apply_env(config, env)
+    _check(config, source)
+    return config
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    # Relative paths in a file mean relative to that file, so a config works from any directory.
+    data_dir = config.data_dir if config.data_dir.is_absolute() else base / config.data_dir
+    database = config.database
+    if database is not None and not database.is_absolute():
+        database = base / database
+    return dataclasses.replace(config, data_dir=data_dir, database=database)
+
+
+def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
+    discord_token = env.get(ENV_DISCORD_TOKEN)
+    telegram_token = env.get(ENV_TELEGRAM_TOKEN)
+    if discord_token:
+        config = dataclasses.replace(
+            config, discord=dataclasses.replace(config.discord, token=Secret(discord_token.strip()))
+        )
+    if telegram_token:
+        config = dataclasses.replace(
+            config, telegram=dataclasses.replace(config.telegram, token=Secret(telegram_token.strip()))
+        )
+    return config
+
+
+def _check(config: Config, source: str) -> None:
+    g = config.generation
+    limits = config.limits
+
+    def fail(key: str, why: str) -> typing.NoReturn:
+        raise ConfigError(f"{source}: {key}: {why}")
+
+    try:
+        params.check_side("width", g.width)
+        params.check_side("height", g.height)
+    except params.ParameterError as exc:
+        fail("generation." + str(exc).split(" ", 1)[0], str(exc))
+    try:
+        params.check_frames(g.frames)
+    except params.ParameterError as exc:
+        fail("generation.frames", str(exc))
+    positive = {
+        "generation.fps": g.fps,
+        "generation.steps": g.steps,
+        "generation.lora_steps": g.lora_steps,
+        "limits.prompt_chars": limits.prompt_chars,
+        "limits.image_bytes": limits.image_bytes,
+        "limits.image_pixels": limits.image_pixels,
+        "limits.segments_per_session": limits.segments_per_session,
+        "limits.queued_jobs_per_user": limits.queued_jobs_per_user,
+        "limits.max_steps": limits.max_steps,
+        "limits.max_pixels": limits.max_pixels,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            fail(key, f"must be positive, got {value}")
+    for key, fvalue in (
+        ("generation.guidance", g.guidance),
+        ("generation.guidance_2", g.guidance_2),
+        ("generation.lora_guidance", g.lora_guidance),
+    ):
+        if not 0.0 <= fvalue <= 30.0:
+            fail(key, f"must be between 0 and 30, got {fvalue}")
+    if g.shift <= 0:
+        fail("generation.shift", f"must be positive, got {g.shift}")
+    if not 0.0 <= g.boundary_ratio <= 1.0:
+        fail("generation.boundary_ratio", f"must be between 0 and 1, got {g.boundary_ratio}")
+    if not 0.0 <= g.color_strength <= 1.0:
+        fail("generation.color_strength", f"must be between 0 and 1, got {g.color_strength}")
+    if g.seed < 0:
+        fail("generation.seed", f"must not be negative, got {g.seed}")
+    if g.width * g.height > limits.max_pixels:
+        fail(
+            "generation.width",
+            f"width*height ({g.width * g.height}) exceeds limits.max_pixels ({limits.max_pixels})",
+        )
+    if g.steps > limits.max_steps:
+        fail("generation.steps", f"{g.steps} exceeds limits.max_steps ({limits.max_steps})")
+    if not config.workers.devices:
+        fail("workers.devices", "needs at least one device")
+    for device in config.workers.devices:
+        if device not in ("auto", "cpu") and not (device.startswith("cuda:") and device[5:].isdigit()):
+            fail("workers.devices", f"{device!r} is not 'auto', 'cpu' or 'cuda:N'")
+    if len(set(config.workers.devices)) != len(config.workers.devices):
+        fail("workers.devices", "lists a device twice")
+    if config.workers.restart_backoff < 0:
+        fail("workers.restart_backoff", "must not be negative")
+    for key, url in (
+        ("telegram.api_base_url", config.telegram.api_base_url),
+        ("telegram.api_file_url", config.telegram.api_file_url),
+    ):
+        if not url.startswith(("http://", "https://")):
+            fail(key, f"must be an http(s) URL, got {url!r}")
+    if config.telegram.upload_limit_mb < 0:
+        fail("telegram.upload_limit_mb", "must not be negative")
+
+
+# --- generic TOML -> dataclass conversion -----------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        Path: "a path string",
+        Secret: "a string",
+        type(None): "empty",
+    }.get(tp, str(tp))
+
+
+def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
+    origin = get_origin(tp)
+
+    def wrong() -> ConfigError:
+        shown = "a table" if isinstance(value, dict) else repr(value)
+        if tp is Secret:
+            shown = "a " + type(value).__name__  # never echo a token back
+        return ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {shown}")
+
+    if origin is Literal:
+        if value not in get_args(tp) or isinstance(value, bool):
+            raise wrong()
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if type(None) in args and value == "":
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, source, key)
+            except ConfigError:
+                pass
+        raise wrong()
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise wrong()
+        (item,) = [a for a in get_args(tp) if a is not Ellipsis]
+        return tuple(_convert(item, v, source, f"{key}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise wrong()
+        return _build(typing.cast(type, tp), value, source, key + ".")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise wrong()
+        return value
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise wrong()
+        return value
+    if tp is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise wrong()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise wrong()
+        return value
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            raise wrong()
+        return Path(value).expanduser()
+    if tp is Secret:
+        if not isinstance(value, str):
+            raise wrong()
+        return Secret(value.strip())
+    raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+def _build(cls: type, raw: Mapping[str, Any], source: str, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {prefix}{unknown[0]}")
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in raw
+    ]
+    if missing:
+        raise ConfigError(f"{source}: {prefix}{missing[0]} is required")
+    kwargs = {name: _convert(hints[name], value, source, prefix + name) for name, value in raw.items()}
+    return cls(**kwargs)

@@ -1,0 +1,184 @@
+"""Configuration: defaults, the example file, environment overrides and every error path."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from shared import params
+from shared.config import (
+    ENV_DISCORD_TOKEN,
+    ENV_TELEGRAM_TOKEN,
+    Config,
+    ConfigError,
+    LoraConfig,
+    Secret,
+    load_config,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config.example.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "framechain.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_reproduce_the_reference_generation() -> None:
+    g = load_config(None, env={}).generation
+    assert (g.width, g.height, g.frames, g.fps) == (640, 640, 81, 16)
+    assert (g.steps, g.sampler, g.shift, g.boundary_ratio) == (20, "euler", 8.0, 0.9)
+    assert (g.guidance, g.guidance_2) == (3.5, 3.5)
+    assert g.negative_prompt == params.WAN_NEGATIVE_PROMPT
+    assert g.model == "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
+    assert g.backend == "wan"
+
+
+def test_example_file_matches_the_defaults() -> None:
+    example = load_config(EXAMPLE, env={})
+    defaults = load_config(None, env={})
+    # Relative paths resolve against the file's folder; everything else must be identical.
+    assert example.data_dir == ROOT / "data"
+    assert dataclasses.replace(example, data_dir=defaults.data_dir) == defaults
+
+
+def _keys(cls: type, prefix: str = "") -> set[str]:
+    keys = set()
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default) and not isinstance(default, Secret):
+            keys |= _keys(type(default), f"{prefix}{f.name}.")
+        else:
+            keys.add(prefix + f.name)
+    return keys
+
+
+def _flatten(table: dict[str, object], prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in table.items():
+        if isinstance(value, dict):
+            keys |= _flatten(value, f"{prefix}{key}.")
+        else:
+            keys.add(prefix + key)
+    return keys
+
+
+def test_example_file_documents_every_key() -> None:
+    documented = _flatten(tomllib.loads(EXAMPLE.read_text(encoding="utf-8")))
+    assert documented == _keys(Config)
+    # And every key has a comment somewhere above it: a bare key line right after another bare
+    # key line is fine only when its group is described; check at least that comments exist.
+    assert EXAMPLE.read_text(encoding="utf-8").count("\n#") >= 30
+
+
+def test_values_and_relative_paths(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+data_dir = "media"
+database = "db/fc.sqlite"
+[generation]
+backend = "preview"
+frames = 49
+guidance = 4
+loras = [{path = "/l/high.safetensors", scale = 0.8, target = "high"}]
+[workers]
+devices = ["cuda:0", "cuda:1"]
+[telegram]
+allowed_user_ids = [1, 2]
+""",
+    )
+    config = load_config(path, env={})
+    assert config.data_dir == tmp_path / "media"
+    assert config.database_path == tmp_path / "db" / "fc.sqlite"
+    assert config.generation.backend == "preview"
+    assert config.generation.frames == 49
+    assert config.generation.guidance == 4.0 and isinstance(config.generation.guidance, float)
+    assert config.generation.loras == (LoraConfig(path="/l/high.safetensors", scale=0.8, target="high"),)
+    assert config.workers.devices == ("cuda:0", "cuda:1")
+    assert config.telegram.allowed_user_ids == (1, 2)
+
+
+def test_default_database_lives_in_the_data_dir(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, 'data_dir = "d"\n'), env={})
+    assert config.database_path == tmp_path / "d" / "framechain.db"
+
+
+def test_environment_tokens_win_over_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[discord]\ntoken = "from-file"\n[telegram]\ntoken = "tg-file"\n')
+    assert load_config(path, env={}).discord.token.get() == "from-file"
+    config = load_config(path, env={ENV_DISCORD_TOKEN: "from-env", ENV_TELEGRAM_TOKEN: "tg-env"})
+    assert config.discord.token.get() == "from-env"
+    assert config.telegram.token.get() == "tg-env"
+    assert config.enabled_platforms == ["discord", "telegram"]
+    assert load_config(None, env={}).enabled_platforms == []
+
+
+def test_tokens_never_show(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "123456:SUPER-SECRET-TOKEN"
+    config = load_config(write(tmp_path, f'[telegram]\ntoken = "{secret}"\n'), env={})
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("t").info("config %s %r", config, config)
+    assert secret not in repr(config) and secret not in str(config) and secret not in caplog.text
+    # A token of the wrong type is named but not echoed.
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "[discord]\ntoken = 12345678\n"), env={})
+    assert "12345678" not in str(err.value) and "discord.token" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("colour = 1\n", "unknown key colour"),
+        ("[generation]\nbackedn = 'wan'\n", "unknown key generation.backedn"),
+        ("[generation]\nframes = '81'\n", "generation.frames: expected an integer, got '81'"),
+        ("[generation]\nframes = 80\n", "generation.frames: frames must be 4k+1"),
+        ("[generation]\nwidth = 650\n", "generation.width: width must be a positive multiple of 16"),
+        ("[generation]\nheight = 0\n", "generation.height"),
+        ("[generation]\nbackend = 'sdxl'\n", "generation.backend: expected 'wan' or 'preview'"),
+        ("[generation]\nsampler = 'dpm'\n", "generation.sampler"),
+        ("[generation]\nguidance = 'high'\n", "generation.guidance: expected a number"),
+        ("[generation]\nguidance = 40.0\n", "generation.guidance: must be between 0 and 30"),
+        ("[generation]\ncompile = 1\n", "generation.compile: expected true or false"),
+        ("[generation]\nshift = 0\n", "generation.shift: must be positive"),
+        ("[generation]\nboundary_ratio = 1.5\n", "generation.boundary_ratio"),
+        ("[generation]\ncolor_strength = 2\n", "generation.color_strength"),
+        ("[generation]\nseed = -1\n", "generation.seed"),
+        ("[generation]\nsteps = 0\n", "generation.steps: must be positive"),
+        ("[generation]\nsteps = 80\n", "exceeds limits.max_steps"),
+        ("[generation]\nwidth = 1920\nheight = 1088\n", "exceeds limits.max_pixels"),
+        ("[generation]\nloras = [{scale = 1.0}]\n", "generation.loras[0]"),
+        ("[generation]\nloras = [{path = 'x', target = 'mid'}]\n", "generation.loras[0].target"),
+        ("[generation]\nloras = 'x'\n", "generation.loras: expected a list"),
+        ("generation = 3\n", "generation: expected a table"),
+        ("[workers]\ndevices = []\n", "workers.devices: needs at least one device"),
+        ("[workers]\ndevices = ['gpu0']\n", "workers.devices: 'gpu0'"),
+        ("[workers]\ndevices = ['cuda:0', 'cuda:0']\n", "lists a device twice"),
+        ("[workers]\ndevices = [0]\n", "workers.devices[0]: expected a string"),
+        ("[discord]\nguild_ids = ['abc']\n", "discord.guild_ids[0]: expected an integer"),
+        ("[telegram]\napi_base_url = 'localhost:8081'\n", "telegram.api_base_url: must be an http(s) URL"),
+        ("[limits]\nprompt_chars = 0\n", "limits.prompt_chars: must be positive"),
+        ("log_level = 'LOUD'\n", "log_level"),
+        ("data_dir = 5\n", "data_dir: expected a path string"),
+    ],
+)
+def test_errors_name_the_key_and_the_file(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    message = str(err.value)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.toml", env={})
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[generation\n"), env={})

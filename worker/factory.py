@@ -1,0 +1,32 @@
+"""Builds the configured backend for one device. Heavy imports happen here, only when needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.config import GenerationConfig
+from worker.backend import Backend
+
+
+def resolve_device(device: str, backend: str) -> str:
+    """``auto`` means the first CUDA device where there is one, else the CPU."""
+    if device != "auto":
+        return device
+    if backend == "preview":
+        return "cpu"
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def build_backend(generation: GenerationConfig, backend: str, device: str) -> tuple[Backend, dict[str, Any]]:
+    """Load the backend once; returns it and a description for the ``ready`` message."""
+    if backend == "preview":
+        from worker.preview import PreviewBackend
+
+        return PreviewBackend(), {"model": "none (preview animation)"}
+    from worker.wan.backend import WanBackend
+    from worker.wan.options import wan_options_from_config
+
+    wan = WanBackend(wan_options_from_config(generation, device=device))
+    return wan, wan.describe()

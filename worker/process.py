@@ -1,0 +1,236 @@
+"""The worker process: one per device, speaking the JSON-lines protocol of shared.protocol.
+
+The backend is loaded once, then ``ready`` is written and jobs run one at a time on the main
+thread. A reader thread keeps reading stdin while a job runs, so ``cancel`` and ``shutdown`` take
+effect within one denoising step. stdout carries protocol messages only: the real stdout is kept
+for them and file descriptor 1 is pointed at stderr, so a stray print from any library cannot
+corrupt the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from shared.protocol import (
+    Cancel,
+    Done,
+    Failed,
+    FailureKind,
+    Generate,
+    Message,
+    Progress,
+    ProtocolError,
+    Ready,
+    Shutdown,
+    decode,
+    encode,
+)
+from worker.backend import Backend
+from worker.errors import BadInput, Cancelled, GenerationError
+from worker.segment_files import write_segment_files
+
+log = logging.getLogger("framechain.worker")
+
+#: Largest start image the worker decodes, in pixels (decompression-bomb guard).
+MAX_IMAGE_PIXELS = 100_000_000
+
+
+class ProtocolOut:
+    """Writes protocol messages, one line each, from any thread."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, message: Message) -> None:
+        line = encode(message)
+        with self._lock:
+            self._stream.write(line)
+            self._stream.flush()
+
+
+def claim_stdout() -> IO[str]:
+    """Return a private text stream on the original stdout and send fd 1 (and sys.stdout) to stderr."""
+    sys.stdout.flush()
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
+
+
+@dataclass
+class _Running:
+    job_id: str
+    cancel: threading.Event
+
+
+class Worker:
+    def __init__(self, backend: Backend, out: ProtocolOut, *, device: str) -> None:
+        self.backend = backend
+        self.out = out
+        self.device = device
+        self.jobs: queue.Queue[Generate | None] = queue.Queue()
+        self._running: _Running | None = None
+        self._cancelled_ids: set[str] = set()
+        self._lock = threading.Lock()
+
+    # --- input ------------------------------------------------------------------------------
+
+    def read_loop(self, stream: IO[str]) -> None:
+        """Runs on the reader thread until stdin closes or ``shutdown`` arrives."""
+        for raw in stream:
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                message = decode(line)
+            except ProtocolError as exc:
+                log.warning("skipping malformed line: %s", exc)
+                self.out.send(
+                    Failed(job_id=None, kind=FailureKind.BAD_INPUT, message=f"malformed line: {exc}")
+                )
+                continue
+            if isinstance(message, Generate):
+                self.jobs.put(message)
+            elif isinstance(message, Cancel):
+                self.cancel(message.job_id)
+            elif isinstance(message, Shutdown):
+                break
+            else:
+                self.out.send(
+                    Failed(
+                        job_id=None,
+                        kind=FailureKind.BAD_INPUT,
+                        message=f"{message.type} is not a message a worker accepts",
+                    )
+                )
+        # EOF or shutdown: stop the running job and let the main loop end after it.
+        with self._lock:
+            if self._running is not None:
+                self._running.cancel.set()
+        self.jobs.put(None)
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            running = self._running
+            if running is not None and running.job_id == job_id:
+                running.cancel.set()
+                return
+            # Not running: remember it so a queued generate for it is dropped, and acknowledge.
+            self._cancelled_ids.add(job_id)
+        self.out.send(
+            Failed(job_id=job_id, kind=FailureKind.CANCELLED, message="cancelled before it started")
+        )
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            with self._lock:
+                if job.job_id in self._cancelled_ids:
+                    self._cancelled_ids.discard(job.job_id)
+                    continue
+                self._running = _Running(job.job_id, threading.Event())
+            try:
+                self.out.send(self.run_job(job, self._running.cancel))
+            finally:
+                with self._lock:
+                    self._running = None
+
+    def run_job(self, job: Generate, cancel: threading.Event) -> Done | Failed:
+        started = time.monotonic()
+        try:
+            image = load_start_image(job.image)
+            reference = load_start_image(job.color_reference) if job.color_reference else None
+
+            def on_step(step: int, total: int) -> bool:
+                self.out.send(Progress(job_id=job.job_id, step=step, total=total))
+                return cancel.is_set()
+
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            result = self.backend.generate(
+                image=image,
+                prompt=job.prompt,
+                negative_prompt=job.negative_prompt,
+                width=job.width,
+                height=job.height,
+                frames=job.frames,
+                steps=job.steps,
+                guidance=job.guidance,
+                guidance_2=job.guidance_2,
+                seed=job.seed,
+                on_step=on_step,
+            )
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            files = write_segment_files(
+                result.frames,
+                Path(job.out_dir),
+                job.name,
+                fps=job.fps,
+                color_reference=reference,
+                color_strength=job.color_strength,
+            )
+        except GenerationError as exc:
+            if exc.kind is FailureKind.INTERNAL:
+                log.exception("job %s failed", job.job_id)
+            else:
+                log.info("job %s: %s: %s", job.job_id, exc.kind.value, exc)
+            return Failed(job_id=job.job_id, kind=exc.kind, message=str(exc) or exc.kind.value)
+        except Exception as exc:
+            log.exception("job %s failed", job.job_id)
+            return Failed(
+                job_id=job.job_id, kind=FailureKind.INTERNAL, message=f"{type(exc).__name__}: {exc}"
+            )
+        frames: np.ndarray = result.frames
+        return Done(
+            job_id=job.job_id,
+            video=str(files.video),
+            last_frame=str(files.last_frame),
+            frames=int(frames.shape[0]),
+            seconds=round(time.monotonic() - started, 3),
+            seed=result.seed,
+            width=int(frames.shape[2]),
+            height=int(frames.shape[1]),
+            preview=self.backend.preview,
+        )
+
+
+def load_start_image(path: str) -> Image.Image:
+    """Open and fully decode an image file; anything wrong with it is BadInput."""
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise BadInput(f"image {Path(path).name} is too large ({img.width}x{img.height})")
+            img.load()
+            return img.copy()  # keeps info["exif"], so EXIF orientation is honoured later
+    except FileNotFoundError:
+        raise BadInput(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise BadInput(f"not a readable image: {Path(path).name} ({exc})") from None
+
+
+def serve_forever(
+    backend: Backend, *, device: str, stdin: IO[str], stdout: IO[str], info: dict[str, object]
+) -> None:
+    out = ProtocolOut(stdout)
+    worker = Worker(backend, out, device=device)
+    out.send(Ready(backend=backend.name, device=device, preview=backend.preview, info=dict(info)))
+    reader = threading.Thread(target=worker.read_loop, args=(stdin,), name="stdin-reader", daemon=True)
+    reader.start()
+    worker.serve()

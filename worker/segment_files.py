@@ -1,0 +1,43 @@
+"""What a worker writes for one generated segment: the mp4 master and the hand-off PNG."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from worker.color import match_colors
+from worker.images import prepare_start_image
+from worker.video import save_hand_off_frame, write_segment_master
+
+
+@dataclass(frozen=True)
+class SegmentFiles:
+    video: Path
+    last_frame: Path
+
+
+def write_segment_files(
+    frames: np.ndarray,
+    out_dir: Path,
+    name: str,
+    *,
+    fps: int,
+    color_reference: Image.Image | None = None,
+    color_strength: float = 1.0,
+) -> SegmentFiles:
+    """Colour-match (optional), then write ``<name>.mp4`` and ``<name>.png`` atomically.
+
+    The PNG is the last of exactly the frames that were encoded, taken from memory, so the next
+    segment starts from the same pixels the joined video shows, without a lossy round trip.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if color_reference is not None and color_strength > 0:
+        height, width = frames.shape[1:3]
+        reference = np.asarray(prepare_start_image(color_reference, width, height))
+        frames = match_colors(frames, reference, strength=color_strength)
+    video = write_segment_master(frames, out_dir / f"{name}.mp4", fps=fps)
+    last_frame = save_hand_off_frame(frames, out_dir / f"{name}.png")
+    return SegmentFiles(video=video, last_frame=last_frame)
