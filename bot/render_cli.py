@@ -251,10 +251,11 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
     g = config.generation
     negative = g.negative_prompt
     device = config.workers.devices[0]
-    worker = WorkerProcess(
-        worker_command(device=device, backend=plan.backend, config_path=config_path, model=plan.model),
-        name="worker",
+    # The worker logs warnings only: render prints its own line per segment.
+    command = worker_command(
+        device=device, backend=plan.backend, config_path=config_path, model=plan.model, log_level="WARNING"
     )
+    worker = WorkerProcess(command, name="worker")
     bar = _Bar()
     total = len(plan.segments)
     print(

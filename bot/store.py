@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "MIGRATIONS",
+    "OVER",
+    "PENDING",
+    "UNSET",
     "Conflict",
     "NotFound",
     "Platform",
@@ -343,6 +346,25 @@ async def _migrate(db: aiosqlite.Connection, path: Path, migrations: Sequence[st
             raise
 
 
+async def _use_wal(db: aiosqlite.Connection, path: Path, busy_timeout: float) -> None:
+    """Switch the file to WAL (a lasting property of the file, so usually a no-op)."""
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.005
+    while True:
+        try:
+            mode = next(iter(await db.execute_fetchall("PRAGMA journal_mode = WAL")))[0]
+            break
+        except sqlite3.OperationalError as exc:
+            # Switching needs an exclusive lock and SQLite does not call the busy handler for it,
+            # so two processes opening a new file together must retry here themselves.
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+    if str(mode).lower() != "wal":
+        log.warning("%s: journal mode is %s, not WAL", path, mode)
+
+
 async def _connect(
     path: Path, migrations: Sequence[str], busy_timeout: float
 ) -> tuple[aiosqlite.Connection, int]:
@@ -357,9 +379,7 @@ async def _connect(
             _refuse_newer(path, await _user_version(db), len(migrations))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a usable SQLite database ({exc})") from exc
-        mode = next(iter(await db.execute_fetchall("PRAGMA journal_mode = WAL")))[0]
-        if str(mode).lower() != "wal":
-            log.warning("%s: journal mode is %s, not WAL", path, mode)
+        await _use_wal(db, path, busy_timeout)
         # NORMAL is safe with WAL: a crash of the process loses nothing committed; power loss
         # may lose the last transactions but never corrupts the file.
         await db.execute("PRAGMA synchronous = NORMAL")
@@ -472,8 +492,9 @@ class Store:
     async def transaction(self) -> AsyncIterator[None]:
         """One write transaction (BEGIN IMMEDIATE) around everything in the block.
 
-        Store methods called inside it by the same task are part of it; an exception rolls it
-        all back. Nested use joins the outer transaction.
+        Store methods called inside it by the same task are part of it; an exception (or
+        cancellation) rolls it all back. Nested use joins the outer transaction. Other tasks wait
+        until it ends, so do not await a task that uses this store from inside the block.
         """
         if self._in_own_transaction():
             yield

@@ -1,0 +1,262 @@
+"""The dispatcher: a fair job queue feeding one slot per GPU, each slot a supervised worker process.
+
+Fairness: jobs wait in one queue per owner and owners are served round robin, so one user with
+many jobs does not starve the others. Each slot owns a worker process; if the process dies, the
+slot restarts it (with backoff) and retries the job once on the fresh worker before reporting the
+failure. Results are reported through a ``DispatchListener``; a failure is a result, and the queue
+moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bot.worker_client import ProgressHandler, WorkerDied, WorkerError, WorkerProcess
+from shared.protocol import Done, Failed, FailureKind, Generate, Progress
+
+log = logging.getLogger("framechain.dispatcher")
+
+#: A job is tried at most this often (the first run plus one retry after a worker death).
+MAX_TRIES = 2
+MAX_BACKOFF = 60.0
+
+
+@dataclass
+class Job:
+    message: Generate
+    #: Whose job it is, for fairness (e.g. "telegram:1234").
+    owner: str
+    tries: int = 0
+    cancelled: bool = field(default=False, compare=False)
+
+    @property
+    def job_id(self) -> str:
+        return self.message.job_id
+
+
+class DispatchListener(Protocol):
+    async def job_position(self, job_id: str, position: int) -> None: ...
+    async def job_started(self, job_id: str, device: str) -> None: ...
+    async def job_progress(self, job_id: str, step: int, total: int) -> None: ...
+    async def job_finished(self, job_id: str, result: Done | Failed) -> None: ...
+
+
+class FairQueue:
+    """Per-owner FIFO queues served round robin. Not thread-safe; one event loop."""
+
+    def __init__(self) -> None:
+        self._owners: OrderedDict[str, deque[Job]] = OrderedDict()
+        self._ids: dict[str, Job] = {}
+        self._changed = asyncio.Condition()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._ids
+
+    async def put(self, job: Job, *, front: bool = False) -> None:
+        queue = self._owners.setdefault(job.owner, deque())
+        if front:
+            queue.appendleft(job)
+            self._owners.move_to_end(job.owner, last=False)
+        else:
+            queue.append(job)
+        self._ids[job.job_id] = job
+        async with self._changed:
+            self._changed.notify()
+
+    def remove(self, job_id: str) -> Job | None:
+        job = self._ids.pop(job_id, None)
+        if job is not None:
+            queue = self._owners[job.owner]
+            queue.remove(job)
+            if not queue:
+                del self._owners[job.owner]
+        return job
+
+    def order(self) -> list[Job]:
+        """The order in which waiting jobs will be served (round robin over owners)."""
+        queues = [list(q) for q in self._owners.values()]
+        out: list[Job] = []
+        depth = 0
+        while any(depth < len(q) for q in queues):
+            out.extend(q[depth] for q in queues if depth < len(q))
+            depth += 1
+        return out
+
+    async def get(self) -> Job:
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._owners))
+            owner, queue = next(iter(self._owners.items()))
+            job = queue.popleft()
+            del self._ids[job.job_id]
+            # This owner goes to the back of the rotation (or leaves it when empty).
+            del self._owners[owner]
+            if queue:
+                self._owners[owner] = queue
+            return job
+
+
+WorkerFactory = Callable[[str], WorkerProcess]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        devices: Sequence[str],
+        make_worker: WorkerFactory,
+        listener: DispatchListener,
+        *,
+        restart_backoff: float = 2.0,
+    ) -> None:
+        if not devices:
+            raise ValueError("the dispatcher needs at least one device")
+        self.devices = list(devices)
+        self.make_worker = make_worker
+        self.listener = listener
+        self.restart_backoff = restart_backoff
+        self.queue = FairQueue()
+        self.running: dict[str, tuple[Job, WorkerProcess]] = {}
+        self.workers: dict[str, WorkerProcess | None] = dict.fromkeys(self.devices)
+        self._slots: list[asyncio.Task[None]] = []
+        self._positions: dict[str, int] = {}
+        self._known: set[str] = set()
+
+    # --- control ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for device in self.devices:
+            self._slots.append(asyncio.create_task(self._slot(device), name=f"slot-{device}"))
+
+    async def stop(self) -> None:
+        for task in self._slots:
+            task.cancel()
+        for task in self._slots:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._slots.clear()
+        for device, worker in list(self.workers.items()):
+            if worker is not None:
+                await worker.stop()
+            self.workers[device] = None
+
+    async def submit(self, message: Generate, owner: str) -> bool:
+        """Queue a job. Idempotent by job id: a job already queued or running is not added twice."""
+        if message.job_id in self.queue or message.job_id in self.running:
+            return False
+        await self.queue.put(Job(message=message, owner=owner))
+        await self._announce_positions()
+        return True
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a waiting or running job. A waiting one is reported as failed (cancelled) at once;
+        a running one when its worker stops it (within one denoising step)."""
+        job = self.queue.remove(job_id)
+        if job is not None:
+            self._positions.pop(job_id, None)
+            await self.listener.job_finished(
+                job_id, Failed(job_id=job_id, kind=FailureKind.CANCELLED, message="cancelled while queued")
+            )
+            await self._announce_positions()
+            return True
+        entry = self.running.get(job_id)
+        if entry is not None:
+            job, worker = entry
+            job.cancelled = True
+            await worker.cancel(job_id)
+            return True
+        return False
+
+    def position(self, job_id: str) -> int | None:
+        """1-based place in the queue; 0 while running; None when unknown."""
+        if job_id in self.running:
+            return 0
+        for i, job in enumerate(self.queue.order(), start=1):
+            if job.job_id == job_id:
+                return i
+        return None
+
+    async def _announce_positions(self) -> None:
+        order = self.queue.order()
+        current = {job.job_id: i for i, job in enumerate(order, start=1)}
+        for job_id, position in current.items():
+            if self._positions.get(job_id) != position:
+                await _quietly(self.listener.job_position(job_id, position))
+        self._positions = current
+
+    # --- slots ------------------------------------------------------------------------------
+
+    async def _ensure_worker(self, device: str) -> WorkerProcess:
+        failures = 0
+        while True:
+            worker = self.workers.get(device)
+            if worker is not None and worker.alive:
+                return worker
+            if worker is not None:
+                await worker.kill()
+            worker = self.make_worker(device)
+            try:
+                await worker.start()
+            except WorkerError as exc:
+                failures += 1
+                delay = min(MAX_BACKOFF, self.restart_backoff * 2 ** (failures - 1))
+                log.error("worker on %s did not start (%s); retrying in %.0f s", device, exc, delay)
+                self.workers[device] = None
+                await asyncio.sleep(delay)
+                continue
+            self.workers[device] = worker
+            return worker
+
+    async def _slot(self, device: str) -> None:
+        deaths = 0
+        while True:
+            # Start (or restart) the worker before waiting: loading a model takes minutes.
+            await self._ensure_worker(device)
+            job = await self.queue.get()
+            worker = await self._ensure_worker(device)  # it may have died while idle
+            self._positions.pop(job.job_id, None)
+            await self._announce_positions()
+            job.tries += 1
+            self.running[job.job_id] = (job, worker)
+            try:
+                await _quietly(self.listener.job_started(job.job_id, device))
+                result = await worker.run(job.message, self._progress_handler(job.job_id))
+            except WorkerDied as exc:
+                deaths += 1
+                log.warning("worker on %s died during %s (try %d): %s", device, job.job_id, job.tries, exc)
+                await worker.kill()
+                self.workers[device] = None
+                if job.tries < MAX_TRIES and not job.cancelled:
+                    # Retry on a fresh worker, ahead of everything else (it was already running).
+                    await self.queue.put(job, front=True)
+                else:
+                    kind = FailureKind.CANCELLED if job.cancelled else FailureKind.INTERNAL
+                    message = "cancelled" if job.cancelled else "the GPU worker crashed twice on this segment"
+                    await _quietly(self.listener.job_finished(job.job_id, Failed(job.job_id, kind, message)))
+                await asyncio.sleep(min(MAX_BACKOFF, self.restart_backoff * 2 ** (deaths - 1)))
+                continue
+            finally:
+                self.running.pop(job.job_id, None)
+            deaths = 0
+            await _quietly(self.listener.job_finished(job.job_id, result))
+
+    def _progress_handler(self, job_id: str) -> ProgressHandler:
+        async def handle(event: Progress) -> None:
+            await _quietly(self.listener.job_progress(job_id, event.step, event.total))
+
+        return handle
+
+
+async def _quietly(awaitable: object) -> None:
+    """Listener errors (a chat API hiccup) must never stop a slot or the queue."""
+    try:
+        await awaitable  # type: ignore[misc]
+    except Exception:
+        log.exception("dispatch listener failed")
