@@ -122,8 +122,17 @@ class Conversation(Protocol):
         """A plain message: the next prompt, when the session expects one."""
         ...
 
-    async def control(self, chat: ChatRef, user_id: str, segment_id: int, action: Action, *, is_admin: bool = False) -> None:
+    async def control(
+        self, chat: ChatRef, user_id: str, segment_id: int, action: Action, *, is_admin: bool = False
+    ) -> None:
         """A review button or reaction. Ignored silently when not the owner's (or an admin's)."""
+        ...
+
+    async def reaction(
+        self, chat: ChatRef, user_id: str, message_id: str, action: Action, *, is_admin: bool = False
+    ) -> None:
+        """A reaction on one of the messages of a posted segment (the service finds which, from the
+        message ids post_segment returned, so this works after a restart)."""
         ...
 
     async def command(
