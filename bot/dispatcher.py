@@ -127,7 +127,7 @@ class Dispatcher:
         self.workers: dict[str, WorkerProcess | None] = dict.fromkeys(self.devices)
         self._slots: list[asyncio.Task[None]] = []
         self._positions: dict[str, int] = {}
-        self._known: set[str] = set()
+        self._reports: set[asyncio.Task[None]] = set()
 
     # --- control ----------------------------------------------------------------------------
 
@@ -161,9 +161,11 @@ class Dispatcher:
         job = self.queue.remove(job_id)
         if job is not None:
             self._positions.pop(job_id, None)
-            await self.listener.job_finished(
-                job_id, Failed(job_id=job_id, kind=FailureKind.CANCELLED, message="cancelled while queued")
-            )
+            # Reported from a task of its own: the caller may hold locks the listener takes.
+            failed = Failed(job_id=job_id, kind=FailureKind.CANCELLED, message="cancelled while queued")
+            task = asyncio.create_task(_quietly(self.listener.job_finished(job_id, failed)))
+            self._reports.add(task)
+            task.add_done_callback(self._reports.discard)
             await self._announce_positions()
             return True
         entry = self.running.get(job_id)

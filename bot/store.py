@@ -613,6 +613,15 @@ class Store:
             params.append(Platform(platform).value)
         return [_session(r) for r in await self._all(sql + " ORDER BY created_at, rowid", params)]
 
+    async def list_sessions(self, states: Collection[SessionState]) -> list[SessionRow]:
+        """Sessions in these states, oldest first."""
+        if not states:
+            return []
+        rows = await self._all(
+            f"SELECT * FROM sessions WHERE state IN ({_in(SessionState(s) for s in states)}) ORDER BY created_at"
+        )
+        return [_session(r) for r in rows]
+
     async def update_session(
         self,
         session_id: str,
@@ -838,6 +847,20 @@ class Store:
         if row is None:
             raise NotFound(f"no segment {segment_id!r}")
         return _segment(row)
+
+    async def find_segment_by_message(
+        self, platform: Platform | str, chat_id: str | int, message_id: str | int
+    ) -> SegmentRow | None:
+        """The segment one of whose posted messages (video, frame, controls...) has this id in
+        this chat: lets a reaction find its segment after a restart."""
+        row = await self._one(
+            "SELECT segments.* FROM segments JOIN sessions ON sessions.id = segments.session_id,"
+            " json_each(segments.posted) AS posted"
+            " WHERE sessions.platform = ? AND sessions.chat_id = ? AND CAST(posted.value AS TEXT) = ?"
+            " ORDER BY segments.id DESC LIMIT 1",
+            (Platform(platform).value, str(chat_id), str(message_id)),
+        )
+        return None if row is None else _segment(row)
 
     # Dispatcher transitions. Each is one conditional UPDATE, so a job cancelled meanwhile is
     # not started or completed behind the user's back: the loser gets Conflict.

@@ -109,11 +109,14 @@ class GenerationConfig:
     #: are made for few steps and no CFG).
     lora_steps: int = 4
     lora_guidance: float = 1.0
+    #: Seconds the preview backend waits per step, to rehearse progress messages at a model's pace.
+    preview_step_delay: float = 0.0
 
 
 @dataclass(frozen=True)
 class WorkersConfig:
     #: One worker process per entry: "auto" (first CUDA device, else CPU), "cpu", "cuda:0", ...
+    #: ("cpu:0", "cpu:1" run several CPU workers, e.g. to try the preview backend in parallel.)
     devices: tuple[str, ...] = ("auto",)
     #: Seconds to wait before restarting a worker that died, doubled on each further death.
     restart_backoff: float = 2.0
@@ -273,6 +276,8 @@ def _check(config: Config, source: str) -> None:
         fail("generation.boundary_ratio", f"must be between 0 and 1, got {g.boundary_ratio}")
     if not 0.0 <= g.color_strength <= 1.0:
         fail("generation.color_strength", f"must be between 0 and 1, got {g.color_strength}")
+    if not 0.0 <= g.preview_step_delay <= 60.0:
+        fail("generation.preview_step_delay", f"must be between 0 and 60, got {g.preview_step_delay}")
     if g.seed < 0:
         fail("generation.seed", f"must not be negative, got {g.seed}")
     if g.width * g.height > limits.max_pixels:
@@ -285,8 +290,9 @@ def _check(config: Config, source: str) -> None:
     if not config.workers.devices:
         fail("workers.devices", "needs at least one device")
     for device in config.workers.devices:
-        if device not in ("auto", "cpu") and not (device.startswith("cuda:") and device[5:].isdigit()):
-            fail("workers.devices", f"{device!r} is not 'auto', 'cpu' or 'cuda:N'")
+        kind, _, number = device.partition(":")
+        if device not in ("auto", "cpu") and not (kind in ("cuda", "cpu") and number.isdigit()):
+            fail("workers.devices", f"{device!r} is not 'auto', 'cpu', 'cpu:N' or 'cuda:N'")
     if len(set(config.workers.devices)) != len(config.workers.devices):
         fail("workers.devices", "lists a device twice")
     if config.workers.restart_backoff < 0:

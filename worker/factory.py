@@ -10,6 +10,8 @@ from worker.backend import Backend
 
 def resolve_device(device: str, backend: str) -> str:
     """``auto`` means the first CUDA device where there is one, else the CPU."""
+    if device.startswith("cpu:"):
+        return "cpu"  # several CPU workers are told apart by the dispatcher, not by torch
     if device != "auto":
         return device
     if backend == "preview":
@@ -24,7 +26,8 @@ def build_backend(generation: GenerationConfig, backend: str, device: str) -> tu
     if backend == "preview":
         from worker.preview import PreviewBackend
 
-        return PreviewBackend(), {"model": "none (preview animation)"}
+        backend = PreviewBackend(step_delay=generation.preview_step_delay)
+        return backend, {"model": "none (preview animation)"}
     from worker.wan.backend import WanBackend
     from worker.wan.options import wan_options_from_config
 

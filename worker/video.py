@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -54,14 +55,14 @@ class VideoError(RuntimeError):
 
 @functools.cache
 def ffmpeg_exe() -> str:
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
 def _ffmpeg(*args: str) -> list[str]:
     return [ffmpeg_exe(), "-nostdin", "-hide_banner", *args]
 
 
-def _run(cmd: list[str], *, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def _run(cmd: list[str], *, input: memoryview | None = None) -> subprocess.CompletedProcess[bytes]:
     proc = subprocess.run(cmd, input=input, capture_output=True, check=False)
     if proc.returncode != 0:
         raise VideoError(_failure("ffmpeg", proc.returncode, proc.stderr))
@@ -121,7 +122,7 @@ def write_segment_master(
             *_encoder_args(fps=fps, crf=crf, bitrate=None, preset=preset),
             "-y", str(tmp),
         )  # fmt: skip
-        _run(cmd, input=frames.tobytes())
+        _run(cmd, input=frames.reshape(-1).data)
     return Path(path)
 
 
@@ -133,8 +134,7 @@ def save_hand_off_frame(frames: np.ndarray, path: str | os.PathLike[str]) -> Pat
         raise ValueError(f"frames must have shape (frames, height, width, 3), got {frames.shape}")
     last = np.ascontiguousarray(frames[-1])
     with atomic_path(path) as tmp:
-        # compress_level 1: these are read back at once; a few hundred KB more beats 0.3 s more.
-        Image.fromarray(last, mode="RGB").save(tmp, format="PNG", compress_level=1)
+        Image.fromarray(last).save(tmp, format="PNG")
     return Path(path)
 
 
@@ -334,6 +334,9 @@ def _encode_joined(
         cmd = _ffmpeg(
             "-loglevel", "error",
             "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-framerate", str(fps),
+            # The relayed frames are the masters' BT.709 limited-range YUV: say so, or ffmpeg
+            # assumes other properties and converts them, shifting every colour of the final.
+            *_COLOUR_TAGS,
             "-i", "pipe:0",
             *_encoder_args(fps=fps, crf=crf, bitrate=bitrate, preset=preset),
             "-y", str(dest),
@@ -343,13 +346,15 @@ def _encode_joined(
         try:
             for index, path in enumerate(paths):
                 written += _relay(path, encoder.stdin, frame_size, skip_first=index > 0)
-            encoder.stdin.close()
         except BrokenPipeError:
             pass  # the encoder died; its exit status and log say why
         except BaseException:
             encoder.kill()
             encoder.wait()
             raise
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                encoder.stdin.close()
         code = encoder.wait()
         if code != 0:
             enc_log.seek(0)
@@ -376,11 +381,13 @@ def _relay(path: Path, sink: IO[bytes], frame_size: int, *, skip_first: bool) ->
                     sink.write(chunk)
                     copied += 1
                 first = False
+        except BaseException:
+            decoder.kill()
+            decoder.wait()
+            raise
         finally:
             decoder.stdout.close()
-            if decoder.poll() is None:
-                decoder.kill()
-            code = decoder.wait()
+        code = decoder.wait()
         if code != 0:
             dec_log.seek(0)
             raise VideoError(_failure(f"decoding {path.name}", code, dec_log.read()))

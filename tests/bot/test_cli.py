@@ -94,7 +94,7 @@ def test_run_opens_the_store_and_exits_cleanly_on_signal(tmp_path: Path, sig: si
         time.sleep(0.05)
     time.sleep(0.5)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert db.exists()
     assert "Traceback" not in err

@@ -780,3 +780,20 @@ async def test_open_as_awaitable_and_close_twice(tmp_path: Path) -> None:
     await store.create_session(platform="cli", chat_id="c", owner_id="o")
     await store.close()
     await store.close()
+
+
+async def test_find_segment_by_posted_message(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "fm.db") as store:
+        session = await store.create_session(platform="telegram", chat_id=10, owner_id=1)
+        other = await store.create_session(platform="telegram", chat_id=11, owner_id=1)
+        seg = await store.add_segment(session.id, idx=0, prompt="a")
+        seg2 = await store.add_segment(other.id, idx=0, prompt="b")
+        await store.record_posted(seg.id, "video", "501")
+        await store.record_posted(seg.id, "frame", 502)
+        await store.record_posted(seg2.id, "video", "501")
+        found = await store.find_segment_by_message("telegram", "10", "502")
+        assert found is not None and found.id == seg.id
+        found = await store.find_segment_by_message("telegram", 11, 501)
+        assert found is not None and found.id == seg2.id
+        assert await store.find_segment_by_message("telegram", "10", "999") is None
+        assert await store.find_segment_by_message("discord", "10", "501") is None

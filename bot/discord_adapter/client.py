@@ -1,0 +1,297 @@
+"""The Discord client: turns slash commands, thread messages, reactions and button clicks into
+``Conversation`` calls.
+
+A session lives in a thread the bot opens on ``/start`` (private where the server allows it and
+the configuration asks for it, else public, on a short starter message). After the first
+answer to ``/start`` everything happens through ordinary thread messages (see ``port.py``).
+
+Who may do what: ``allowed_user_ids``/``allowed_role_ids`` gate ``/start`` here; everything else
+is forwarded with ``is_admin`` and the service decides (it ignores non-owners' clicks and
+reactions). The bot's own reactions and other bots are never forwarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any, Final, Literal
+
+import discord
+from discord import app_commands
+
+from bot.discord_adapter.commands import build_commands
+from bot.discord_adapter.port import APPROVE_EMOJI, REGENERATE_EMOJI, clip
+from bot.discord_adapter.review import ReviewButton
+from bot.discord_adapter.sync import sync_commands
+from bot.ports import Action, ChatRef, Conversation
+from shared.config import Config
+
+log = logging.getLogger("framechain.discord")
+
+PLATFORM = "discord"
+REACTIONS = {APPROVE_EMOJI: Action.APPROVE, REGENERATE_EMOJI: Action.REGENERATE}
+#: A week, the longest Discord offers: a session may sit idle between segments.
+THREAD_ARCHIVE_MINUTES: Final[Literal[10080]] = 10080
+THREAD_NAME_CHARS = 100
+HASH_FILE = "discord_commands.hash"
+
+
+class Refusal(Exception):
+    """Something the acting user is told, in these words, instead of it being done."""
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def image_problem(attachment: discord.Attachment, limit: int) -> str | None:
+    """Why this attachment can't be a start picture, or None."""
+    if not (attachment.content_type or "").startswith("image/"):
+        return f"{attachment.filename} is not a picture; attach a PNG, JPEG or WebP image."
+    if attachment.size > limit:
+        return f"That picture is {_megabytes(attachment.size)}; the limit is {_megabytes(limit)}."
+    return None
+
+
+def thread_name(prompt: str | None, user: discord.abc.User) -> str:
+    name = " ".join((prompt or "").split()) or f"{user.display_name}'s animation"
+    return clip(name, THREAD_NAME_CHARS)
+
+
+class FramechainClient(discord.Client):
+    def __init__(self, config: Config, conversation: Conversation) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True  # prompts are plain messages in the thread
+        super().__init__(
+            intents=intents,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+        )
+        self.config = config
+        self.conversation = conversation
+        self.tree: app_commands.CommandTree[FramechainClient] = app_commands.CommandTree(self)
+        self.tree.error(self._on_tree_error)
+        guilds = [discord.Object(guild_id) for guild_id in config.discord.guild_ids]
+        for command in build_commands(self, config):
+            if guilds:
+                self.tree.add_command(command, guilds=guilds)
+            else:
+                self.tree.add_command(command)
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(ReviewButton)
+        if self.application_id is None:  # set by login(), which calls this hook
+            raise RuntimeError("no application id after login")
+        await sync_commands(
+            self.tree,
+            application_id=self.application_id,
+            guild_ids=self.config.discord.guild_ids,
+            hash_file=self.config.data_dir / HASH_FILE,
+        )
+
+    async def on_ready(self) -> None:
+        log.info("discord: logged in as %s (%s guilds)", self.user, len(self.guilds))
+
+    # -- who -------------------------------------------------------------------------------------
+
+    def is_admin(self, user_id: int) -> bool:
+        return user_id in self.config.discord.admin_ids
+
+    def may_start(self, user: discord.abc.User) -> bool:
+        rules = self.config.discord
+        if not (rules.allowed_user_ids or rules.allowed_role_ids):
+            return True
+        if user.id in rules.allowed_user_ids or self.is_admin(user.id):
+            return True
+        roles = user.roles if isinstance(user, discord.Member) else []
+        return any(role.id in rules.allowed_role_ids for role in roles)
+
+    # -- where -----------------------------------------------------------------------------------
+
+    async def _channel(self, channel_id: int) -> Any:
+        return self.get_channel(channel_id) or await self.fetch_channel(channel_id)
+
+    async def chat_for(self, channel_id: int) -> ChatRef:
+        """The session address of a channel: a thread is (parent, thread), anything else (id, "")."""
+        channel = await self._channel(channel_id)
+        if isinstance(channel, discord.Thread):
+            return ChatRef(PLATFORM, str(channel.parent_id), str(channel.id))
+        return ChatRef(PLATFORM, str(channel_id))
+
+    def _is_session_thread(self, channel: object) -> bool:
+        """Sessions live only in threads this bot opened; messages elsewhere are not for us."""
+        return isinstance(channel, discord.Thread) and self.user is not None and channel.owner_id == self.user.id
+
+    # -- /start ----------------------------------------------------------------------------------
+
+    async def start_command(
+        self, interaction: discord.Interaction[Any], image: discord.Attachment, prompt: str | None
+    ) -> None:
+        try:
+            await self._start(interaction, image, prompt)
+        except Exception as exc:
+            await self.report(exc, interaction=interaction)
+
+    async def _start(
+        self, interaction: discord.Interaction[Any], image: discord.Attachment, prompt: str | None
+    ) -> None:
+        user = interaction.user
+        if not self.may_start(user):
+            raise Refusal("You can't start sessions with this bot; ask one of its admins to add you.")
+        problem = image_problem(image, self.config.limits.image_bytes)
+        if problem is not None:
+            raise Refusal(problem)
+        parent = self._thread_parent(interaction.channel)
+        # Everything after this may take longer than the 3 s Discord allows for an answer.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        data = await image.read()
+        thread = await self._open_thread(interaction, parent, prompt)
+        await interaction.edit_original_response(content=f"Your session is in {thread.mention}.")
+        chat = ChatRef(PLATFORM, str(parent.id), str(thread.id))
+        await self.conversation.start(chat, str(user.id), data, prompt, is_admin=self.is_admin(user.id))
+
+    def _thread_parent(self, channel: object) -> discord.TextChannel:
+        if isinstance(channel, discord.Thread):
+            channel = channel.parent
+        if not isinstance(channel, discord.TextChannel):
+            raise Refusal("Use /start in a text channel: each session gets its own thread there.")
+        return channel
+
+    async def _open_thread(
+        self, interaction: discord.Interaction[Any], channel: discord.TextChannel, prompt: str | None
+    ) -> discord.Thread:
+        user = interaction.user
+        name = thread_name(prompt, user)
+        private = (
+            self.config.discord.private_threads
+            and not channel.is_news()
+            and channel.permissions_for(channel.guild.me).create_private_threads
+        )
+        try:
+            if private:
+                thread = await channel.create_thread(
+                    name=name,
+                    type=discord.ChannelType.private_thread,
+                    invitable=False,
+                    auto_archive_duration=THREAD_ARCHIVE_MINUTES,
+                )
+                await thread.add_user(user)
+                return thread
+            about = f": {clip(' '.join(prompt.split()), 200)}" if prompt else ""
+            starter = await channel.send(
+                f"{user.mention} started an animation{about}", allowed_mentions=discord.AllowedMentions.none()
+            )
+            return await starter.create_thread(name=name, auto_archive_duration=THREAD_ARCHIVE_MINUTES)
+        except discord.Forbidden as exc:
+            raise Refusal(
+                "I can't open a thread here. I need Send Messages, Create Public Threads (or Create "
+                "Private Threads) and Send Messages in Threads in this channel."
+            ) from exc
+
+    # -- the other commands ----------------------------------------------------------------------
+
+    async def session_command(self, interaction: discord.Interaction[Any], name: str, argument: str = "") -> None:
+        """Forward a command; the service answers in the channel, so the deferred "thinking"
+        placeholder is removed again once it has."""
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            if interaction.channel_id is None:
+                raise Refusal("Use this in a session thread.")
+            chat = await self.chat_for(interaction.channel_id)
+            user_id = interaction.user.id
+            await self.conversation.command(chat, str(user_id), name, argument, is_admin=self.is_admin(user_id))
+            await interaction.delete_original_response()
+        except Exception as exc:
+            await self.report(exc, interaction=interaction)
+
+    # -- review ----------------------------------------------------------------------------------
+
+    async def review_pressed(self, interaction: discord.Interaction[Any], segment_id: int, action: Action) -> None:
+        try:
+            await interaction.response.defer()  # acknowledge the click; the message stays as it is
+            if interaction.user.bot or interaction.channel_id is None:
+                return
+            chat = await self.chat_for(interaction.channel_id)
+            user_id = interaction.user.id
+            await self.conversation.control(chat, str(user_id), segment_id, action, is_admin=self.is_admin(user_id))
+        except Exception as exc:
+            await self.report(exc, interaction=interaction)
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        action = REACTIONS.get(str(payload.emoji))
+        if action is None or self.user is None or payload.user_id == self.user.id:
+            return
+        if payload.member is not None and payload.member.bot:
+            return
+        try:
+            channel = await self._channel(payload.channel_id)
+            if not self._is_session_thread(channel):
+                return
+            chat = ChatRef(PLATFORM, str(channel.parent_id), str(channel.id))
+            await self.conversation.reaction(
+                chat, str(payload.user_id), str(payload.message_id), action, is_admin=self.is_admin(payload.user_id)
+            )
+        except Exception as exc:
+            await self.report(exc)
+
+    # -- prompts ---------------------------------------------------------------------------------
+
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or not self._is_session_thread(message.channel):
+            return
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return
+        thread = message.channel
+        assert isinstance(thread, discord.Thread)
+        chat = ChatRef(PLATFORM, str(thread.parent_id), str(thread.id))
+        user_id = str(message.author.id)
+        try:
+            pictures = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+            if pictures:
+                problem = image_problem(pictures[0], self.config.limits.image_bytes)
+                if problem is not None:
+                    raise Refusal(problem)
+                await self.conversation.image(chat, user_id, await pictures[0].read())
+            text = message.content.strip()
+            if text:
+                await self.conversation.text(chat, user_id, text)
+        except Exception as exc:
+            await self.report(exc, reply_to=message)
+
+    # -- the one error handler -------------------------------------------------------------------
+
+    async def _on_tree_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
+        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        await self.report(original, interaction=interaction)
+
+    async def report(
+        self,
+        error: BaseException,
+        *,
+        interaction: discord.Interaction[Any] | None = None,
+        reply_to: discord.Message | None = None,
+    ) -> None:
+        """Tell the user what went wrong: a :class:`Refusal` in its own words, anything else as a
+        short apology with an id that is also in the log, beside the traceback."""
+        if isinstance(error, Refusal):
+            text = str(error)
+        else:
+            error_id = uuid.uuid4().hex[:8]
+            log.error("discord: error %s", error_id, exc_info=error)
+            text = f"Sorry, something went wrong (error id {error_id})."
+        try:
+            if interaction is not None:
+                await _tell(interaction, text)
+            elif reply_to is not None:
+                await reply_to.reply(text, mention_author=False)
+        except discord.HTTPException:
+            log.warning("discord: could not tell the user: %s", text, exc_info=True)
+
+
+async def _tell(interaction: discord.Interaction[Any], text: str) -> None:
+    """Answer privately: the first response, the deferred placeholder, or a follow-up."""
+    if not interaction.response.is_done():
+        await interaction.response.send_message(text, ephemeral=True)
+    elif interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+        await interaction.edit_original_response(content=text)
+    else:
+        await interaction.followup.send(text, ephemeral=True)

@@ -1,0 +1,103 @@
+"""``ChatPort`` for Discord: everything the service says becomes an ordinary channel message.
+
+Messages go through ``get_partial_messageable`` (a channel id is enough, nothing needs to be in
+the cache), so they work for threads the client has not seen since a restart. The interaction
+token is never used here: it expires after 15 minutes, and a segment can take longer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import discord
+
+from bot.discord_adapter.review import review_view
+from bot.ports import ChatRef, FinalPost, SegmentPost
+
+log = logging.getLogger("framechain.discord")
+
+#: Discord's limit for servers without boosts and for DMs.
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+MESSAGE_CHARS = 2000
+APPROVE_EMOJI = "✅"
+REGENERATE_EMOJI = "🔁"
+
+
+def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class DiscordPort:
+    platform = "discord"
+
+    def __init__(self, client: discord.Client) -> None:
+        self._client = client
+
+    def _channel(self, chat: ChatRef) -> discord.PartialMessageable:
+        return self._client.get_partial_messageable(int(chat.thread_id or chat.chat_id))
+
+    def upload_limit(self, chat: ChatRef) -> int:
+        for channel_id in (chat.thread_id, chat.chat_id):
+            channel = self._client.get_channel(int(channel_id)) if channel_id else None
+            guild = getattr(channel, "guild", None)
+            if isinstance(guild, discord.Guild):
+                return guild.filesize_limit
+        return DEFAULT_UPLOAD_LIMIT
+
+    async def send_text(self, chat: ChatRef, text: str) -> str:
+        message = await self._channel(chat).send(clip(text))
+        return str(message.id)
+
+    async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None:
+        await self._channel(chat).get_partial_message(int(message_id)).edit(content=clip(text))
+
+    async def post_segment(self, chat: ChatRef, post: SegmentPost) -> dict[str, str]:
+        """One message: the video, the hand-off frame, the caption and the buttons; the bot then
+        adds the ✅ and 🔁 reactions. Where both files together would exceed the upload limit the
+        frame follows in a second message."""
+        channel = self._channel(chat)
+        stem = f"segment{post.index:02d}_take{post.attempt}"
+        video = discord.File(post.video, filename=stem + post.video.suffix)
+        frame = discord.File(post.last_frame, filename=stem + "_last_frame" + post.last_frame.suffix)
+        together = _size(post.video) + _size(post.last_frame) <= self.upload_limit(chat)
+        view = review_view(post.controls)
+        message = await channel.send(clip(post.caption), files=[video, frame] if together else [video], view=view)
+        ids = {"video": str(message.id), "frame": str(message.id)}
+        if not together:
+            ids["frame"] = str((await channel.send(file=frame)).id)
+        for emoji in (APPROVE_EMOJI, REGENERATE_EMOJI):
+            await message.add_reaction(emoji)
+        return ids
+
+    async def close_controls(self, chat: ChatRef, message_ids: dict[str, str], note: str) -> None:
+        """Remove the buttons and the bot's own reactions; append ``note`` to the caption."""
+        channel = self._channel(chat)
+        me = self._client.user
+        for message_id in dict.fromkeys(message_ids.values()):
+            message = await channel.fetch_message(int(message_id))
+            content = clip(f"{message.content}\n{note}".strip()) if note else message.content
+            if message.components or content != message.content:
+                await message.edit(content=content, view=None)
+            if me is None:
+                continue
+            for reaction in message.reactions:
+                if reaction.me and str(reaction.emoji) in (APPROVE_EMOJI, REGENERATE_EMOJI):
+                    await message.remove_reaction(reaction.emoji, me)
+
+    async def post_final(self, chat: ChatRef, post: FinalPost) -> list[str]:
+        channel = self._channel(chat)
+        ids: list[str] = []
+        count = len(post.parts)
+        for number, part in enumerate(post.parts, start=1):
+            text = post.caption if number == 1 else ""
+            if count > 1:
+                text = f"{text}\nPart {number} of {count}".strip()
+            name = f"framechain{part.suffix}" if count == 1 else f"framechain_part{number}{part.suffix}"
+            message = await channel.send(clip(text) or None, file=discord.File(part, filename=name))
+            ids.append(str(message.id))
+        return ids
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size
