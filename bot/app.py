@@ -1,20 +1,105 @@
-"""bootstrap: builds the store, the dispatcher and the chat adapters, and runs them until stopped."""
+"""bootstrap: builds the store, the service, the dispatcher and the chat front ends, runs them
+until stopped, and closes them in reverse order. No module globals: everything is made here."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
 
+from bot.dispatcher import Dispatcher
+from bot.ports import ChatPort, Conversation
+from bot.service import ConversationService
 from bot.store import Store
+from bot.worker_client import WorkerProcess, worker_command
 from shared.config import Config
 
 log = logging.getLogger("framechain")
 
+#: Seconds between attempts to reach a chat platform that is down at start-up, doubled up to 5 min.
+RECONNECT_DELAY = 5.0
 
-async def serve(config: Config, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set (SIGINT/SIGTERM), then close everything in reverse order."""
+
+class FrontEnd(Protocol):
+    @property
+    def port(self) -> ChatPort: ...
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+def build_front_ends(config: Config, conversation: Conversation) -> list[FrontEnd]:
+    front_ends: list[FrontEnd] = []
+    if config.telegram.token:
+        from bot.telegram_adapter import build_telegram
+
+        front_ends.append(build_telegram(config, conversation))
+    if config.discord.token:
+        from bot.discord_adapter import build_discord
+
+        front_ends.append(build_discord(config, conversation))
+    return front_ends
+
+
+def worker_factory(config_path: str | Path | None, log_level: str | None = None) -> Callable[[str], WorkerProcess]:
+    def make(device: str) -> WorkerProcess:
+        command = worker_command(device=device, config_path=config_path, log_level=log_level)
+        return WorkerProcess(command, name=f"worker-{device}")
+
+    return make
+
+
+async def _keep_started(front: FrontEnd, stop: asyncio.Event) -> None:
+    """Start a front end, retrying with backoff while its platform cannot be reached."""
+    delay = RECONNECT_DELAY
+    name = front.port.platform
+    while not stop.is_set():
+        try:
+            await front.start()
+            log.info("%s connected", name)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("%s could not start (%s); retrying in %.0f s", name, exc, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, 300.0)
+
+
+async def serve(config: Config, stop: asyncio.Event, *, config_path: str | Path | None = None) -> None:
+    """Run until ``stop`` is set (SIGINT/SIGTERM)."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     async with Store.open(config.database_path) as store:
         log.info("store open: %s (schema %d)", store.path, store.schema_version)
-        await stop.wait()
-        log.info("shutting down")
+        service = ConversationService(store, config)
+        dispatcher = Dispatcher(
+            config.workers.devices,
+            worker_factory(config_path, config.log_level),
+            service,
+            restart_backoff=config.workers.restart_backoff,
+        )
+        service.attach(dispatcher)
+        front_ends = build_front_ends(config, service)
+        for front in front_ends:
+            service.add_port(front.port)
+        starting = [asyncio.create_task(_keep_started(front, stop)) for front in front_ends]
+        try:
+            # Posting what a crash left unposted needs the platforms: give them a moment first.
+            if starting:
+                await asyncio.wait(starting, timeout=60)
+            await service.resume()
+            await dispatcher.start()
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            for task in starting:
+                task.cancel()
+            for front in reversed(front_ends):
+                with contextlib.suppress(Exception):
+                    await front.stop()
+            await dispatcher.stop()
+            await service.close()

@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return cmd_check(config)
         if args.command == "run":
-            return cmd_run(config)
+            return cmd_run(config, args.config)
         if args.command == "render":
             from bot.render_cli import cmd_render
 
@@ -125,7 +125,7 @@ def cmd_check(config: Config) -> int:
     return EXIT_OK
 
 
-def cmd_run(config: Config) -> int:
+def cmd_run(config: Config, config_path: str | None = None) -> int:
     if not config.enabled_platforms:
         print(
             "framechain: nothing is enabled: set discord.token or telegram.token in the configuration, "
@@ -133,10 +133,10 @@ def cmd_run(config: Config) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    return asyncio.run(_run(config))
+    return asyncio.run(_run(config, config_path))
 
 
-async def _run(config: Config) -> int:
+async def _run(config: Config, config_path: str | None) -> int:
     from bot.app import serve
 
     stop = asyncio.Event()
@@ -144,7 +144,7 @@ async def _run(config: Config) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.info("starting: %s", ", ".join(config.enabled_platforms))
-    await serve(config, stop)
+    await serve(config, stop, config_path=config_path)
     log.info("stopped")
     return EXIT_OK
 

@@ -26,8 +26,8 @@ def build_backend(generation: GenerationConfig, backend: str, device: str) -> tu
     if backend == "preview":
         from worker.preview import PreviewBackend
 
-        backend = PreviewBackend(step_delay=generation.preview_step_delay)
-        return backend, {"model": "none (preview animation)"}
+        preview = PreviewBackend(step_delay=generation.preview_step_delay)
+        return preview, {"model": "none (preview animation)"}
     from worker.wan.backend import WanBackend
     from worker.wan.options import wan_options_from_config
 

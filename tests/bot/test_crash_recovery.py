@@ -1,0 +1,135 @@
+"""The bot killed with SIGKILL at each session state, then restarted on the same database and
+data dir: nothing lost, nothing posted twice, and the session carries on to its final video."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.bot.service_harness import picture_bytes, write_config
+from worker.video import probe
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class BotProcess:
+    def __init__(self, config: Path, log: Path) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.bot.crash_bot", str(config), str(log)],
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "READY"
+
+    def send(self, **action: Any) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(action) + "\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().startswith("DONE")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def sent(log: Path) -> list[dict[str, Any]]:
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_killed_at_every_state_nothing_lost_nothing_posted_twice(tmp_path: Path) -> None:
+    config = write_config(tmp_path, step_delay=0.25)
+    db = tmp_path / "data" / "framechain.db"
+    log = tmp_path / "sent.jsonl"
+    image = tmp_path / "start.png"
+    image.write_bytes(picture_bytes())
+
+    def state() -> str:
+        rows = query(db, "SELECT state FROM sessions")
+        return str(rows[0][0]) if rows else ""
+
+    def segments(status: str) -> list[int]:
+        return [r[0] for r in query(db, f"SELECT id FROM segments WHERE status = '{status}' ORDER BY id")]
+
+    def posted_segments() -> list[int]:
+        return [r["segment_id"] for r in sent(log) if r["kind"] == "segment"]
+
+    # awaiting_image
+    bot = BotProcess(config, log)
+    bot.send(op="start")
+    assert state() == "awaiting_image"
+    bot.kill()
+
+    # awaiting_prompt
+    bot = BotProcess(config, log)
+    bot.send(op="image", image=str(image))
+    assert state() == "awaiting_prompt"
+    bot.kill()
+
+    # generating: killed while the worker is mid-job
+    bot = BotProcess(config, log)
+    bot.send(op="text", text="the first segment")
+    wait_until(lambda: segments("running"))
+    assert state() == "generating"
+    bot.kill()
+    assert posted_segments() == []
+
+    # The restarted bot re-queues the job; the segment is posted once. Then kill while reviewing.
+    bot = BotProcess(config, log)
+    [first] = wait_until(posted_segments)
+    wait_until(lambda: state() == "reviewing")
+    bot.kill()
+
+    # reviewing -> the old controls still work after the restart; nothing is posted again.
+    bot = BotProcess(config, log)
+    time.sleep(0.5)
+    assert posted_segments() == [first]
+    bot.send(op="control", segment=first, action="approve")
+    assert state() == "awaiting_prompt" and segments("approved") == [first]
+    bot.send(op="text", text="the second segment")
+    wait_until(lambda: len(posted_segments()) == 2)
+    second = posted_segments()[1]
+    wait_until(lambda: state() == "reviewing")
+    bot.send(op="control", segment=second, action="approve")
+    bot.send(op="command", name="finish")
+    bot.kill()  # assembling, or just finished
+
+    bot = BotProcess(config, log)
+    finals = wait_until(lambda: [r for r in sent(log) if r["kind"] == "final"])
+    wait_until(lambda: state() == "finished")
+    time.sleep(0.5)
+    bot.kill()
+
+    assert len([r for r in sent(log) if r["kind"] == "final"]) == 1
+    assert Counter(posted_segments()) == {first: 1, second: 1}
+    assert probe(finals[0]["parts"][0]).frames == 33 + 32
+    # Approved segments and their hand-off frames are all there.
+    for video, last_frame in query(db, "SELECT video, last_frame FROM segments WHERE status = 'approved'"):
+        assert Path(video).exists() and Path(last_frame).exists()
+    # No temporary files were left where whole ones are expected.
+    assert not [p for p in (tmp_path / "data" / "sessions").rglob("*") if ".tmp" in p.name]
