@@ -90,7 +90,12 @@ async def serve(config: Config, stop: asyncio.Event, *, config_path: str | Path 
         try:
             # Posting what a crash left unposted needs the platforms: give them a moment first.
             if starting:
-                await asyncio.wait(starting, timeout=60)
+                started = asyncio.gather(*starting, return_exceptions=True)
+                stopping = asyncio.create_task(stop.wait())
+                await asyncio.wait({started, stopping}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+            if stop.is_set():
+                return
             await service.resume()
             await dispatcher.start()
             await stop.wait()

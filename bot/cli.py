@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
-    setup_logging(args.log_level or config.log_level, process="framechain")
+    tokens = (config.discord.token.get(), config.telegram.token.get())
+    setup_logging(args.log_level or config.log_level, process="framechain", secrets=tokens)
     return config
 
 

@@ -182,3 +182,17 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml", env={})
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(write(tmp_path, "[generation\n"), env={})
+
+
+def test_log_lines_redact_tokens(capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.logs import setup_logging
+
+    token = "123456:SECRET"
+    setup_logging("INFO", secrets=[token])
+    try:
+        raise ConnectionError(f"cannot reach https://api.telegram.org/bot{token}/getMe")
+    except ConnectionError:
+        logging.getLogger("t").exception("start failed for %s", f"bot{token}")
+    err = capsys.readouterr().err
+    assert token not in err and "********" in err and "getMe" in err
+    logging.getLogger().handlers.clear()

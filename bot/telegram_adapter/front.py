@@ -1,0 +1,441 @@
+"""The Telegram front end: python-telegram-bot's ``Application``, long polling, update handlers.
+
+Updates become :class:`~bot.ports.Conversation` calls; the conversation answers through
+:class:`~bot.telegram_adapter.port.TelegramPort` (``TelegramFrontEnd.port``).
+
+- ``/start`` as the caption of a photo, or of an image sent as a file (full quality), optionally
+  followed by the first prompt; or a bare ``/start``, then the picture. A picture's size is
+  checked from the update's metadata before anything is downloaded.
+- Any other text is a prompt (groups with privacy mode on deliver only replies to the bot).
+- Review buttons carry ``bot.ports.control_id`` data; 👍/👎 reactions on a segment's messages
+  approve/regenerate (Telegram delivers them where ``message_reaction`` is an allowed update
+  and, in groups, the bot is an admin).
+- Who may act on a session is the service's business; this module only applies the configured
+  allow lists and tells the service whether the user is an admin.
+- A chat is a Telegram chat; a forum topic is its thread. Updates of one chat are handled in
+  order, different chats concurrently (one user's download never holds up another chat).
+- Polling survives network failures (PTB retries ``getUpdates`` forever, with backoff); a
+  handler's exception is logged by one error handler, and the user gets an apology with an id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dtm
+import logging
+import re
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+from telegram import (
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    ReactionTypeEmoji,
+    ReplyParameters,
+    Update,
+)
+from telegram.error import BadRequest, InvalidToken, TelegramError
+from telegram.ext import (
+    ApplicationBuilder,
+    BaseUpdateProcessor,
+    CallbackQueryHandler,
+    ContextTypes,
+    MessageHandler,
+    MessageReactionHandler,
+    filters,
+)
+
+from bot.ports import Action, ChatRef, Conversation, parse_control
+from bot.telegram_adapter.port import (
+    MB,
+    NOOP,
+    PLATFORM,
+    TEXT_LIMIT,
+    TelegramPort,
+    clip,
+    download_limit_bytes,
+)
+from bot.telegram_adapter.retry import DEFAULT_RETRY, RetryPolicy, with_retries
+from shared.config import Config, LimitsConfig
+from shared.params import SECONDS_TO_FRAMES
+
+log = logging.getLogger("framechain.telegram")
+
+#: Registered with setMyCommands, in menu order.
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("start", "Start a video: send a picture with /start and the first prompt"),
+    ("finish", "Join the approved segments into the final video"),
+    ("undo", "Remove the newest segment"),
+    ("regenerate", "Redo the segment under review (optionally with a new prompt)"),
+    ("cancel", "End this session"),
+    ("status", "Where this session stands"),
+    ("settings", "Segment length, steps and seed"),
+    ("help", "How framechain works"),
+)
+#: Commands handed to Conversation.command (start has its own method).
+FORWARDED = frozenset({"finish", "undo", "cancel", "status", "settings", "help", "regenerate", "approve"})
+ALLOWED_UPDATES = ("message", "callback_query", "message_reaction")
+#: Telegram's fixed reaction set has these two; anything else is not a review.
+REACTIONS = {"👍": Action.APPROVE, "👎": Action.REGENERATE}
+SETTINGS_PREFIX = "set:"
+#: Steps offered on the /settings keyboard (those within limits.max_steps).
+STEP_CHOICES = (4, 8, 12, 20, 30)
+#: Concurrent updates in all; one chat's are still handled one at a time.
+MAX_CONCURRENT_UPDATES = 64
+
+NOT_A_PICTURE = "That file isn't a picture. Send a photo, or an image file (JPEG, PNG or WebP)."
+NOT_ALLOWED = "Sorry, this bot only works for the people its owner has allowed."
+SETTINGS_HINT = "Tap to change the settings for the next take, or type them, e.g. /settings seconds=3 steps=8 seed=42"
+
+_COMMAND = re.compile(r"^/(?P<name>[A-Za-z0-9_]{1,32})(?:@(?P<bot>[A-Za-z0-9_]+))?(?:\s+(?P<arg>.*))?$", re.S)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    argument: str
+
+
+def parse_command(text: str, bot_username: str) -> Command | None:
+    """``/name[@bot] [argument]`` addressed to this bot, or None (not a command, or another bot's)."""
+    match = _COMMAND.match(text.strip())
+    if match is None:
+        return None
+    addressed = match["bot"]
+    if addressed and addressed.lower() != bot_username.lower():
+        return None
+    return Command(match["name"].lower(), (match["arg"] or "").strip())
+
+
+def settings_keyboard(limits: LimitsConfig) -> InlineKeyboardMarkup:
+    lengths = [
+        InlineKeyboardButton(f"{s} s", callback_data=f"{SETTINGS_PREFIX}seconds={s}") for s in sorted(SECONDS_TO_FRAMES)
+    ]
+    steps = [
+        InlineKeyboardButton(f"{n} steps", callback_data=f"{SETTINGS_PREFIX}steps={n}")
+        for n in STEP_CHOICES
+        if n <= limits.max_steps
+    ]
+    seed = [InlineKeyboardButton("🎲 Random seed", callback_data=f"{SETTINGS_PREFIX}seed=random")]
+    return InlineKeyboardMarkup([row for row in (lengths, steps[:3], steps[3:], seed) if row])
+
+
+def chat_of(message: Message) -> ChatRef:
+    """Only forum topics are threads: in other supergroups message_thread_id names a reply chain."""
+    thread = str(message.message_thread_id) if message.is_topic_message and message.message_thread_id else ""
+    return ChatRef(PLATFORM, str(message.chat.id), thread)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / MB:.1f} MB"
+
+
+def _is_image_type(mime_type: str | None, file_name: str | None) -> bool:
+    if mime_type:
+        return mime_type.startswith("image/") and "svg" not in mime_type
+    return (file_name or "").lower().rsplit(".", 1)[-1] in {"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"}
+
+
+class _PerChatOrder(BaseUpdateProcessor):
+    """Handles updates of different chats concurrently and those of one chat in arrival order."""
+
+    def __init__(self, max_concurrent_updates: int) -> None:
+        super().__init__(max_concurrent_updates)
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._users: dict[int, int] = {}
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        chat = update.effective_chat if isinstance(update, Update) else None
+        if chat is None:
+            await coroutine
+            return
+        lock = self._locks.setdefault(chat.id, asyncio.Lock())
+        self._users[chat.id] = self._users.get(chat.id, 0) + 1
+        try:
+            async with lock:
+                await coroutine
+        finally:
+            self._users[chat.id] -= 1
+            if not self._users[chat.id]:
+                del self._users[chat.id], self._locks[chat.id]
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+
+class TelegramFrontEnd:
+    """The running Telegram bot. Build it with :func:`build_telegram`; ``start``/``stop`` it from
+    the process's event loop (it shares the loop with the other front ends)."""
+
+    def __init__(
+        self,
+        config: Config,
+        conversation: Conversation,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        poll_timeout: float = 30.0,
+    ) -> None:
+        telegram = config.telegram
+        if not telegram.token:
+            raise ValueError("telegram.token is not set (nor FRAMECHAIN_TELEGRAM_TOKEN)")
+        self.config = config
+        self.conversation = conversation
+        self.retry = retry
+        self.poll_timeout = poll_timeout
+        self.application = (
+            ApplicationBuilder()
+            .token(telegram.token.get())
+            .base_url(telegram.api_base_url)
+            .base_file_url(telegram.api_file_url)
+            .concurrent_updates(_PerChatOrder(MAX_CONCURRENT_UPDATES))
+            .connect_timeout(10.0)
+            .read_timeout(30.0)
+            .write_timeout(30.0)
+            .media_write_timeout(600.0)
+            .build()
+        )
+        self.port = TelegramPort(self.application.bot, telegram, retry)
+        download_limit = download_limit_bytes(telegram)
+        self.image_limit = min(config.limits.image_bytes, download_limit or config.limits.image_bytes)
+        self._admins = frozenset(telegram.admin_ids)
+        self._allowed_users = frozenset(telegram.allowed_user_ids)
+        self._allowed_chats = frozenset(telegram.allowed_chat_ids)
+        app = self.application
+        app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
+        app.add_handler(CallbackQueryHandler(self._on_callback))
+        app.add_handler(MessageReactionHandler(self._on_reaction))
+        app.add_error_handler(self._on_error)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (getMe, retried through network trouble), register the commands, poll.
+        Raises (``InvalidToken``, a network error that outlasted the retries) with nothing left
+        running."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        app = self.application
+        await with_retries("getMe", app.initialize, self.retry)
+        log.info("telegram: logged in as @%s", app.bot.username)
+        try:
+            await with_retries(
+                "setMyCommands",
+                lambda: app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS]),
+                self.retry,
+            )
+        except TelegramError:
+            log.warning("telegram: could not register the commands", exc_info=True)
+        assert app.updater is not None
+        await app.updater.start_polling(
+            timeout=dtm.timedelta(seconds=self.poll_timeout),
+            allowed_updates=list(ALLOWED_UPDATES),
+            bootstrap_retries=self.retry.attempts,
+            error_callback=self._on_poll_error,
+        )
+        await app.start()
+
+    async def stop(self) -> None:
+        app = self.application
+        await self.port.close()
+        if app.updater is not None and app.updater.running:
+            await app.updater.stop()
+        if app.running:
+            await app.stop()
+        await app.shutdown()
+
+    def _on_poll_error(self, exc: TelegramError) -> None:
+        # PTB keeps polling with backoff; a traceback per failed poll would flood the log.
+        log.warning("telegram: polling failed (%s); retrying", exc)
+
+    # --- updates -----------------------------------------------------------------------------
+
+    def _is_admin(self, user_id: int) -> bool:
+        return user_id in self._admins
+
+    def _allowed(self, user_id: int, chat_id: int) -> bool:
+        if not self._allowed_users and not self._allowed_chats:
+            return True
+        return user_id in self._admins or user_id in self._allowed_users or chat_id in self._allowed_chats
+
+    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message
+        if message is None or message.from_user is None or message.from_user.is_bot:
+            return
+        user = message.from_user
+        chat = chat_of(message)
+        user_id, admin = str(user.id), self._is_admin(user.id)
+        text = message.text or message.caption or ""
+        command = parse_command(text, self.application.bot.username)
+        has_file = bool(message.photo or message.document)
+        if not self._allowed(user.id, message.chat.id):
+            if command is not None:
+                await self._reply(message, NOT_ALLOWED)
+            return
+        if command is None and text.startswith("/"):
+            return  # another bot's command, or not a command at all ("/ something")
+        if command is not None and command.name == "start":
+            image = await self._image_of(message, answer=True) if has_file else None
+            if has_file and image is None:
+                return
+            await self.conversation.start(chat, user_id, image, command.argument or None, is_admin=admin)
+        elif command is not None and command.name in FORWARDED:
+            await self.conversation.command(chat, user_id, command.name, command.argument, is_admin=admin)
+            if command.name == "settings" and not command.argument:
+                await self._reply(message, SETTINGS_HINT, settings_keyboard(self.config.limits))
+        elif command is not None:
+            if message.chat.type == "private":
+                await self._reply(message, f"I don't know /{command.name}. Send /help for the commands.")
+        elif has_file:
+            replying_to_bot = bool(
+                message.reply_to_message
+                and message.reply_to_message.from_user
+                and message.reply_to_message.from_user.id == self.application.bot.id
+            )
+            image = await self._image_of(message, answer=message.chat.type == "private" or replying_to_bot)
+            if image is None:
+                return
+            await self.conversation.image(chat, user_id, image)
+            if message.caption:
+                await self.conversation.text(chat, user_id, message.caption)
+        elif message.text:
+            await self.conversation.text(chat, user_id, message.text)
+
+    async def _image_of(self, message: Message, *, answer: bool) -> bytes | None:
+        """The picture's bytes, or None after telling the user (when ``answer``) what is wrong."""
+        media: Any
+        if message.photo:
+            media = max(message.photo, key=lambda size: size.width * size.height)
+        elif message.document and _is_image_type(message.document.mime_type, message.document.file_name):
+            media = message.document
+        else:
+            if answer:
+                await self._reply(message, NOT_A_PICTURE)
+            return None
+        limit = self.image_limit
+        too_big = f"That picture is {{size}}; the limit is {_megabytes(limit)}. Please send a smaller one."
+        if media.file_size is not None and media.file_size > limit:
+            await self._reply(message, too_big.format(size=_megabytes(media.file_size)))
+            return None
+        try:
+            tg_file = await with_retries("getFile", media.get_file, self.retry)
+        except BadRequest as exc:
+            if "too big" not in str(exc).lower():
+                raise
+            await self._reply(message, too_big.format(size="too large"))
+            return None
+        if tg_file.file_size is not None and tg_file.file_size > limit:
+            await self._reply(message, too_big.format(size=_megabytes(tg_file.file_size)))
+            return None
+        data = await with_retries("file download", tg_file.download_as_bytearray, self.retry)
+        if len(data) > limit:
+            await self._reply(message, too_big.format(size=_megabytes(len(data))))
+            return None
+        return bytes(data)
+
+    async def _on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        message = query.message
+        if message is None or not self._allowed(query.from_user.id, message.chat.id):
+            await self._answer(query.id, None if message is None else NOT_ALLOWED)
+            return
+        # Answer first: the spinner stops at once, and the conversation says what happened.
+        await self._answer(query.id, None)
+        chat = chat_of(message) if isinstance(message, Message) else ChatRef(PLATFORM, str(message.chat.id))
+        user_id, admin = str(query.from_user.id), self._is_admin(query.from_user.id)
+        data = query.data or ""
+        control = parse_control(data)
+        if control is not None:
+            segment_id, action = control
+            await self.conversation.control(chat, user_id, segment_id, action, is_admin=admin)
+        elif data.startswith(SETTINGS_PREFIX):
+            await self.conversation.command(chat, user_id, "settings", data[len(SETTINGS_PREFIX) :], is_admin=admin)
+        elif data != NOOP:
+            log.info("telegram: unknown callback data %r", data)
+
+    async def _answer(self, query_id: str, text: str | None) -> None:
+        try:
+            await with_retries(
+                "answerCallbackQuery",
+                lambda: self.application.bot.answer_callback_query(query_id, text=text),
+                self.retry,
+            )
+        except BadRequest as exc:  # too old: the press still counts
+            log.info("telegram: callback query not answered: %s", exc)
+
+    async def _on_reaction(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        reaction = update.message_reaction
+        if reaction is None or reaction.user is None:
+            return  # anonymous reactions have no user to act for
+        old = {r.emoji for r in reaction.old_reaction if isinstance(r, ReactionTypeEmoji)}
+        new = [r.emoji for r in reaction.new_reaction if isinstance(r, ReactionTypeEmoji) and r.emoji not in old]
+        actions = [REACTIONS[emoji] for emoji in new if emoji in REACTIONS]
+        if not actions or not self._allowed(reaction.user.id, reaction.chat.id):
+            return
+        # A reaction update names no topic; the service finds the segment by chat and message.
+        await self.conversation.reaction(
+            ChatRef(PLATFORM, str(reaction.chat.id)),
+            str(reaction.user.id),
+            str(reaction.message_id),
+            actions[0],
+            is_admin=self._is_admin(reaction.user.id),
+        )
+
+    async def _reply(self, message: Message, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+        thread = chat_of(message).thread_id
+        await with_retries(
+            "sendMessage",
+            lambda: self.application.bot.send_message(
+                message.chat.id,
+                clip(text, TEXT_LIMIT),
+                reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
+                reply_markup=markup,
+                message_thread_id=int(thread) if thread else None,
+            ),
+            self.retry,
+        )
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The one error handler: log with an id, apologise in the chat, never raise."""
+        error_id = uuid.uuid4().hex[:8]
+        log.error("telegram: handling an update failed (error %s)", error_id, exc_info=context.error)
+        if isinstance(context.error, InvalidToken):
+            return
+        chat = update.effective_chat if isinstance(update, Update) else None
+        if chat is None:
+            return
+        message = update.effective_message if isinstance(update, Update) else None
+        thread = chat_of(message).thread_id if isinstance(message, Message) else ""
+        try:
+            await self.application.bot.send_message(
+                chat.id,
+                f"Sorry, something went wrong on my side (error {error_id}).",
+                message_thread_id=int(thread) if thread else None,
+            )
+        except TelegramError as exc:
+            log.warning("telegram: could not apologise in chat %s: %s", chat.id, exc)
+
+
+def build_telegram(
+    config: Config,
+    conversation: Conversation,
+    *,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    poll_timeout: float = 30.0,
+) -> TelegramFrontEnd:
+    """The Telegram front end for ``config.telegram``; add ``.port`` to the conversation service,
+    then ``await start()``."""
+    return TelegramFrontEnd(config, conversation, retry=retry, poll_timeout=poll_timeout)

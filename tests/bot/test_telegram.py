@@ -1,0 +1,575 @@
+"""The Telegram front end: the real python-telegram-bot Application, over HTTP, against the Bot API
+stand-in. The conversation service is replaced by a recording fake (the outside of this unit)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import struct
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from telegram.error import InvalidToken, NetworkError
+
+from bot.ports import Action, ChatRef, FinalPost, SegmentPost, control_id
+from bot.telegram_adapter import RetryPolicy, TelegramFrontEnd, TelegramPort, UploadTooLarge, build_telegram
+from bot.telegram_adapter.front import COMMANDS, NOT_A_PICTURE, NOT_ALLOWED, parse_command
+from bot.telegram_adapter.media import mp4_info, photo_upload, thumbnail_jpeg
+from bot.telegram_adapter.port import MB, upload_limit_bytes
+from shared.config import Config, LimitsConfig, Secret, TelegramConfig
+from tests.bot.telegram_standin import BOT_USERNAME, BotApiStandIn
+
+FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
+USER = 42  # a private chat's id is its user's id
+GROUP = -100777
+ADMIN = 99
+
+
+@dataclass
+class Recorded:
+    method: str
+    chat: ChatRef
+    user_id: str
+    args: dict[str, Any]
+
+
+@dataclass
+class RecordingConversation:
+    """Implements bot.ports.Conversation by writing down every call."""
+
+    calls: list[Recorded] = field(default_factory=list)
+    fail_on_text: str | None = None
+    #: Texts whose handling waits for this event (to hold one chat up).
+    hold: dict[str, asyncio.Event] = field(default_factory=dict)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def _record(self, method: str, chat: ChatRef, user_id: str, **args: Any) -> None:
+        async with self.changed:
+            self.calls.append(Recorded(method, chat, user_id, args))
+            self.changed.notify_all()
+
+    async def start(
+        self, chat: ChatRef, user_id: str, image: bytes | None, prompt: str | None, *, is_admin: bool = False
+    ) -> None:
+        await self._record("start", chat, user_id, image=image, prompt=prompt, is_admin=is_admin)
+
+    async def image(self, chat: ChatRef, user_id: str, image: bytes) -> None:
+        await self._record("image", chat, user_id, image=image)
+
+    async def text(self, chat: ChatRef, user_id: str, text: str) -> None:
+        if text == self.fail_on_text:
+            raise RuntimeError("the service fell over")
+        if text in self.hold:
+            await self.hold[text].wait()
+        await self._record("text", chat, user_id, text=text)
+
+    async def control(
+        self, chat: ChatRef, user_id: str, segment_id: int, action: Action, *, is_admin: bool = False
+    ) -> None:
+        await self._record("control", chat, user_id, segment_id=segment_id, action=action, is_admin=is_admin)
+
+    async def reaction(
+        self, chat: ChatRef, user_id: str, message_id: str, action: Action, *, is_admin: bool = False
+    ) -> None:
+        await self._record("reaction", chat, user_id, message_id=message_id, action=action, is_admin=is_admin)
+
+    async def command(
+        self, chat: ChatRef, user_id: str, name: str, argument: str = "", *, is_admin: bool = False
+    ) -> None:
+        await self._record("command", chat, user_id, name=name, argument=argument, is_admin=is_admin)
+
+    async def wait(self, count: int, timeout: float = 10.0) -> list[Recorded]:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: len(self.calls) >= count), timeout)
+        return list(self.calls)
+
+
+def png(width: int = 64, height: int = 48, colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def make_config(api: BotApiStandIn, **telegram: Any) -> Config:
+    return Config(
+        telegram=TelegramConfig(
+            token=Secret(api.token), api_base_url=api.base_url, api_file_url=api.file_url, **telegram
+        ),
+        limits=LimitsConfig(),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config) -> AsyncIterator[TelegramFrontEnd]:
+    front_end = build_telegram(config, RecordingConversation(), retry=FAST, poll_timeout=2)
+    await front_end.start()
+    try:
+        yield front_end
+    finally:
+        await front_end.stop()
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[BotApiStandIn]:
+    async with BotApiStandIn() as standin:
+        yield standin
+
+
+@pytest.fixture
+async def front(api: BotApiStandIn) -> AsyncIterator[TelegramFrontEnd]:
+    async with running(make_config(api, admin_ids=(ADMIN,))) as front_end:
+        yield front_end
+
+
+def conversation(front: TelegramFrontEnd) -> RecordingConversation:
+    assert isinstance(front.conversation, RecordingConversation)
+    return front.conversation
+
+
+def private(user: int = USER) -> ChatRef:
+    return ChatRef("telegram", str(user))
+
+
+def segment_post(tmp_path: Path, segment_id: int = 7) -> SegmentPost:
+    video = tmp_path / "segment.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(5000))
+    frame = tmp_path / "last.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (480, 832, 3), dtype=np.uint8)).save(frame)
+    return SegmentPost(
+        segment_id=segment_id,
+        index=2,
+        attempt=1,
+        video=video,
+        last_frame=frame,
+        caption="Segment 2 (take 1): a cat walks",
+        width=832,
+        height=480,
+        frames=81,
+        seconds=81 / 16,
+        preview=False,
+        controls=tuple(
+            (label, control_id(segment_id, action))
+            for label, action in (
+                ("✅ Approve", Action.APPROVE),
+                ("🔁 Regenerate", Action.REGENERATE),
+                ("↩ Undo", Action.UNDO),
+                ("🏁 Finish", Action.FINISH),
+            )
+        ),
+    )
+
+
+def tiny_mp4(path: Path, frames: int = 17, width: int = 64, height: int = 48) -> Path:
+    from worker.video import write_segment_master
+
+    rng = np.random.default_rng(1)
+    return write_segment_master(rng.integers(0, 255, (frames, height, width, 3), dtype=np.uint8), path, 16)
+
+
+def button_data(markup: dict[str, Any]) -> list[str]:
+    return [button["callback_data"] for row in markup["inline_keyboard"] for button in row]
+
+
+# --- starting a session ------------------------------------------------------------------------
+
+
+async def test_start_from_photo_caption_registers_commands_and_polls_reactions(
+    api: BotApiStandIn, front: TelegramFrontEnd
+) -> None:
+    picture = png()
+    await api.user_message(USER, USER, photo=picture, caption="/start a cat walks into the light")
+    (call,) = await conversation(front).wait(1)
+    assert (call.method, call.chat, call.user_id) == ("start", private(), str(USER))
+    assert call.args == {"image": picture, "prompt": "a cat walks into the light", "is_admin": False}
+    assert (
+        {c["command"] for c in api.commands}
+        >= {n for n, _ in COMMANDS}
+        >= {
+            "start",
+            "finish",
+            "undo",
+            "cancel",
+            "status",
+            "settings",
+            "help",
+        }
+    )
+    polls = api.sent("getUpdates")
+    assert {"message", "callback_query", "message_reaction"} <= set(polls[0].params["allowed_updates"])
+
+
+async def test_start_from_image_document_keeps_the_file_bytes(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    picture = png(300, 200)
+    await api.user_message(GROUP, USER, document=picture, file_name="still.png", caption="/start")
+    (call,) = await conversation(front).wait(1)
+    assert call.method == "start" and call.chat == ChatRef("telegram", str(GROUP))
+    assert call.args["image"] == picture and call.args["prompt"] is None
+
+
+async def test_bare_start_then_photo_then_photo_with_prompt(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    first, second = png(colour=(1, 2, 3)), png(colour=(4, 5, 6))
+    await api.user_message(USER, USER, text="/start")
+    await api.user_message(USER, USER, photo=first)
+    await api.user_message(USER, USER, photo=second, caption="the camera pans left")
+    calls = await conversation(front).wait(4)
+    assert [(c.method, c.args.get("image"), c.args.get("text")) for c in calls] == [
+        ("start", None, None),
+        ("image", first, None),
+        ("image", second, None),
+        ("text", None, "the camera pans left"),
+    ]
+
+
+async def test_non_image_document_gets_a_clear_answer(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    message = await api.user_message(
+        USER, USER, document=b"%PDF-1.7 ...", file_name="notes.pdf", mime_type="application/pdf", caption="/start"
+    )
+    (reply,) = await api.wait_for("sendMessage")
+    assert reply.params["text"] == NOT_A_PICTURE
+    assert reply.params["reply_parameters"]["message_id"] == message["message_id"]
+    assert conversation(front).calls == [] and api.sent("getFile") == []
+
+
+async def test_oversized_picture_is_refused_before_download(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    await api.user_message(USER, USER, photo=png(), caption="/start", claimed_size=31 * MB)
+    (reply,) = await api.wait_for("sendMessage")
+    assert "31.0 MB" in reply.params["text"] and "limit is 20.0 MB" in reply.params["text"]
+    assert api.sent("getFile", ok_only=False) == [] and conversation(front).calls == []
+
+
+async def test_picture_over_the_configured_limit_is_refused(api: BotApiStandIn) -> None:
+    config = replace(make_config(api), limits=LimitsConfig(image_bytes=1000))
+    async with running(config) as front_end:
+        await api.user_message(USER, USER, document=png(200, 200, (9, 9, 9)) + bytes(2000), caption="/start")
+        (reply,) = await api.wait_for("sendMessage")
+        assert "the limit is 0.0 MB" in reply.params["text"]
+        assert conversation(front_end).calls == []
+
+
+# --- prompts and commands ----------------------------------------------------------------------
+
+
+async def test_prompts_as_messages_and_replies(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    asked = await front.port.send_text(private(), "What happens next?")
+    await api.user_message(USER, USER, text="a dog runs")
+    await api.user_message(USER, USER, text="it jumps", reply_to=int(asked))
+    calls = await conversation(front).wait(2)
+    assert [(c.method, c.args["text"]) for c in calls] == [("text", "a dog runs"), ("text", "it jumps")]
+
+
+async def test_commands_are_forwarded_and_foreign_ones_ignored(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    await api.user_message(GROUP, USER, text="/start@some_other_bot")
+    await api.user_message(GROUP, USER, text=f"/undo@{BOT_USERNAME}")
+    await api.user_message(GROUP, ADMIN, text="/regenerate  slower, with rain ")
+    await api.user_message(USER, USER, text="/frobnicate")
+    calls = await conversation(front).wait(2)
+    assert [(c.args["name"], c.args["argument"], c.args["is_admin"]) for c in calls] == [
+        ("undo", "", False),
+        ("regenerate", "slower, with rain", True),
+    ]
+    (reply,) = await api.wait_for("sendMessage")
+    assert reply.params["chat_id"] == USER and "/frobnicate" in reply.params["text"]
+
+
+def test_parse_command() -> None:
+    command = parse_command("/Start@bot a cat\nwalks", "BOT")
+    assert command is not None and (command.name, command.argument) == ("start", "a cat\nwalks")
+    assert parse_command("/start@other", "bot") is None
+    assert parse_command("start", "bot") is None
+
+
+async def test_settings_keyboard_changes_settings(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    await api.user_message(USER, USER, text="/settings")
+    (keyboard,) = await api.wait_for("sendMessage")
+    data = button_data(keyboard.params["reply_markup"])
+    assert {"set:seconds=2", "set:seconds=5", "set:steps=20", "set:seed=random"} <= set(data)
+    assert all(len(d.encode()) <= 64 for d in data)
+    query = await api.press(USER, USER, keyboard.result["message_id"], "set:seconds=3")
+    await api.user_message(USER, USER, text="/settings steps=8 seed=42")
+    calls = await conversation(front).wait(3)
+    assert [(c.args["name"], c.args["argument"]) for c in calls] == [
+        ("settings", ""),
+        ("settings", "seconds=3"),
+        ("settings", "steps=8 seed=42"),
+    ]
+    assert api.query_answered(query)
+    assert len(api.sent("sendMessage")) == 1  # a typed change gets no second keyboard
+
+
+# --- review ------------------------------------------------------------------------------------
+
+
+async def test_post_segment_uploads_video_frame_and_keyboard(
+    api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path
+) -> None:
+    post = segment_post(tmp_path)
+    posted = await front.port.post_segment(private(), post)
+
+    (video,) = api.sent("sendVideo")
+    assert video.params["supports_streaming"] is True
+    assert (video.params["width"], video.params["height"], video.params["duration"]) == (832, 480, 6)
+    assert video.params["caption"] == post.caption
+    assert video.file("video") is not None and video.file("video").data == post.video.read_bytes()  # type: ignore[union-attr]
+    thumbnail = video.file("thumbnail")
+    assert thumbnail is not None and len(thumbnail.data) <= 200_000
+    with Image.open(io.BytesIO(thumbnail.data)) as image:
+        assert image.format == "JPEG" and max(image.size) <= 320 and image.size == (320, 185)
+    assert button_data(video.params["reply_markup"]) == [data for _, data in post.controls]
+
+    (photo,) = api.sent("sendPhoto")
+    assert photo.file("photo").data == post.last_frame.read_bytes()  # type: ignore[union-attr]
+    assert posted == {"video": str(video.result["message_id"]), "frame": str(photo.result["message_id"])}
+    assert any(c.params["action"] == "upload_video" for c in api.sent("sendChatAction"))
+
+
+async def test_buttons_from_any_user_reach_the_service(
+    api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path
+) -> None:
+    posted = await front.port.post_segment(ChatRef("telegram", str(GROUP)), segment_post(tmp_path, 31))
+    video_id = int(posted["video"])
+    queries = [
+        await api.press(GROUP, USER, video_id, control_id(31, Action.APPROVE)),
+        await api.press(GROUP, 555, video_id, control_id(31, Action.REGENERATE)),
+        await api.press(GROUP, ADMIN, video_id, control_id(31, Action.FINISH)),
+        await api.press(GROUP, USER, video_id, "noop"),
+    ]
+    calls = await conversation(front).wait(3)
+    await api.wait_for("answerCallbackQuery", 4)
+    assert [(c.user_id, c.args["segment_id"], c.args["action"], c.args["is_admin"]) for c in calls] == [
+        (str(USER), 31, Action.APPROVE, False),
+        ("555", 31, Action.REGENERATE, False),
+        (str(ADMIN), 31, Action.FINISH, True),
+    ]
+    assert all(c.chat == ChatRef("telegram", str(GROUP)) for c in calls)
+    assert all(api.query_answered(q) for q in queries)
+
+
+async def test_reactions_approve_and_regenerate(api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path) -> None:
+    posted = await front.port.post_segment(private(), segment_post(tmp_path))
+    frame_id, video_id = int(posted["frame"]), int(posted["video"])
+    await api.react(USER, USER, frame_id, ["👍"])
+    await api.react(USER, USER, video_id, ["🔥"])  # not a review reaction
+    await api.react(USER, USER, video_id, ["👍"], old=["👍"])  # unchanged
+    await api.react(USER, USER, video_id, ["👎"])
+    calls = await conversation(front).wait(2)
+    await asyncio.sleep(0.2)
+    assert [(c.method, c.args["message_id"], c.args["action"]) for c in conversation(front).calls] == [
+        ("reaction", str(frame_id), Action.APPROVE),
+        ("reaction", str(video_id), Action.REGENERATE),
+    ]
+    assert calls[0].chat == private()
+
+
+async def test_close_controls_leaves_the_note(api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path) -> None:
+    posted = await front.port.post_segment(private(), segment_post(tmp_path))
+    await front.port.close_controls(private(), posted, "✅ Approved")
+    await front.port.close_controls(private(), posted, "✅ Approved")  # "not modified" is fine
+    markup = api.message(USER, int(posted["video"]))["reply_markup"]
+    assert markup["inline_keyboard"] == [[{"text": "✅ Approved", "callback_data": "noop"}]]
+
+
+# --- progress, final video, failures -----------------------------------------------------------
+
+
+async def test_progress_edit_waits_out_flood_control(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    message_id = await front.port.send_text(private(), "Queued")
+    api.fail("editMessageText", retry_after=1)
+    started = time.monotonic()
+    await front.port.edit_text(private(), message_id, "Step 3/20")
+    edits = api.sent("editMessageText", ok_only=False)
+    assert [e.status for e in edits] == [429, 200]
+    assert edits[1].at - edits[0].at >= 1.0 and time.monotonic() - started >= 1.0
+    assert api.message(USER, int(message_id))["text"] == "Step 3/20"
+
+
+async def test_a_newer_progress_text_replaces_one_waiting_on_flood_control(
+    api: BotApiStandIn, front: TelegramFrontEnd
+) -> None:
+    message_id = await front.port.send_text(private(), "Queued")
+    api.fail("editMessageText", retry_after=1)
+    older = asyncio.create_task(front.port.edit_text(private(), message_id, "Step 1/20"))
+    await api.wait_for("editMessageText", ok_only=False)
+    await asyncio.sleep(0.2)  # the 429 answer reaches the port
+    await front.port.edit_text(private(), message_id, "Step 9/20")  # waits out the same limit
+    await older
+    edits = api.sent("editMessageText", ok_only=False)
+    assert [(e.params["text"], e.status) for e in edits] == [("Step 1/20", 429), ("Step 9/20", 200)]
+    assert edits[1].at - edits[0].at >= 1.0
+    assert api.message(USER, int(message_id))["text"] == "Step 9/20"
+
+
+async def test_a_long_flood_wait_finishes_the_edit_in_the_background(
+    api: BotApiStandIn, front: TelegramFrontEnd
+) -> None:
+    port = TelegramPort(front.application.bot, front.config.telegram, FAST, edit_wait=0.1)
+    message_id = await port.send_text(private(), "Queued")
+    api.fail("editMessageText", retry_after=1)
+    started = time.monotonic()
+    await port.edit_text(private(), message_id, "Step 3/20")
+    assert time.monotonic() - started < 0.5  # the caller (a job's progress) is not held up
+    (edit,) = await api.wait_for("editMessageText")
+    assert edit.params["text"] == "Step 3/20" and time.monotonic() - started >= 1.0
+
+
+async def test_server_errors_are_retried(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    api.fail("sendMessage", status=500)
+    api.fail("sendMessage", status=502, html=True)
+    message_id = await front.port.send_text(private(), "hello")
+    assert [c.status for c in api.sent("sendMessage", ok_only=False)] == [500, 502, 200]
+    assert api.message(USER, int(message_id))["text"] == "hello"
+
+
+async def test_retries_give_up_after_the_policy_attempts(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    api.fail("sendMessage", status=500, times=FAST.attempts)
+    with pytest.raises(NetworkError):
+        await front.port.send_text(private(), "hello")
+    assert len(api.sent("sendMessage", ok_only=False)) == FAST.attempts
+
+
+async def test_polling_goes_on_after_server_errors(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    api.fail("getUpdates", status=502, html=True)
+    await api.wait_for("getUpdates", ok_only=False, where=lambda c: c.status == 502)
+    await api.user_message(USER, USER, text="still there?")
+    (call,) = await conversation(front).wait(1)
+    assert call.args["text"] == "still there?"
+
+
+async def test_final_video_parts_with_their_shape(api: BotApiStandIn, tmp_path: Path) -> None:
+    async with running(make_config(api, upload_limit_mb=1)) as front_end:
+        await post_parts(api, front_end.port, tmp_path)
+
+
+async def post_parts(api: BotApiStandIn, port: TelegramPort, tmp_path: Path) -> None:
+    assert port.upload_limit(private()) == MB
+    first = tiny_mp4(tmp_path / "part1.mp4")
+    second = tiny_mp4(tmp_path / "part2.mp4", frames=33, width=48, height=64)
+    ids = await port.post_final(private(), FinalPost(parts=(first, second), caption="Your video"))
+    videos = api.sent("sendVideo")
+    assert ids == [str(v.result["message_id"]) for v in videos]
+    assert [v.params["caption"] for v in videos] == ["Part 1 of 2\nYour video", "Part 2 of 2\nYour video"]
+    assert [(v.params["width"], v.params["height"], v.params["duration"]) for v in videos] == [
+        (64, 48, 2),
+        (48, 64, 3),
+    ]
+    assert all(v.params["supports_streaming"] for v in videos)
+    assert videos[1].file("video").data == second.read_bytes()  # type: ignore[union-attr]
+
+    too_big = tmp_path / "big.mp4"
+    too_big.write_bytes(bytes(MB + 1))
+    with pytest.raises(UploadTooLarge):
+        await port.post_final(private(), FinalPost(parts=(first, too_big), caption="Your video"))
+    assert len(api.sent("sendVideo", ok_only=False)) == 2  # nothing sent for the refused one
+
+
+async def test_an_upload_telegram_refuses_as_too_large_is_not_retried(tmp_path: Path) -> None:
+    async with BotApiStandIn(upload_limit=MB) as small, running(make_config(small, upload_limit_mb=5)) as front_end:
+        video = tmp_path / "final.mp4"
+        video.write_bytes(bytes(2 * MB))
+        with pytest.raises(NetworkError, match="Too Large"):
+            await front_end.port.post_final(private(), FinalPost(parts=(video,), caption="Your video"))
+        assert [c.status for c in small.sent("sendVideo", ok_only=False)] == [413]
+
+
+async def test_handler_errors_are_logged_with_an_apology_and_the_bot_goes_on(
+    api: BotApiStandIn, front: TelegramFrontEnd, caplog: pytest.LogCaptureFixture
+) -> None:
+    conversation(front).fail_on_text = "boom"
+    await api.user_message(USER, USER, text="boom")
+    (apology,) = await api.wait_for("sendMessage")
+    assert apology.params["text"].startswith("Sorry, something went wrong")
+    error_id = apology.params["text"].rsplit(" ", 1)[-1].rstrip(").")
+    assert any(error_id in r.getMessage() and r.exc_info for r in caplog.records)
+    await api.user_message(USER, USER, text="after")
+    (call,) = await conversation(front).wait(1)
+    assert call.args["text"] == "after"
+
+
+async def test_one_slow_chat_does_not_hold_up_another(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    gate = asyncio.Event()
+    conversation(front).hold["slow"] = gate
+    await api.user_message(USER, USER, text="slow")
+    await api.user_message(USER, USER, text="after slow")
+    await api.user_message(GROUP, 7, text="other chat")
+    (call,) = await conversation(front).wait(1)
+    assert call.args["text"] == "other chat"
+    gate.set()
+    calls = await conversation(front).wait(3)
+    assert [c.args["text"] for c in calls] == ["other chat", "slow", "after slow"]  # one chat, in order
+
+
+async def test_allow_lists_and_admins(api: BotApiStandIn) -> None:
+    config = make_config(api, allowed_user_ids=(USER,), allowed_chat_ids=(GROUP,), admin_ids=(ADMIN,))
+    async with running(config) as front_end:
+        await api.user_message(7, 7, text="/start")  # stranger in private: refused
+        await api.user_message(7, 7, text="hello")  # ignored silently
+        await api.user_message(GROUP, 7, text="/start")  # anyone in an allowed chat
+        await api.user_message(ADMIN, ADMIN, text="/start")  # admins anywhere
+        calls = await conversation(front_end).wait(2)
+        assert [(c.chat.chat_id, c.user_id, c.args["is_admin"]) for c in calls] == [
+            (str(GROUP), "7", False),
+            (str(ADMIN), str(ADMIN), True),
+        ]
+        (refusal,) = await api.wait_for("sendMessage")
+        assert (refusal.params["chat_id"], refusal.params["text"]) == (7, NOT_ALLOWED)
+
+
+async def test_forum_topics_are_threads(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    await api.user_message(GROUP, USER, text="/start", thread_id=5)
+    (call,) = await conversation(front).wait(1)
+    assert call.chat == ChatRef("telegram", str(GROUP), "5")
+    await front.port.send_text(call.chat, "Send the picture")
+    (sent,) = api.sent("sendMessage")
+    assert sent.params["message_thread_id"] == 5
+
+
+async def test_a_wrong_token_fails_the_start(api: BotApiStandIn) -> None:
+    config = make_config(api)
+    config = replace(config, telegram=replace(config.telegram, token=Secret("999:WRONG")))
+    front_end = build_telegram(config, RecordingConversation(), retry=FAST, poll_timeout=2)
+    with pytest.raises(InvalidToken):
+        await front_end.start()
+    assert not front_end.application.running
+    assert [c.status for c in api.calls] == []  # refused before any method ran
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+
+
+def test_upload_limit_follows_the_api_server() -> None:
+    assert upload_limit_bytes(TelegramConfig()) == 50 * MB
+    local = TelegramConfig(api_base_url="http://localhost:8081/bot")
+    assert upload_limit_bytes(local) == 2000 * MB
+    assert upload_limit_bytes(replace(local, upload_limit_mb=300)) == 300 * MB
+
+
+def test_mp4_info_agrees_with_ffmpeg(tmp_path: Path) -> None:
+    from worker.video import probe
+
+    path = tiny_mp4(tmp_path / "clip.mp4", frames=33, width=80, height=48)
+    info, probed = mp4_info(path), probe(path)
+    assert info is not None and (info.width, info.height) == (probed.width, probed.height)
+    assert info.seconds == pytest.approx(probed.duration, abs=0.1)
+    (tmp_path / "junk.mp4").write_bytes(struct.pack(">I4s", 4, b"moov"))
+    assert mp4_info(tmp_path / "junk.mp4") is None
+
+
+def test_photo_upload_shrinks_what_send_photo_refuses(tmp_path: Path) -> None:
+    small = tmp_path / "small.png"
+    small.write_bytes(png())
+    assert photo_upload(small) == (small.read_bytes(), "small.png")
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (9000, 2000), (10, 20, 30)).save(wide)
+    data, name = photo_upload(wide)
+    with Image.open(io.BytesIO(data)) as image:
+        assert name == "wide.jpg" and image.format == "JPEG" and sum(image.size) < 10000
+    thumb = thumbnail_jpeg(wide)
+    with Image.open(io.BytesIO(thumb)) as image:
+        assert image.size == (320, 71) and len(thumb) <= 200_000
