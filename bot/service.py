@@ -62,6 +62,9 @@ class _Progress:
     started: float | None = None
     last_edit: float = float("-inf")
     last_text: str = ""
+    #: The newest text not yet sent, and the task sending it.
+    pending: str | None = None
+    sender: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -163,8 +166,7 @@ class ConversationService:
     async def image(self, chat: ChatRef, user_id: str, image: bytes) -> None:
         row = await self._session_for(chat, user_id)
         if row is None:
-            await self.start(chat, user_id, image, None)
-            return
+            return  # a picture in a chat without a session is not for us (/start begins one)
         picture = await self._save_picture(chat, row.id, image, quiet=user_id != row.owner_id)
         if picture is not None:
             await self._apply(row.id, core.ImageReceived(user_id=user_id, picture=picture))
@@ -172,7 +174,9 @@ class ConversationService:
     async def text(self, chat: ChatRef, user_id: str, text: str) -> None:
         row = await self._session_for(chat, user_id)
         if row is None:
-            await self._say(chat, "Send /start with a picture to begin a video.")
+            # In a thread (a finished session's, on Discord) chatter is left alone.
+            if not chat.thread_id:
+                await self._say(chat, "Send /start with a picture to begin a video.")
             return
         if (
             row.owner_id == user_id
@@ -639,24 +643,35 @@ class ConversationService:
 
     async def _edit_progress(self, segment_id: int, text: str, *, force: bool = False) -> None:
         progress = self._progress.get(segment_id)
-        if progress is None or progress.message_id is None or text == progress.last_text:
+        if progress is None or text == progress.last_text:
             return
         now = self.clock()
         if not force and now - progress.last_edit < self.progress_interval:
             return
-        progress.last_edit, progress.last_text = now, text
-        try:
-            await self._port(progress.chat).edit_text(progress.chat, progress.message_id, text)
-        except Exception as exc:  # an edit is cosmetic: never let it disturb the job
-            log.debug("progress edit failed: %s", exc)
+        progress.last_edit = now
+        self._queue_edit(progress, text)
 
     async def _edit_progress_final(self, progress: _Progress, text: str) -> None:
-        if progress.message_id is None:
+        self._queue_edit(progress, text)
+
+    def _queue_edit(self, progress: _Progress, text: str) -> None:
+        """Edits go out from a task per message, newest text only: a platform's flood wait
+        must never hold up the job's events (and with them the next job)."""
+        progress.last_text = text
+        progress.pending = text
+        if progress.message_id is None or (progress.sender is not None and not progress.sender.done()):
             return
-        try:
-            await self._port(progress.chat).edit_text(progress.chat, progress.message_id, text)
-        except Exception as exc:
-            log.debug("progress edit failed: %s", exc)
+        progress.sender = asyncio.create_task(self._send_edits(progress))
+        self._tasks.add(progress.sender)
+        progress.sender.add_done_callback(self._tasks.discard)
+
+    async def _send_edits(self, progress: _Progress) -> None:
+        while progress.pending is not None and progress.message_id is not None:
+            text, progress.pending = progress.pending, None
+            try:
+                await self._port(progress.chat).edit_text(progress.chat, progress.message_id, text)
+            except Exception as exc:  # an edit is cosmetic: a failure changes nothing else
+                log.debug("progress edit failed: %s", exc)
 
     def _session_lock(self, session_id: str) -> contextlib.AbstractAsyncContextManager[None]:
         service = self
