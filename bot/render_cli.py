@@ -156,9 +156,7 @@ def plan_render(args: argparse.Namespace, config: Config) -> RenderPlan:
     else:
         width, height = g.width, g.height
     if width * height > config.limits.max_pixels:
-        raise RenderInputError(
-            f"size {width}x{height} is over the limit of {config.limits.max_pixels} pixels"
-        )
+        raise RenderInputError(f"size {width}x{height} is over the limit of {config.limits.max_pixels} pixels")
 
     plans = []
     for i, seg in enumerate(segments, start=1):
@@ -180,9 +178,7 @@ def plan_render(args: argparse.Namespace, config: Config) -> RenderPlan:
             raise RenderInputError(f"{where}: {exc}") from None
         steps = _typed(seg, "steps", int, where) or default_steps
         if not 1 <= steps <= config.limits.max_steps:
-            raise RenderInputError(
-                f"{where}: steps must be between 1 and {config.limits.max_steps}, got {steps}"
-            )
+            raise RenderInputError(f"{where}: steps must be between 1 and {config.limits.max_steps}, got {steps}")
         seg_seed = _typed(seg, "seed", int, where)
         if seg_seed is None:
             seg_seed = _seed_for(config, seed, i - 1)
@@ -258,9 +254,7 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
     worker = WorkerProcess(command, name="worker")
     bar = _Bar()
     total = len(plan.segments)
-    print(
-        f"rendering {total} segment(s) at {plan.width}x{plan.height}, {plan.fps} fps, backend {plan.backend}"
-    )
+    print(f"rendering {total} segment(s) at {plan.width}x{plan.height}, {plan.fps} fps, backend {plan.backend}")
     try:
         ready = await worker.start()
         if ready.preview:
@@ -287,6 +281,7 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
                 name=f"segment_{index:02d}",
                 color_reference=str(reference) if reference is not None else None,
                 color_strength=g.color_strength,
+                color_lightness=g.color_lightness,
             )
             started = time.monotonic()
 

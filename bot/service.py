@@ -487,6 +487,7 @@ class ConversationService:
             name=f"seg{segment.idx + 1:03d}-take{segment.attempt}",
             color_reference=str(reference) if reference is not None else None,
             color_strength=g.color_strength,
+            color_lightness=g.color_lightness,
         )
         await self.dispatcher.submit(message, owner=f"{row.platform.value}:{row.owner_id}")
 

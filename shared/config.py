@@ -98,6 +98,8 @@ class GenerationConfig:
     #: image, or not at all.
     color_match: Literal["start", "first", "off"] = "start"
     color_strength: float = 1.0
+    #: Match lightness too; false matches colour only, so a scene meant to darken may do so.
+    color_lightness: bool = True
     #: "auto" picks from the card's memory; "full", "expert_offload", "group_offload" force one.
     memory_profile: Literal["auto", "full", "expert_offload", "group_offload"] = "auto"
     #: A diffusers attention backend name (e.g. "flash", "sage"); empty = default.

@@ -46,6 +46,7 @@ class Generate:
     #: Colour matching: path of the reference image, or None for off.
     color_reference: str | None = None
     color_strength: float = 1.0
+    color_lightness: bool = True
     #: Basename (no extension) for the segment files written into out_dir.
     name: str = "segment"
 

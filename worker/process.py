@@ -97,9 +97,7 @@ class Worker:
                 message = decode(line)
             except ProtocolError as exc:
                 log.warning("skipping malformed line: %s", exc)
-                self.out.send(
-                    Failed(job_id=None, kind=FailureKind.BAD_INPUT, message=f"malformed line: {exc}")
-                )
+                self.out.send(Failed(job_id=None, kind=FailureKind.BAD_INPUT, message=f"malformed line: {exc}"))
                 continue
             if isinstance(message, Generate):
                 self.jobs.put(message)
@@ -129,9 +127,7 @@ class Worker:
                 return
             # Not running: remember it so a queued generate for it is dropped, and acknowledge.
             self._cancelled_ids.add(job_id)
-        self.out.send(
-            Failed(job_id=job_id, kind=FailureKind.CANCELLED, message="cancelled before it started")
-        )
+        self.out.send(Failed(job_id=job_id, kind=FailureKind.CANCELLED, message="cancelled before it started"))
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -185,6 +181,7 @@ class Worker:
                 fps=job.fps,
                 color_reference=reference,
                 color_strength=job.color_strength,
+                color_lightness=job.color_lightness,
             )
         except GenerationError as exc:
             if exc.kind is FailureKind.INTERNAL:
@@ -194,9 +191,7 @@ class Worker:
             return Failed(job_id=job.job_id, kind=exc.kind, message=str(exc) or exc.kind.value)
         except Exception as exc:
             log.exception("job %s failed", job.job_id)
-            return Failed(
-                job_id=job.job_id, kind=FailureKind.INTERNAL, message=f"{type(exc).__name__}: {exc}"
-            )
+            return Failed(job_id=job.job_id, kind=FailureKind.INTERNAL, message=f"{type(exc).__name__}: {exc}")
         frames: np.ndarray = result.frames
         return Done(
             job_id=job.job_id,
@@ -225,9 +220,7 @@ def load_start_image(path: str) -> Image.Image:
         raise BadInput(f"not a readable image: {Path(path).name} ({exc})") from None
 
 
-def serve_forever(
-    backend: Backend, *, device: str, stdin: IO[str], stdout: IO[str], info: dict[str, object]
-) -> None:
+def serve_forever(backend: Backend, *, device: str, stdin: IO[str], stdout: IO[str], info: dict[str, object]) -> None:
     out = ProtocolOut(stdout)
     worker = Worker(backend, out, device=device)
     out.send(Ready(backend=backend.name, device=device, preview=backend.preview, info=dict(info)))

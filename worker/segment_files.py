@@ -27,6 +27,7 @@ def write_segment_files(
     fps: int,
     color_reference: Image.Image | None = None,
     color_strength: float = 1.0,
+    color_lightness: bool = True,
 ) -> SegmentFiles:
     """Colour-match (optional), then write ``<name>.mp4`` and ``<name>.png`` atomically.
 
@@ -37,7 +38,7 @@ def write_segment_files(
     if color_reference is not None and color_strength > 0:
         height, width = frames.shape[1:3]
         reference = np.asarray(prepare_start_image(color_reference, width, height))
-        frames = match_colors(frames, reference, strength=color_strength)
+        frames = match_colors(frames, reference, strength=color_strength, lightness=color_lightness)
     video = write_segment_master(frames, out_dir / f"{name}.mp4", fps=fps)
     last_frame = save_hand_off_frame(frames, out_dir / f"{name}.png")
     return SegmentFiles(video=video, last_frame=last_frame)
