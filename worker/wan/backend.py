@@ -1,0 +1,145 @@
+"""The ``wan`` backend: Wan2.2 I2V A14B through diffusers' ``WanImageToVideoPipeline``.
+
+The pipeline is loaded once, in the constructor, and reused for every segment. Foreign errors are
+translated here, at the edge: CUDA/CPU out-of-memory -> OutOfMemory, a stop asked for by the
+progress callback -> Cancelled, an unreadable start image -> BadInput, anything else ->
+GenerationError.
+"""
+
+from __future__ import annotations
+
+import gc
+import secrets
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from worker.backend import SegmentFrames, StepCallback, check_inputs
+from worker.errors import BadInput, Cancelled, GenerationError, OutOfMemory
+from worker.images import prepare_start_image
+from worker.wan.loader import Plan, load_pipeline, plan_for
+from worker.wan.options import WanOptions
+
+#: Seeds drawn when none is given stay below 2**53 so they survive any JSON reader intact.
+_SEED_RANGE = 2**53
+
+
+class _StopRequested(Exception):
+    """Raised inside the pipeline's step callback to leave the denoising loop at once (setting
+    ``pipe._interrupt`` would still run the remaining loop iterations and the VAE decode)."""
+
+
+class WanBackend:
+    name = "wan"
+    preview = False
+
+    def __init__(self, options: WanOptions, *, plan: Plan | None = None) -> None:
+        self.options = options
+        self.plan = plan or plan_for(options)
+        self.pipe: Any = load_pipeline(options, self.plan)
+
+    def describe(self) -> dict[str, Any]:
+        """What the worker's ``ready`` message reports about this backend."""
+        o = self.options
+        return {
+            "model": o.model,
+            "transformer": o.transformer,
+            "transformer_2": o.transformer_2,
+            "device": str(self.plan.device),
+            "dtype": str(self.plan.dtype).removeprefix("torch."),
+            "memory_profile": self.plan.placement,
+            "sampler": o.sampler,
+            "shift": o.shift,
+            "boundary_ratio": o.boundary_ratio,
+            "attention_backend": o.attention_backend or "default",
+            "compile": o.compile and self.plan.device.type == "cuda",
+            "loras": [{"path": lo.path, "scale": lo.scale, "target": lo.target} for lo in o.loras],
+        }
+
+    def generate(
+        self,
+        *,
+        image: Image.Image,
+        prompt: str,
+        negative_prompt: str,
+        width: int,
+        height: int,
+        frames: int,
+        steps: int,
+        guidance: float,
+        guidance_2: float,
+        seed: int | None,
+        on_step: StepCallback | None = None,
+    ) -> SegmentFrames:
+        # 1. Check inputs before any work.
+        check_inputs(
+            image=image, prompt=prompt, width=width, height=height, frames=frames,
+            steps=steps, guidance=guidance, guidance_2=guidance_2, seed=seed,
+        )  # fmt: skip
+        if not isinstance(negative_prompt, str):
+            raise BadInput(f"negative_prompt must be a string, got {type(negative_prompt).__name__}")
+
+        # 2. Prepare the start image at the exact output size.
+        try:
+            start = prepare_start_image(image, width, height)
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"the start image could not be read: {exc}") from exc
+
+        # 3. Seed: a CPU generator gives the same noise whatever device the model runs on.
+        if seed is None:
+            seed = secrets.randbelow(_SEED_RANGE)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+
+        # 4. Per-step progress; a True from on_step stops at once.
+        done = 0
+
+        def step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            nonlocal done
+            done = index + 1
+            if on_step is not None and on_step(done, steps):
+                raise _StopRequested
+            return tensors
+
+        # 5. Denoise and decode.
+        try:
+            output = self.pipe(
+                image=start,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                height=height,
+                width=width,
+                num_frames=frames,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                guidance_scale_2=guidance_2,
+                generator=generator,
+                output_type="np",
+                callback_on_step_end=step_end,
+            )
+        except _StopRequested:
+            self._recover()
+            raise Cancelled(f"stopped on request after step {done} of {steps}") from None
+        except (torch.OutOfMemoryError, MemoryError) as exc:
+            self._recover()
+            raise OutOfMemory(f"out of memory generating {width}x{height}x{frames}: {exc}") from exc
+        except Exception as exc:
+            self._recover()
+            raise GenerationError(f"generation failed: {type(exc).__name__}: {exc}") from exc
+
+        # 6. float [0, 1] -> uint8, the way diffusers turns arrays into images.
+        video = np.asarray(output.frames[0])
+        if video.shape != (frames, height, width, 3):
+            raise GenerationError(f"pipeline returned shape {video.shape}, expected {(frames, height, width, 3)}")
+        pixels = (np.clip(video, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        return SegmentFrames(frames=pixels, seed=seed)
+
+    def _recover(self) -> None:
+        """Leave the pipeline ready for the next call after a failed one."""
+        try:
+            self.pipe.maybe_free_model_hooks()
+        finally:
+            gc.collect()
+            if self.plan.device.type == "cuda":
+                torch.cuda.empty_cache()

@@ -1,0 +1,244 @@
+"""Loading a Wan2.2 I2V pipeline from a diffusers folder or hub id, or from the single files a
+ComfyUI user already has, then placing it in memory and applying the speed options.
+
+Single-file experts come in three shapes, all read here without any download:
+- original Wan / ComfyUI key layout ``.safetensors`` (ComfyUI's carry ``model.diffusion_model.``);
+  diffusers converts the keys;
+- ``*_fp8_scaled.safetensors``: fp8 weights plus a ``scale_weight`` per weight. diffusers would load
+  the fp8 values and drop the scales, giving wrong weights, so we multiply them back first;
+- ``.gguf``: loaded quantized through ``GGUFQuantizationConfig``.
+The architecture comes from a local diffusers config, or the A14B config shipped in ``configs/``.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from diffusers import GGUFQuantizationConfig, WanImageToVideoPipeline, WanTransformer3DModel
+from safetensors import safe_open
+
+from worker.wan.memory import Placement, apply_memory_profile, choose_memory_profile, compute_dtype, is_quantized
+from worker.wan.options import LoraSpec, WanOptions
+from worker.wan.schedule import make_scheduler
+
+#: The Wan2.2 I2V A14B expert architecture (both experts share it), shipped as package data.
+SHIPPED_TRANSFORMER_CONFIG = Path(__file__).parent / "configs" / "wan2.2_i2v_a14b_transformer.json"
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: Per-weight scale keys of ComfyUI scaled-fp8 files (older ``scale_weight``, newer ``weight_scale``).
+_SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
+#: Keys of scaled-fp8 files that are not weights: input scales, format markers.
+_DROP_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant")
+_DROP_KEYS = ("scaled_fp8",)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where and in what precision the pipeline runs."""
+
+    device: torch.device
+    placement: Placement
+    dtype: torch.dtype
+
+
+def resolve_device(device: str, *, cuda_available: bool) -> torch.device:
+    """ "auto" is the first CUDA device where there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda:0" if cuda_available else "cpu")
+    if device.startswith("cuda") and not cuda_available:
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available")
+    return torch.device("cuda:0" if device == "cuda" else device)
+
+
+def plan_for(options: WanOptions, *, cuda_available: bool | None = None, free_bytes: int | None = None) -> Plan:
+    """Device, memory placement and dtype for ``options`` on this machine."""
+    cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
+    device = resolve_device(options.device, cuda_available=cuda)
+    on_cuda = device.type == "cuda"
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0] if on_cuda else 0
+    placement = choose_memory_profile(options.memory_profile, cuda_available=on_cuda, free_bytes=free_bytes)
+    return Plan(device=device, placement=placement, dtype=compute_dtype(placement))
+
+
+def _local_model_path(model: str) -> Path | None:
+    """The model's folder when it is a local path; None for a hub id. A missing path that cannot be
+    a hub id is an error here rather than a confusing download attempt."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"model must be a diffusers folder or hub id, {model!r} is a file")
+    if not _HUB_ID.match(model):
+        raise FileNotFoundError(f"model folder {model!r} does not exist")
+    return None
+
+
+def transformer_config_path(options: WanOptions, expert: str) -> Path:
+    """The config.json describing the single-file expert ``expert`` ("transformer" or
+    "transformer_2"): the configured one, else the model folder's, else the shipped A14B one."""
+    if options.transformer_config:
+        given = Path(options.transformer_config).expanduser()
+        for candidate in (given, given / "config.json", given / expert / "config.json"):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"transformer_config {options.transformer_config!r} holds no config.json")
+    local = _local_model_path(options.model)
+    if local is not None and (local / expert / "config.json").is_file():
+        return local / expert / "config.json"
+    return SHIPPED_TRANSFORMER_CONFIG
+
+
+def _scale_of(key: str) -> str | None:
+    """The weight key a scale key belongs to; None for any other key."""
+    for suffix in _SCALE_SUFFIXES:
+        if key.endswith(suffix):
+            return key[: -len(suffix)] + ".weight"
+    return None
+
+
+def _is_dropped(key: str) -> bool:
+    return _scale_of(key) is not None or key in _DROP_KEYS or key.endswith(_DROP_SUFFIXES)
+
+
+def _rescale(key: str, weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    scale = scale.to(torch.float32)
+    if scale.numel() == 1:
+        scale = scale.reshape(())
+    elif scale.numel() == weight.shape[0]:
+        scale = scale.reshape(-1, *([1] * (weight.dim() - 1)))  # per output channel
+    else:
+        raise ValueError(f"scale for {key} has shape {tuple(scale.shape)}, weight {tuple(weight.shape)}")
+    return (weight.to(torch.float32) * scale).to(dtype)
+
+
+def dequantize_scaled_fp8(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Apply ComfyUI scaled-fp8 ``scale_weight`` tensors (weight = fp8 value x scale) and drop the
+    keys that are not weights. A state dict without scales comes back unchanged."""
+    scales = {w: key for key in state_dict if (w := _scale_of(key)) is not None}
+    if not scales:
+        return state_dict
+    return {
+        key: _rescale(key, tensor, state_dict[scales[key]], dtype) if key in scales else tensor
+        for key, tensor in state_dict.items()
+        if not _is_dropped(key)
+    }
+
+
+def read_safetensors(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+    """The state dict of a scaled-fp8 file with its scales applied; None when the file has no
+    scales (diffusers then reads it straight from disk, memory-mapped). Tensors are read one at a
+    time from the memory-mapped file, so only the rescaled copy of a 14B expert is ever resident."""
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+        scales = {w: key for key in keys if (w := _scale_of(key)) is not None}
+        if not scales:
+            return None
+        out: dict[str, torch.Tensor] = {}
+        for key in keys:
+            if _is_dropped(key):
+                continue
+            tensor = f.get_tensor(key)
+            out[key] = _rescale(key, tensor, f.get_tensor(scales[key]), dtype) if key in scales else tensor
+        return out
+
+
+def load_transformer_file(path: str | Path, *, config: Path, dtype: torch.dtype) -> WanTransformer3DModel:
+    """One expert from a single file (.safetensors in original/ComfyUI layout, fp8_scaled, or .gguf)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"transformer file {str(path)!r} does not exist")
+    common: dict[str, Any] = {"config": str(config), "torch_dtype": dtype, "local_files_only": True}
+    try:
+        if path.suffix.lower() == ".gguf":
+            model = WanTransformer3DModel.from_single_file(
+                str(path),
+                quantization_config=GGUFQuantizationConfig(compute_dtype=dtype),  # type: ignore[no-untyped-call]
+                **common,
+            )
+        else:
+            state_dict = read_safetensors(path, dtype)
+            model = WanTransformer3DModel.from_single_file(
+                state_dict if state_dict is not None else str(path), **common
+            )
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise ValueError(f"could not load transformer file {str(path)!r} with config {str(config)!r}: {exc}") from exc
+    return cast(WanTransformer3DModel, model)
+
+
+def load_loras(pipe: Any, loras: tuple[LoraSpec, ...]) -> None:
+    """Load each LoRA into the expert(s) it targets, at its scale.
+
+    The options are fixed for the worker's life, so LoRAs are fused into the expert's weights and
+    the adapter layers dropped: no extra matmuls per step, and fp8 storage (expert_offload) then
+    rounds the fused weight instead of flushing the tiny LoRA factors to zero. GGUF experts cannot
+    take fused weights; they keep the LoRAs as adapters."""
+    per_expert: dict[str, tuple[list[str], list[float]]] = {"high": ([], []), "low": ([], [])}
+    for index, lora in enumerate(loras):
+        path = Path(lora.path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"lora file {lora.path!r} does not exist")
+        for expert in ("high", "low"):
+            if lora.target not in ("both", expert):
+                continue
+            name = f"lora{index}_{expert}"
+            pipe.load_lora_weights(str(path), adapter_name=name, load_into_transformer_2=expert == "low")
+            per_expert[expert][0].append(name)
+            per_expert[expert][1].append(lora.scale)
+    for expert, model_name in (("high", "transformer"), ("low", "transformer_2")):
+        names, weights = per_expert[expert]
+        if not names:
+            continue
+        model = getattr(pipe, model_name)
+        model.set_adapters(names, weights=weights)
+        if not is_quantized(model):
+            model.fuse_lora(lora_scale=1.0, adapter_names=names)
+            model.unload_lora()
+
+
+def load_pipeline(options: WanOptions, plan: Plan | None = None) -> WanImageToVideoPipeline:
+    """The ready-to-run pipeline for ``options``: loaded, LoRAs in, placed per the memory plan,
+    attention backend and compilation applied."""
+    plan = plan or plan_for(options)
+    local = _local_model_path(options.model)
+
+    # 1. Single-file experts, when given, replace the folder's (which then need not exist).
+    experts: dict[str, WanTransformer3DModel] = {}
+    for name, file in (("transformer", options.transformer), ("transformer_2", options.transformer_2)):
+        if file:
+            experts[name] = load_transformer_file(file, config=transformer_config_path(options, name), dtype=plan.dtype)
+
+    # 2. The rest from the diffusers folder or hub id.
+    pipe: Any = WanImageToVideoPipeline.from_pretrained(  # type: ignore[no-untyped-call]
+        str(local) if local is not None else options.model,
+        torch_dtype=plan.dtype,
+        local_files_only=local is not None,
+        **experts,
+    )
+    if pipe.transformer is None or pipe.transformer_2 is None:
+        raise ValueError(f"model {options.model!r} lacks transformer or transformer_2: not a Wan2.2 A14B I2V model")
+    pipe.register_to_config(boundary_ratio=options.boundary_ratio)
+    pipe.scheduler = make_scheduler(options.sampler, options.shift)
+    pipe.set_progress_bar_config(disable=True)
+
+    # 3. Adapters before placement: offload hooks must see the final modules.
+    if options.loras:
+        load_loras(pipe, options.loras)
+
+    # 4. Memory placement (offload hooks only where CUDA is present).
+    apply_memory_profile(pipe, plan.placement, plan.device)
+
+    # 5. Speed options.
+    for model in (pipe.transformer, pipe.transformer_2):
+        if options.attention_backend:
+            model.set_attention_backend(options.attention_backend)
+        if options.compile and plan.device.type == "cuda":
+            # Offload and layerwise-casting hooks break graphs; only a resident model compiles whole.
+            model.compile_repeated_blocks(fullgraph=plan.placement == "full" and not is_quantized(model))
+    gc.collect()
+    return cast(WanImageToVideoPipeline, pipe)

@@ -1,0 +1,98 @@
+"""Where the weights live: chosen from the card's free memory, then applied to a loaded pipeline.
+
+Wan2.2 A14B in bfloat16 is two 28.6 GB experts, an 11 GB text encoder and a small VAE.
+
+    full            >= 70 GiB free: H100, H200, A100 80 GB
+                    everything resident on the GPU in bfloat16
+    expert_offload  20-70 GiB free: RTX 3090/4090 (24 GB), 5090 (32 GB), A6000/L40S (48 GB)
+                    each model moves to the GPU when it runs (model CPU offload), so one expert
+                    is resident at a time; expert weights stored in fp8, computed in bfloat16
+                    (enable_layerwise_casting)
+    group_offload   below 20 GiB: 12-16 GB cards
+                    layers stream in from CPU memory on a CUDA stream, overlapped with compute;
+                    GGUF experts cut the RAM and transfer cost further
+    cpu             no CUDA: float32 on the CPU, no offload (tests, tiny models)
+
+The choice is a pure function so it can be tested without a GPU; ``apply_memory_profile`` is only
+reached where CUDA is present.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from worker.wan.options import MemoryProfile
+
+Placement = Literal["cpu", "full", "expert_offload", "group_offload"]
+
+GIB = 1024**3
+#: Free memory from which both experts, the text encoder and the activations of a 640x640x81
+#: segment fit at once (~57 + 11 + a few GB).
+FULL_MIN_FREE = 70 * GIB
+#: Free memory from which one fp8 expert (~14 GB) plus activations fits while the other waits on
+#: the CPU: a 24 GB card.
+EXPERT_OFFLOAD_MIN_FREE = 20 * GIB
+
+
+def choose_memory_profile(requested: MemoryProfile, *, cuda_available: bool, free_bytes: int = 0) -> Placement:
+    """The placement for a pipeline: the requested profile, or for "auto" the one the card's free
+    memory calls for. Without CUDA it is always "cpu" (float32, no offload)."""
+    if not cuda_available:
+        return "cpu"
+    if requested != "auto":
+        return requested
+    if free_bytes >= FULL_MIN_FREE:
+        return "full"
+    if free_bytes >= EXPERT_OFFLOAD_MIN_FREE:
+        return "expert_offload"
+    return "group_offload"
+
+
+def compute_dtype(placement: Placement) -> torch.dtype:
+    """bfloat16 on a GPU (what Wan2.2 was trained in); float32 on the CPU, where bf16 is slow."""
+    return torch.float32 if placement == "cpu" else torch.bfloat16
+
+
+def is_quantized(model: Any) -> bool:
+    # GGUF weights are already stored small; layerwise casting would fight their quantizer.
+    return getattr(model, "hf_quantizer", None) is not None or bool(getattr(model, "is_quantized", False))
+
+
+def _store_experts_in_fp8(pipe: Any, dtype: torch.dtype) -> None:
+    for name in ("transformer", "transformer_2"):
+        model = getattr(pipe, name, None)
+        if model is not None and not is_quantized(model):
+            model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+
+
+def apply_memory_profile(pipe: Any, placement: Placement, device: torch.device) -> None:
+    """Place a freshly loaded pipeline (weights still on the CPU) per ``placement``."""
+    if placement == "cpu":
+        pipe.to("cpu")
+        return
+    if device.type != "cuda":
+        raise ValueError(f"memory profile {placement!r} needs a CUDA device, got {device}")
+    dtype = compute_dtype(placement)
+    if placement == "full":
+        pipe.to(device)
+    elif placement == "expert_offload":
+        _store_experts_in_fp8(pipe, dtype)
+        # Moves each model to the GPU when its forward runs and the previous one back to the CPU:
+        # text encoder -> high expert -> low expert -> VAE.
+        pipe.enable_model_cpu_offload(device=device)
+    elif placement == "group_offload":
+        # Pinning happens per transfer (low_cpu_mem_usage): pre-pinning every weight would hold a
+        # second copy of ~70 GB in RAM. The VAE is small; keep it resident rather than streaming
+        # its many small convolutions.
+        pipe.enable_group_offload(
+            onload_device=device,
+            offload_device=torch.device("cpu"),
+            offload_type="leaf_level",
+            use_stream=True,
+            low_cpu_mem_usage=True,
+            exclude_modules=["vae"],
+        )
+    else:
+        raise ValueError(f"unknown memory profile {placement!r}")
