@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -70,6 +70,14 @@ async def _keep_started(front: FrontEnd, stop: asyncio.Event) -> None:
         delay = min(delay * 2, 300.0)
 
 
+async def _first_of(*waits: Awaitable[object], timeout: float) -> None:
+    """Wait until the first of ``waits`` completes, or ``timeout``; cancel the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
+
+
 async def serve(config: Config, stop: asyncio.Event, *, config_path: str | Path | None = None) -> None:
     """Run until ``stop`` is set (SIGINT/SIGTERM)."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -90,10 +98,7 @@ async def serve(config: Config, stop: asyncio.Event, *, config_path: str | Path 
         try:
             # Posting what a crash left unposted needs the platforms: give them a moment first.
             if starting:
-                started = asyncio.gather(*starting, return_exceptions=True)
-                stopping = asyncio.create_task(stop.wait())
-                await asyncio.wait({started, stopping}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-                stopping.cancel()
+                await _first_of(asyncio.wait(starting), stop.wait(), timeout=60)
             if stop.is_set():
                 return
             await service.resume()
