@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
     tokens = (config.discord.token.get(), config.telegram.token.get())
-    setup_logging(args.log_level or config.log_level, process="framechain", secrets=tokens)
+    # render prints its own progress; its log shows warnings only unless asked for more.
+    default = "WARNING" if args.command == "render" else config.log_level
+    setup_logging(args.log_level or default, process="framechain", secrets=tokens)
     return config
 
 
