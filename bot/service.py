@@ -158,9 +158,13 @@ class ConversationService:
                 settings=self._settings_json(self.default_settings(), None),
             )
             log.info("session %s started by %s in %s", row.id, user_id, chat)
-        picture = await self._save_picture(chat, row.id, image) if image is not None else None
-        if image is not None and picture is None:
-            return
+        picture = None
+        if image is not None and row.state is SessionState.AWAITING_IMAGE:  # else the core refuses
+            picture = await self._save_picture(chat, row.id, image)
+            if picture is None:
+                return
+            if prompt and not await self._queue_has_room(row, chat):
+                prompt = None  # keep the picture; the prompt can be sent again later
         await self._apply(row.id, core.Start(user_id=user_id, picture=picture, prompt=prompt), is_admin=is_admin)
 
     async def image(self, chat: ChatRef, user_id: str, image: bytes) -> None:
@@ -495,7 +499,11 @@ class ConversationService:
         pending = await self.store.count_pending_jobs(row.platform, row.owner_id)
         limit = self.config.limits.queued_jobs_per_user
         if pending >= limit:
-            await self._say(chat, f"You already have {pending} segments waiting; send this again once one is done.")
+            await self._say(
+                chat,
+                f"You already have {pending} segment{'s' if pending != 1 else ''} waiting; "
+                "send this again once one is done.",
+            )
             return False
         return True
 

@@ -210,3 +210,28 @@ async def test_final_video_over_the_upload_limit_is_made_to_fit(tmp_path: Path) 
         [final] = await chat.wait_for("final")
         assert all(p.stat().st_size <= limit for p in final.post.parts)
         assert "re-encoded" in final.text or "parts" in final.text
+
+
+async def test_segment_over_the_upload_limit_is_re_encoded_and_the_user_told(tmp_path: Path) -> None:
+    async with running_bot(write_config(tmp_path, size=320)) as bot:
+        bot.chat.limit = 60_000
+        await bot.service.start(CHAT, OWNER, picture_bytes(320, 320, grain=60), "grainy")
+        [seg] = await segment_posts(bot, 1)
+        post = bot.chat.of("segment")[0].post
+        master = (await bot.store.get_segment(seg)).video
+        assert master is not None and master.stat().st_size > 60_000  # the master itself is kept
+        assert post.video != master and post.video.stat().st_size <= 60_000
+        assert probe(post.video).frames == 33
+        assert "re-encoded to fit" in post.caption
+
+
+async def test_per_user_queue_limit(tmp_path: Path) -> None:
+    config = write_config(tmp_path, step_delay=0.5, extra="[limits]\nqueued_jobs_per_user = 1\n")
+    async with running_bot(config) as bot:
+        svc, chat = bot.service, bot.chat
+        await svc.start(CHAT, OWNER, picture_bytes(), "first")
+        other = ChatRef("telegram", "101", "")
+        await svc.start(other, OWNER, picture_bytes(), "second")
+        assert any("already have 1 segment waiting" in t for t in chat.texts(other))
+        # The picture was kept: the session waits for a prompt.
+        assert await session_state(bot, other) is SessionState.AWAITING_PROMPT
