@@ -84,10 +84,14 @@ async def run(sessions: int, seconds: float) -> None:
             done = len(chat.of("segment"))
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"sessions: {sessions}, run: {elapsed:.1f} s, segments delivered meanwhile: {done}")
-        print(f"event-loop lag: p50 {statistics.median(lags):.2f} ms, p99 {percentile(lags, 0.99):.2f} ms, "
-              f"max {max(lags):.2f} ms over {len(lags)} ticks (target p99 <= 20 ms)")
-        print(f"prompt -> queue acknowledgement: p50 {statistics.median(ack_times):.1f} ms, "
-              f"p99 {percentile(ack_times, 0.99):.1f} ms over {len(ack_times)} prompts (target <= 100 ms)")
+        print(
+            f"event-loop lag: p50 {statistics.median(lags):.2f} ms, p99 {percentile(lags, 0.99):.2f} ms, "
+            f"max {max(lags):.2f} ms over {len(lags)} ticks (target p99 <= 20 ms)"
+        )
+        print(
+            f"prompt -> queue acknowledgement: p50 {statistics.median(ack_times):.1f} ms, "
+            f"p99 {percentile(ack_times, 0.99):.1f} ms over {len(ack_times)} prompts (target <= 100 ms)"
+        )
         heavy = sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules)
         print(f"bot process peak RSS: {rss_mb:.0f} MB; heavy modules imported: {heavy or 'none'}")
 

@@ -585,9 +585,7 @@ def _read_only(event: Event) -> bool:
 def _check(old: Session, event: Event, new: Session, effects: list[Effect]) -> None:
     allowed = TRANSITIONS.get((old.state, type(event)))
     if new != old and (allowed is None or new.state not in allowed):
-        raise TransitionError(
-            f"{old.state.value} + {type(event).__name__} -> {new.state.value} is not allowed"
-        )
+        raise TransitionError(f"{old.state.value} + {type(event).__name__} -> {new.state.value} is not allowed")
     if allowed is None and any(not isinstance(e, Say) for e in effects):
         raise TransitionError(f"refused {type(event).__name__} in {old.state.value} produced {effects}")
 
@@ -754,9 +752,7 @@ def _enqueue(s: Session, prompt: str, effects: list[Effect]) -> Transition:
     attempt = s.next_attempt(idx)
     settings = s.settings
     # Joined segments must share one size: the first approved segment fixes it.
-    width, height = (
-        (s.approved[0].width, s.approved[0].height) if s.approved else (settings.width, settings.height)
-    )
+    width, height = (s.approved[0].width, s.approved[0].height) if s.approved else (settings.width, settings.height)
     segment = Segment(
         idx=idx,
         attempt=attempt,
@@ -820,9 +816,7 @@ def _on_finish(s: Session, e: Event, limits: Limits) -> Transition:
         return s, [Say("Nothing to join yet — approve at least one segment first.")]
     effects: list[Effect] = []
     if cur is not None:
-        effects.append(
-            CancelJob(s.id, cur.key) if s.state is State.GENERATING else RejectSegment(s.id, cur.key)
-        )
+        effects.append(CancelJob(s.id, cur.key) if s.state is State.GENERATING else RejectSegment(s.id, cur.key))
         effects.append(Say(f"Segment {cur.number} wasn't approved, so it's left out."))
     s = replace(s, state=State.ASSEMBLING, current=None)
     n = len(s.approved)
@@ -977,9 +971,7 @@ def parse_settings(text: str) -> tuple[tuple[str, str], ...]:
         name, _, value = text.partition(" ")
         return ((name.lower(), value.strip()),)
     if text[: matches[0].start()].strip():
-        raise SettingsError(
-            f"Write settings as name=value, e.g. seconds=3 steps=20 (got {_clip(text, 40)!r})."
-        )
+        raise SettingsError(f"Write settings as name=value, e.g. seconds=3 steps=20 (got {_clip(text, 40)!r}).")
     pairs = []
     for i, m in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)

@@ -365,9 +365,7 @@ async def _use_wal(db: aiosqlite.Connection, path: Path, busy_timeout: float) ->
         log.warning("%s: journal mode is %s, not WAL", path, mode)
 
 
-async def _connect(
-    path: Path, migrations: Sequence[str], busy_timeout: float
-) -> tuple[aiosqlite.Connection, int]:
+async def _connect(path: Path, migrations: Sequence[str], busy_timeout: float) -> tuple[aiosqlite.Connection, int]:
     path.parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: no implicit transactions; we issue BEGIN IMMEDIATE/COMMIT ourselves.
     db = await aiosqlite.connect(path, timeout=busy_timeout, isolation_level=None)
@@ -406,9 +404,7 @@ async def create_database_at_version(path: PathArg, version: int) -> None:
 class _Opening:
     """What :meth:`Store.open` returns: await it, or use it with ``async with``."""
 
-    def __init__(
-        self, path: Path, migrations: Sequence[str], busy_timeout: float, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, path: Path, migrations: Sequence[str], busy_timeout: float, clock: Callable[[], float]) -> None:
         self._args = (path, migrations, busy_timeout, clock)
         self._store: Store | None = None
 
@@ -656,8 +652,7 @@ class Store:
     async def record_session_posted(self, session_id: str, key: str, message_id: Any) -> SessionRow:
         """Set ``posted[key] = message_id`` on a session, atomically; returns the new row."""
         row = await self._one(
-            "UPDATE sessions SET posted = json_set(posted, ?, json(?)), updated_at = ?"
-            " WHERE id = ? RETURNING *",
+            "UPDATE sessions SET posted = json_set(posted, ?, json(?)), updated_at = ? WHERE id = ? RETURNING *",
             (_json_key(key), json.dumps(message_id), self._now(), session_id),
         )
         if row is None:
@@ -840,8 +835,7 @@ class Store:
     async def record_posted(self, segment_id: int, key: str, message_id: Any) -> SegmentRow:
         """Set ``posted[key] = message_id`` (any JSON value), merging atomically with other keys."""
         row = await self._one(
-            "UPDATE segments SET posted = json_set(posted, ?, json(?)), updated_at = ?"
-            " WHERE id = ? RETURNING *",
+            "UPDATE segments SET posted = json_set(posted, ?, json(?)), updated_at = ? WHERE id = ? RETURNING *",
             (_json_key(key), json.dumps(message_id), self._now(), segment_id),
         )
         if row is None:
@@ -934,9 +928,7 @@ class Store:
             if taken is not None:
                 raise Conflict(f"segment {segment.idx} of the session is already approved (id {taken[0]})")
             segment = await self.update_segment(segment_id, status=SegmentStatus.APPROVED)
-            session = await self.update_session(
-                segment.session_id, state=state, start_image=segment.last_frame
-            )
+            session = await self.update_session(segment.session_id, state=state, start_image=segment.last_frame)
         return session, segment
 
     async def undo_last_approved(
@@ -984,8 +976,7 @@ class Store:
             return _segment(row)
         current = await self.get_segment(segment_id)  # NotFound if it does not exist
         raise Conflict(
-            f"segment {segment_id} is {current.status.value},"
-            f" expected {' or '.join(s.value for s in allowed)}"
+            f"segment {segment_id} is {current.status.value}, expected {' or '.join(s.value for s in allowed)}"
         )
 
 

@@ -69,9 +69,7 @@ def worker_command(
 
 
 class WorkerProcess:
-    def __init__(
-        self, command: Sequence[str], *, name: str = "worker", env: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, command: Sequence[str], *, name: str = "worker", env: dict[str, str] | None = None) -> None:
         self.command = list(command)
         self.name = name
         self.env = env

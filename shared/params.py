@@ -43,12 +43,7 @@ def check_frames(frames: int) -> int:
 
 
 def check_side(name: str, value: int) -> int:
-    if (
-        not isinstance(value, int)
-        or isinstance(value, bool)
-        or value < SIDE_MULTIPLE
-        or value % SIDE_MULTIPLE
-    ):
+    if not isinstance(value, int) or isinstance(value, bool) or value < SIDE_MULTIPLE or value % SIDE_MULTIPLE:
         raise ParameterError(f"{name} must be a positive multiple of {SIDE_MULTIPLE}, got {value!r}")
     return value
 
@@ -65,9 +60,7 @@ def seconds_for_frames(frames: int, fps: int = DEFAULT_FPS) -> float:
     return frames / fps
 
 
-def fit_size(
-    image_width: int, image_height: int, pixel_budget: int, multiple: int = SIDE_MULTIPLE
-) -> tuple[int, int]:
+def fit_size(image_width: int, image_height: int, pixel_budget: int, multiple: int = SIDE_MULTIPLE) -> tuple[int, int]:
     """The largest (width, height) with the image's aspect ratio, sides multiples of ``multiple``,
     whose area does not exceed ``pixel_budget``.
 

@@ -103,9 +103,7 @@ class Failed:
 
 Message = Generate | Cancel | Shutdown | Ready | Progress | Done | Failed
 
-_TYPES: dict[str, type[Any]] = {
-    cls.type: cls for cls in (Generate, Cancel, Shutdown, Ready, Progress, Done, Failed)
-}
+_TYPES: dict[str, type[Any]] = {cls.type: cls for cls in (Generate, Cancel, Shutdown, Ready, Progress, Done, Failed)}
 
 
 def encode(message: Message) -> str:

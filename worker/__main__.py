@@ -48,9 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Tell the parent why there will be no `ready`, then exit: it decides whether to retry.
         log.exception("could not load the %s backend", backend_name)
         kind = exc.kind if isinstance(exc, GenerationError) else FailureKind.INTERNAL
-        ProtocolOut(protocol_out).send(
-            Failed(job_id=None, kind=kind, message=f"could not load backend: {exc}")
-        )
+        ProtocolOut(protocol_out).send(Failed(job_id=None, kind=kind, message=f"could not load backend: {exc}"))
         return 1
     serve_forever(backend, device=device, stdin=sys.stdin, stdout=protocol_out, info=info)
     log.info("worker stopped")

@@ -18,8 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def framechain(*args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env=env or clean_env(), **kw,  # type: ignore[call-overload]
+        [sys.executable, "-m", "bot.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env or clean_env(),
+        **kw,  # type: ignore[call-overload]
     )
 
 
@@ -85,8 +90,12 @@ def test_run_opens_the_store_and_exits_cleanly_on_signal(tmp_path: Path, sig: si
     )
     env = clean_env() | {"FRAMECHAIN_TELEGRAM_TOKEN": "123:abc"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "run", "--config", str(config)], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "bot.cli", "run", "--config", str(config)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     db = tmp_path / "data" / "framechain.db"
     deadline = time.monotonic() + 30

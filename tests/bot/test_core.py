@@ -298,12 +298,8 @@ def test_full_session_start_to_finish() -> None:
     s, fx = run(s, done(SegmentKey(0, 1), seed=1234))
     assert s.state is State.REVIEWING
     [post] = fx
-    assert isinstance(post, PostSegment) and post.segment.result == SegmentResult(
-        "seg0.1.mp4", "seg0.1.png", 81, 1234
-    )
-    assert (
-        "Segment 1, take 1" in post.caption and "seed 1234" in post.caption and "a boat sails" in post.caption
-    )
+    assert isinstance(post, PostSegment) and post.segment.result == SegmentResult("seg0.1.mp4", "seg0.1.png", 81, 1234)
+    assert "Segment 1, take 1" in post.caption and "seed 1234" in post.caption and "a boat sails" in post.caption
 
     s, fx = run(s, Regenerate(user_id=OWNER, segment=SegmentKey(0, 1), via=Via.CONTROL))
     assert kinds(fx) == [RejectSegment, EnqueueSegment]
@@ -440,9 +436,7 @@ def test_unreadable_picture() -> None:
 def test_new_picture_replaces_the_first_only_before_any_segment() -> None:
     other = Picture("other.png", 480, 832)
     s, fx = run(awaiting_prompt(0), ImageReceived(user_id=OWNER, picture=other))
-    assert s.first_image == "other.png" and (s.settings.width, s.settings.height) == fit_size(
-        480, 832, 640 * 640
-    )
+    assert s.first_image == "other.png" and (s.settings.width, s.settings.height) == fit_size(480, 832, 640 * 640)
     s1 = awaiting_prompt(1)
     after, fx = run(s1, ImageReceived(user_id=OWNER, picture=other))
     assert after == s1 and "already has its start picture" in says(fx)[0]
@@ -613,9 +607,7 @@ def test_finish_while_reviewing_leaves_the_take_out() -> None:
     assert kinds(fx) == [RejectSegment, Say, StartAssembly, Say]
     assert says(fx)[0] == "Segment 2 wasn't approved, so it's left out."
     assembly = fx[2]
-    assert isinstance(assembly, StartAssembly) and [seg.key for seg in assembly.segments] == [
-        SegmentKey(0, 1)
-    ]
+    assert isinstance(assembly, StartAssembly) and [seg.key for seg in assembly.segments] == [SegmentKey(0, 1)]
 
 
 def test_finish_while_generating_stops_the_job() -> None:
@@ -679,12 +671,9 @@ def test_settings_change_applies_to_the_next_take() -> None:
     s = awaiting_prompt(0)
     changes = parse_settings("seconds=3s steps=8 seed=42 size=832x480 negative=blurry")
     s, fx = run(s, ChangeSettings(user_id=OWNER, changes=changes))
-    assert s.settings == Settings(
-        seconds=3, steps=8, seed=42, negative_prompt="blurry", width=832, height=480
-    )
+    assert s.settings == Settings(seconds=3, steps=8, seed=42, negative_prompt="blurry", width=832, height=480)
     assert says(fx) == [
-        "Settings updated: 3 s per segment (49 frames), 8 steps, seed 42, size 832×480, "
-        "negative prompt “blurry”."
+        "Settings updated: 3 s per segment (49 frames), 8 steps, seed 42, size 832×480, negative prompt “blurry”."
     ]
     s, fx = run(s, PromptText(user_id=OWNER, text="go"))
     seg = fx[0].segment if isinstance(fx[0], EnqueueSegment) else None
@@ -723,9 +712,7 @@ def test_settings_special_values() -> None:
     limits = Limits()
     base = Settings(seed=5, negative_prompt="x")
     assert apply_settings(base, (("seed", "random"),), limits=limits).seed is None
-    assert (
-        apply_settings(base, (("negative", "default"),), limits=limits).negative_prompt == WAN_NEGATIVE_PROMPT
-    )
+    assert apply_settings(base, (("negative", "default"),), limits=limits).negative_prompt == WAN_NEGATIVE_PROMPT
     assert apply_settings(base, (("negative_prompt", "none"),), limits=limits).negative_prompt == ""
     assert apply_settings(base, (("length", "2"),), limits=limits).frames == 33
 

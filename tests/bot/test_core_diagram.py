@@ -70,9 +70,7 @@ def test_diagram_has_every_state_and_edge() -> None:
         assert state.value in text
     for (source, event), targets in TRANSITIONS.items():
         for target in targets:
-            edge = next(
-                line for line in text.splitlines() if line.strip().startswith(f"{source} --> {target} :")
-            )
+            edge = next(line for line in text.splitlines() if line.strip().startswith(f"{source} --> {target} :"))
             assert event.__name__ in edge
 
 

@@ -20,8 +20,12 @@ def render(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECHAIN_")}
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "render", *args], cwd=cwd, env=env,
-        capture_output=True, text=True, timeout=180,
+        [sys.executable, "-m", "bot.cli", "render", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 
@@ -37,9 +41,28 @@ def image(tmp_path: Path) -> Path:
 
 def test_chained_render_with_prompts(tmp_path: Path, image: Path) -> None:
     out = tmp_path / "film.mp4"
-    result = render("--image", str(image), "--prompt", "the camera drifts left", "--prompt", "a bird lands",
-                    "--prompt", "sunset", "--out", str(out), "--backend", "preview",
-                    "--frames", "9", "--size", "64x48", "--steps", "3", "--seed", "11")
+    result = render(
+        "--image",
+        str(image),
+        "--prompt",
+        "the camera drifts left",
+        "--prompt",
+        "a bird lands",
+        "--prompt",
+        "sunset",
+        "--out",
+        str(out),
+        "--backend",
+        "preview",
+        "--frames",
+        "9",
+        "--size",
+        "64x48",
+        "--steps",
+        "3",
+        "--seed",
+        "11",
+    )
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("segment ")]
     assert len(lines) == 3 and lines[0].startswith("segment 1/3: 9 frames, seed 11,")
@@ -59,8 +82,20 @@ def test_chained_render_with_prompts(tmp_path: Path, image: Path) -> None:
 
 def test_aspect_ratio_is_kept_by_default(tmp_path: Path, image: Path) -> None:
     out = tmp_path / "wide.mp4"
-    result = render("--image", str(image), "--prompt", "p", "--out", str(out), "--backend", "preview",
-                    "--frames", "5", "--steps", "1")
+    result = render(
+        "--image",
+        str(image),
+        "--prompt",
+        "p",
+        "--out",
+        str(out),
+        "--backend",
+        "preview",
+        "--frames",
+        "5",
+        "--steps",
+        "1",
+    )
     assert result.returncode == 0, result.stderr
     info = probe(out)
     # 128x96 (4:3) within the 640*640 budget, sides multiples of 16.
@@ -82,8 +117,7 @@ def test_storyboard(tmp_path: Path, image: Path) -> None:
 
 def test_the_shipped_example_storyboard_is_valid(tmp_path: Path) -> None:
     out = tmp_path / "demo.mp4"
-    result = render(str(ROOT / "examples" / "storyboard.toml"), "--out", str(out), "--size", "64x48",
-                    "--frames", "5")
+    result = render(str(ROOT / "examples" / "storyboard.toml"), "--out", str(out), "--size", "64x48", "--frames", "5")
     assert result.returncode == 0, result.stderr
     assert probe(out).frames > 5
 
@@ -136,7 +170,21 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, image: Path, case: str,
 
 
 def test_worker_that_cannot_load_is_an_internal_failure(tmp_path: Path, image: Path) -> None:
-    result = render("--image", str(image), "--prompt", "p", "--out", str(tmp_path / "x.mp4"), "--backend", "wan",
-                    "--model", str(tmp_path / "no-such-model"), "--size", "32x32", "--frames", "5")
+    result = render(
+        "--image",
+        str(image),
+        "--prompt",
+        "p",
+        "--out",
+        str(tmp_path / "x.mp4"),
+        "--backend",
+        "wan",
+        "--model",
+        str(tmp_path / "no-such-model"),
+        "--size",
+        "32x32",
+        "--frames",
+        "5",
+    )
     assert result.returncode == 1
     assert "could not load backend" in result.stderr.splitlines()[-1]

@@ -44,9 +44,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 def schema(path: Path) -> dict[str, Any]:
     """Everything about the schema that matters, independent of how the SQL text was written."""
     with sqlite3.connect(path) as db:
-        tables = [
-            r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        ]
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         out: dict[str, Any] = {}
         for table in tables:
             indexes = {}

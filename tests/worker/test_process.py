@@ -52,8 +52,16 @@ class RawWorker:
 @pytest.fixture
 async def worker() -> AsyncIterator[RawWorker]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker", "--backend", "preview", "--device", "cpu",
-        cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "worker",
+        "--backend",
+        "preview",
+        "--device",
+        "cpu",
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
     raw = RawWorker(proc)
     yield raw
@@ -72,8 +80,9 @@ def start_image(tmp_path: Path) -> Path:
 
 def job(tmp_path: Path, image: Path, job_id: str = "j1", **kw: Any) -> Generate:
     values: dict[str, Any] = {"width": 64, "height": 48, "frames": 9, "steps": 4, "seed": 7} | kw
-    return Generate(job_id=job_id, image=str(image), prompt="a slow pan", out_dir=str(tmp_path / "out"),
-                    name=job_id, **values)
+    return Generate(
+        job_id=job_id, image=str(image), prompt="a slow pan", out_dir=str(tmp_path / "out"), name=job_id, **values
+    )
 
 
 async def test_ready_generate_progress_done(worker: RawWorker, tmp_path: Path, start_image: Path) -> None:

@@ -39,9 +39,7 @@ def test_colour_matching_is_applied_to_video_and_hand_off_alike(tmp_path: Path) 
 def test_colour_only_matching_leaves_lightness_alone(tmp_path: Path) -> None:
     frames = clip(60)
     reference = Image.fromarray(clip(0)[0])
-    files = write_segment_files(
-        frames, tmp_path, "seg", fps=16, color_reference=reference, color_lightness=False
-    )
+    files = write_segment_files(frames, tmp_path, "seg", fps=16, color_reference=reference, color_lightness=False)
     hand_off = np.asarray(Image.open(files.last_frame))
     drifted_l = lab_stats(frames[-1:])[0][0]
     assert abs(lab_stats(hand_off[None])[0][0] - drifted_l) < 1.5
