@@ -1,7 +1,7 @@
 """The dispatcher: a fair job queue feeding one slot per GPU, each slot a supervised worker process.
 
-Fairness: jobs wait in one queue per owner and owners are served round robin, so one user with
-many jobs does not starve the others. Each slot owns a worker process; if the process dies, the
+Fairness: jobs wait in one queue per owner, and the owner served least recently goes next, so one
+user with many jobs does not starve the others. Each slot owns a worker process; if the process dies, the
 slot restarts it (with backoff) and retries the job once on the fresh worker before reporting the
 failure. Results are reported through a ``DispatchListener``; a failure is a result, and the queue
 moves on.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -48,11 +48,15 @@ class DispatchListener(Protocol):
 
 
 class FairQueue:
-    """Per-owner FIFO queues served round robin. Not thread-safe; one event loop."""
+    """Per-owner FIFO queues; the next job comes from the owner served least recently (owners
+    never served first, in order of arrival). So a newcomer waits for at most one job of each
+    owner already waiting, however many jobs they have queued. One event loop, no threads."""
 
     def __init__(self) -> None:
-        self._owners: OrderedDict[str, deque[Job]] = OrderedDict()
+        self._owners: dict[str, deque[Job]] = {}
         self._ids: dict[str, Job] = {}
+        self._last_served: dict[str, int] = {}
+        self._tick = 0
         self._changed = asyncio.Condition()
 
     def __len__(self) -> int:
@@ -64,8 +68,9 @@ class FairQueue:
     async def put(self, job: Job, *, front: bool = False) -> None:
         queue = self._owners.setdefault(job.owner, deque())
         if front:
+            # A retry of a job that was already running: it goes ahead of everything.
             queue.appendleft(job)
-            self._owners.move_to_end(job.owner, last=False)
+            self._last_served[job.owner] = -2
         else:
             queue.append(job)
         self._ids[job.job_id] = job
@@ -81,26 +86,37 @@ class FairQueue:
                 del self._owners[job.owner]
         return job
 
+    @staticmethod
+    def _next_owner(owners: Iterable[str], last_served: dict[str, int]) -> str:
+        # min() keeps the first of equals: owners never served go in order of arrival.
+        return min(owners, key=lambda owner: last_served.get(owner, -1))
+
     def order(self) -> list[Job]:
-        """The order in which waiting jobs will be served (round robin over owners)."""
-        queues = [list(q) for q in self._owners.values()]
+        """The order in which the waiting jobs will be served, if no others arrive."""
+        queues = {owner: deque(q) for owner, q in self._owners.items()}
+        last = dict(self._last_served)
+        tick = self._tick
         out: list[Job] = []
-        depth = 0
-        while any(depth < len(q) for q in queues):
-            out.extend(q[depth] for q in queues if depth < len(q))
-            depth += 1
+        while queues:
+            owner = self._next_owner(queues, last)
+            out.append(queues[owner].popleft())
+            tick += 1
+            last[owner] = tick
+            if not queues[owner]:
+                del queues[owner]
         return out
 
     async def get(self) -> Job:
         async with self._changed:
             await self._changed.wait_for(lambda: bool(self._owners))
-            owner, queue = next(iter(self._owners.items()))
+            owner = self._next_owner(self._owners, self._last_served)
+            queue = self._owners[owner]
             job = queue.popleft()
+            if not queue:
+                del self._owners[owner]
             del self._ids[job.job_id]
-            # This owner goes to the back of the rotation (or leaves it when empty).
-            del self._owners[owner]
-            if queue:
-                self._owners[owner] = queue
+            self._tick += 1
+            self._last_served[owner] = self._tick
             return job
 
 
