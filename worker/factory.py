@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from shared.config import GenerationConfig
 from worker.backend import Backend
+
+log = logging.getLogger("framechain.worker")
 
 
 def resolve_device(device: str, backend: str) -> str:
@@ -28,6 +31,11 @@ def build_backend(generation: GenerationConfig, backend: str, device: str) -> tu
 
         preview = PreviewBackend(step_delay=generation.preview_step_delay)
         return preview, {"model": "none (preview animation)"}
+    if device == "cpu":
+        log.warning(
+            "no CUDA device: the wan backend runs on the CPU in float32, which is only practical for tiny "
+            'test models; use backend = "preview" to try framechain without a GPU'
+        )
     from worker.wan.backend import WanBackend
     from worker.wan.options import wan_options_from_config
 

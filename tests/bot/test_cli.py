@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -108,3 +109,12 @@ def test_run_opens_the_store_and_exits_cleanly_on_signal(tmp_path: Path, sig: si
     assert db.exists()
     assert "Traceback" not in err
     assert "123:abc" not in err
+
+
+def test_worker_subcommand_speaks_the_protocol() -> None:
+    result = framechain("worker", "--backend", "preview", "--device", "cpu", input="")
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()  # nothing but protocol messages on stdout
+    assert json.loads(line) | {"info": {}} == {
+        "type": "ready", "backend": "preview", "device": "cpu", "preview": True, "info": {},
+    }  # fmt: skip
