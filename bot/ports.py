@@ -8,6 +8,7 @@ strings, media are file paths in the data dir.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -100,18 +101,24 @@ class ChatPort(Protocol):
     async def post_final(self, chat: ChatRef, post: FinalPost) -> list[str]: ...
 
 
-@dataclass(frozen=True)
-class Reply:
-    """What an adapter should tell the acting user directly (e.g. an ephemeral answer)."""
-
-    text: str
+#: Shows a text to the acting user only (a Discord ephemeral message). Adapters that can pass one
+#: with an action; notes meant for that user alone (a refusal, a stale button) then go there
+#: instead of into the chat.
+PrivateReply = Callable[[str], Awaitable[object]]
 
 
 class Conversation(Protocol):
     """What adapters call. ``user_id`` is the platform's user id as a string."""
 
     async def start(
-        self, chat: ChatRef, user_id: str, image: bytes | None, prompt: str | None, *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        image: bytes | None,
+        prompt: str | None,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         """``/start``, with an image (the file's bytes) or without one (the bot will ask)."""
         ...
@@ -123,7 +130,14 @@ class Conversation(Protocol):
         ...
 
     async def control(
-        self, chat: ChatRef, user_id: str, segment_id: int, action: Action, *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        segment_id: int,
+        action: Action,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         """A review button or reaction. Ignored silently when not the owner's (or an admin's)."""
         ...
@@ -136,7 +150,14 @@ class Conversation(Protocol):
         ...
 
     async def command(
-        self, chat: ChatRef, user_id: str, name: str, argument: str = "", *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        name: str,
+        argument: str = "",
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         """finish, undo, cancel, status, help, settings (``argument`` like ``seconds=3``)."""
         ...

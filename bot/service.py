@@ -27,7 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from bot import core
 from bot.core import State, Via
 from bot.dispatcher import Dispatcher
-from bot.ports import Action, ChatPort, ChatRef, FinalPost, SegmentPost, control_id
+from bot.ports import Action, ChatPort, ChatRef, FinalPost, PrivateReply, SegmentPost, control_id
 from bot.store import Conflict, NotFound, SegmentRow, SegmentStatus, SessionRow, SessionState, Store
 from shared.config import Config
 from shared.params import SECONDS_TO_FRAMES
@@ -141,7 +141,14 @@ class ConversationService:
     # --- what adapters call (bot.ports.Conversation) -----------------------------------------
 
     async def start(
-        self, chat: ChatRef, user_id: str, image: bytes | None, prompt: str | None, *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        image: bytes | None,
+        prompt: str | None,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         row = await self.store.find_active_session(chat.platform, chat.chat_id, chat.thread_id, user_id)
         if row is None:
@@ -165,7 +172,8 @@ class ConversationService:
                 return
             if prompt and not await self._queue_has_room(row, chat):
                 prompt = None  # keep the picture; the prompt can be sent again later
-        await self._apply(row.id, core.Start(user_id=user_id, picture=picture, prompt=prompt), is_admin=is_admin)
+        event = core.Start(user_id=user_id, picture=picture, prompt=prompt)
+        await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
     async def image(self, chat: ChatRef, user_id: str, image: bytes) -> None:
         row = await self._session_for(chat, user_id)
@@ -195,7 +203,14 @@ class ConversationService:
         await self._apply(row.id, core.PromptText(user_id=user_id, text=text))
 
     async def control(
-        self, chat: ChatRef, user_id: str, segment_id: int, action: Action, *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        segment_id: int,
+        action: Action,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         try:
             segment = await self.store.get_segment(segment_id)
@@ -216,7 +231,7 @@ class ConversationService:
             event = core.Undo(user_id=user_id, via=Via.CONTROL)
         else:
             event = core.Finish(user_id=user_id, via=Via.CONTROL)
-        await self._apply(row.id, event, is_admin=is_admin)
+        await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
     async def reaction(
         self, chat: ChatRef, user_id: str, message_id: str, action: Action, *, is_admin: bool = False
@@ -226,15 +241,22 @@ class ConversationService:
             await self.control(chat, user_id, segment.id, action, is_admin=is_admin)
 
     async def command(
-        self, chat: ChatRef, user_id: str, name: str, argument: str = "", *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        name: str,
+        argument: str = "",
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         name = name.lower().lstrip("/")
         if name == "help":
-            await self._say(chat, HELP)
+            await self._answer(chat, HELP, reply)
             return
         row = await self._session_for(chat, user_id)
         if row is None:
-            await self._say(chat, "There's no session here. Send /start with a picture to begin.")
+            await self._answer(chat, "There's no session here. Send /start with a picture to begin.", reply)
             return
         event: core.Event
         if name == "finish":
@@ -255,13 +277,13 @@ class ConversationService:
             try:
                 changes = core.parse_settings(argument)
             except core.SettingsError as exc:
-                await self._say(chat, str(exc))
+                await self._answer(chat, str(exc), reply)
                 return
             event = core.ChangeSettings(user_id=user_id, changes=changes)
         else:
-            await self._say(chat, f"I don't know /{name}. Send /help for the commands.")
+            await self._answer(chat, f"I don't know /{name}. Send /help for the commands.", reply)
             return
-        await self._apply(row.id, event, is_admin=is_admin)
+        await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
     # --- dispatcher listener ----------------------------------------------------------------
 
@@ -361,7 +383,9 @@ class ConversationService:
 
     # --- the core loop ----------------------------------------------------------------------
 
-    async def _apply(self, session_id: str, event: core.Event, *, is_admin: bool = False) -> None:
+    async def _apply(
+        self, session_id: str, event: core.Event, *, is_admin: bool = False, reply: PrivateReply | None = None
+    ) -> None:
         user = getattr(event, "user_id", None)
         admins = frozenset({user}) if (is_admin and user) else frozenset()
         async with self._session_lock(session_id):
@@ -371,6 +395,9 @@ class ConversationService:
             row = await self.store.get_session(session_id)
             for effect in effects:
                 try:
+                    if reply is not None and isinstance(effect, core.Say) and effect.ephemeral:
+                        await reply(effect.text)
+                        continue
                     await self._perform(row, new, effect, ids)
                 except Exception:
                     log.exception("effect %s of session %s failed", type(effect).__name__, session_id)
@@ -643,6 +670,16 @@ class ConversationService:
 
     def _port(self, chat: ChatRef) -> ChatPort:
         return self.ports[chat.platform]
+
+    async def _answer(self, chat: ChatRef, text: str, reply: PrivateReply | None) -> None:
+        """To the acting user alone where the platform allows it, else into the chat."""
+        if reply is None:
+            await self._say(chat, text)
+            return
+        try:
+            await reply(text)
+        except Exception:
+            log.exception("could not answer privately in %s", chat)
 
     async def _say(self, chat: ChatRef, text: str) -> None:
         try:

@@ -190,16 +190,27 @@ class FramechainClient(discord.Client):
     # -- the other commands ----------------------------------------------------------------------
 
     async def session_command(self, interaction: discord.Interaction[Any], name: str, argument: str = "") -> None:
-        """Forward a command; the service answers in the channel, so the deferred "thinking"
-        placeholder is removed again once it has."""
+        """Forward a command. What is meant for the caller alone (a refusal, /help) replaces the
+        deferred "thinking" placeholder; otherwise the service answers in the channel and the
+        placeholder is removed."""
         try:
             await interaction.response.defer(ephemeral=True, thinking=True)
             if interaction.channel_id is None:
                 raise Refusal("Use this in a session thread.")
             chat = await self.chat_for(interaction.channel_id)
             user_id = interaction.user.id
-            await self.conversation.command(chat, str(user_id), name, argument, is_admin=self.is_admin(user_id))
-            await interaction.delete_original_response()
+            private: list[str] = []
+
+            async def reply(text: str) -> None:
+                private.append(text)
+
+            await self.conversation.command(
+                chat, str(user_id), name, argument, is_admin=self.is_admin(user_id), reply=reply
+            )
+            if private:
+                await interaction.edit_original_response(content="\n".join(private)[:2000])
+            else:
+                await interaction.delete_original_response()
         except Exception as exc:
             await self.report(exc, interaction=interaction)
 
@@ -212,7 +223,13 @@ class FramechainClient(discord.Client):
                 return
             chat = await self.chat_for(interaction.channel_id)
             user_id = interaction.user.id
-            await self.conversation.control(chat, str(user_id), segment_id, action, is_admin=self.is_admin(user_id))
+
+            async def reply(text: str) -> None:  # e.g. "already approved", seen by the presser only
+                await interaction.followup.send(text[:2000], ephemeral=True)
+
+            await self.conversation.control(
+                chat, str(user_id), segment_id, action, is_admin=self.is_admin(user_id), reply=reply
+            )
         except Exception as exc:
             await self.report(exc, interaction=interaction)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image
 
-from bot.ports import Action, ChatRef, SegmentPost, control_id
+from bot.ports import Action, ChatRef, PrivateReply, SegmentPost, control_id
 from shared.config import Config, DiscordConfig, LimitsConfig
 
 
@@ -26,9 +26,11 @@ class Call:
 class RecordingConversation:
     """Implements ``bot.ports.Conversation`` by writing down every call."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, private_answer: str = "") -> None:
         self.calls: list[Call] = []
         self.fail = fail
+        #: Given to the adapter's private reply, as the service does for a refusal or a stale press.
+        self.private_answer = private_answer
 
     def _record(self, method: str, chat: ChatRef, user_id: str, **args: Any) -> None:
         self.calls.append(Call(method, chat, user_id, args))
@@ -39,7 +41,14 @@ class RecordingConversation:
         return [call for call in self.calls if call.method == method]
 
     async def start(
-        self, chat: ChatRef, user_id: str, image: bytes | None, prompt: str | None, *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        image: bytes | None,
+        prompt: str | None,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         self._record("start", chat, user_id, image=image, prompt=prompt, is_admin=is_admin)
 
@@ -50,9 +59,18 @@ class RecordingConversation:
         self._record("text", chat, user_id, text=text)
 
     async def control(
-        self, chat: ChatRef, user_id: str, segment_id: int, action: Action, *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        segment_id: int,
+        action: Action,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         self._record("control", chat, user_id, segment_id=segment_id, action=action, is_admin=is_admin)
+        if reply is not None and self.private_answer:
+            await reply(self.private_answer)
 
     async def reaction(
         self, chat: ChatRef, user_id: str, message_id: str, action: Action, *, is_admin: bool = False
@@ -60,9 +78,18 @@ class RecordingConversation:
         self._record("reaction", chat, user_id, message_id=message_id, action=action, is_admin=is_admin)
 
     async def command(
-        self, chat: ChatRef, user_id: str, name: str, argument: str = "", *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        name: str,
+        argument: str = "",
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         self._record("command", chat, user_id, name=name, argument=argument, is_admin=is_admin)
+        if reply is not None and self.private_answer:
+            await reply(self.private_answer)
 
 
 def make_config(data_dir: Path, *, image_bytes: int = 1024 * 1024, **discord: Any) -> Config:

@@ -350,6 +350,22 @@ async def test_session_commands_are_forwarded_and_answered_in_the_thread(tmp_pat
         ]
 
 
+async def test_answers_meant_for_the_caller_alone_are_ephemeral(tmp_path: Path) -> None:
+    async with running(tmp_path) as w:
+        chat, thread = await open_session(w)
+        await w.front.port.post_segment(chat, segment_post(tmp_path / "media", 5))
+        message = thread.last_message
+        assert message is not None
+        w.conversation.private_answer = "Segment 1 is already approved."
+        result = await w.alice.slash(thread, "status")
+        # The deferred placeholder became the private answer instead of being removed.
+        assert result.ephemeral and result.response is not None
+        assert result.response.content == "Segment 1 is already approved."
+        click = await w.alice.click(message, label="Approve")
+        assert [f.content for f in click.followups] == ["Segment 1 is already approved."]
+        assert all(f.flags.ephemeral for f in click.followups)
+
+
 async def test_settings_offers_segment_lengths_and_bounds_steps(tmp_path: Path) -> None:
     async with running(tmp_path) as w:
         (settings,) = [c for c in w.front.client.tree.get_commands() if c.name == "settings"]

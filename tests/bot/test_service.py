@@ -239,3 +239,26 @@ async def test_per_user_queue_limit(tmp_path: Path) -> None:
         assert any("already have 1 segment waiting" in t for t in chat.texts(other))
         # The picture was kept: the session waits for a prompt.
         assert await session_state(bot, other) is SessionState.AWAITING_PROMPT
+
+
+async def test_notes_for_the_acting_user_go_to_the_private_reply(tmp_path: Path) -> None:
+    async with running_bot(write_config(tmp_path)) as bot:
+        svc, chat = bot.service, bot.chat
+        private: list[str] = []
+
+        async def reply(text: str) -> None:
+            private.append(text)
+
+        await svc.start(CHAT, OWNER, picture_bytes(), "first")
+        [seg] = await segment_posts(bot, 1)
+        await svc.control(CHAT, OWNER, seg, Action.APPROVE, reply=reply)
+        public_before = len(chat.texts())
+        await svc.control(CHAT, OWNER, seg, Action.APPROVE, reply=reply)  # pressed twice
+        await svc.command(CHAT, "stranger", "finish", reply=reply)
+        await svc.command(CHAT, OWNER, "frobnicate", reply=reply)
+        assert private == [
+            "Segment 1 is already approved.",
+            "Only the person who started this session can do that.",
+            "I don't know /frobnicate. Send /help for the commands.",
+        ]
+        assert len(chat.texts()) == public_before  # nothing of that went into the chat
