@@ -82,6 +82,8 @@ ALLOWED_UPDATES = ("message", "callback_query", "message_reaction")
 #: Telegram's fixed reaction set has these two; anything else is not a review.
 REACTIONS = {"👍": Action.APPROVE, "👎": Action.REGENERATE}
 SETTINGS_PREFIX = "set:"
+#: answerCallbackQuery shows at most 200 characters.
+CALLBACK_TEXT_LIMIT = 200
 #: Steps offered on the /settings keyboard (those within limits.max_steps).
 STEP_CHOICES = (4, 8, 12, 20, 30)
 #: Concurrent updates in all; one chat's are still handled one at a time.
@@ -352,19 +354,27 @@ class TelegramFrontEnd:
         if message is None or not self._allowed(query.from_user.id, message.chat.id):
             await self._answer(query.id, None if message is None else NOT_ALLOWED)
             return
-        # Answer first: the spinner stops at once, and the conversation says what happened.
-        await self._answer(query.id, None)
         chat = chat_of(message) if isinstance(message, Message) else ChatRef(PLATFORM, str(message.chat.id))
         user_id, admin = str(query.from_user.id), self._is_admin(query.from_user.id)
         data = query.data or ""
-        control = parse_control(data)
-        if control is not None:
-            segment_id, action = control
-            await self.conversation.control(chat, user_id, segment_id, action, is_admin=admin)
-        elif data.startswith(SETTINGS_PREFIX):
-            await self.conversation.command(chat, user_id, "settings", data[len(SETTINGS_PREFIX) :], is_admin=admin)
-        elif data != NOOP:
-            log.info("telegram: unknown callback data %r", data)
+        # Notes for the presser alone (a second press, a stale button) become the answer's toast.
+        private: list[str] = []
+
+        async def reply(text: str) -> None:
+            private.append(text)
+
+        try:
+            control = parse_control(data)
+            if control is not None:
+                segment_id, action = control
+                await self.conversation.control(chat, user_id, segment_id, action, is_admin=admin, reply=reply)
+            elif data.startswith(SETTINGS_PREFIX):
+                argument = data[len(SETTINGS_PREFIX) :]
+                await self.conversation.command(chat, user_id, "settings", argument, is_admin=admin, reply=reply)
+            elif data != NOOP:
+                log.info("telegram: unknown callback data %r", data)
+        finally:
+            await self._answer(query.id, clip("\n".join(private), CALLBACK_TEXT_LIMIT) if private else None)
 
     async def _answer(self, query_id: str, text: str | None) -> None:
         try:

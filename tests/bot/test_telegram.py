@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from telegram.error import InvalidToken, NetworkError
 
-from bot.ports import Action, ChatRef, FinalPost, SegmentPost, control_id
+from bot.ports import Action, ChatRef, FinalPost, PrivateReply, SegmentPost, control_id
 from bot.telegram_adapter import RetryPolicy, TelegramFrontEnd, TelegramPort, UploadTooLarge, build_telegram
 from bot.telegram_adapter.front import COMMANDS, NOT_A_PICTURE, NOT_ALLOWED, parse_command
 from bot.telegram_adapter.media import mp4_info, photo_upload, thumbnail_jpeg
@@ -48,6 +48,8 @@ class RecordingConversation:
     fail_on_text: str | None = None
     #: Texts whose handling waits for this event (to hold one chat up).
     hold: dict[str, asyncio.Event] = field(default_factory=dict)
+    #: Given to a private reply, as the service does for a stale press.
+    private_answer: str = ""
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def _record(self, method: str, chat: ChatRef, user_id: str, **args: Any) -> None:
@@ -56,7 +58,14 @@ class RecordingConversation:
             self.changed.notify_all()
 
     async def start(
-        self, chat: ChatRef, user_id: str, image: bytes | None, prompt: str | None, *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        image: bytes | None,
+        prompt: str | None,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         await self._record("start", chat, user_id, image=image, prompt=prompt, is_admin=is_admin)
 
@@ -71,9 +80,18 @@ class RecordingConversation:
         await self._record("text", chat, user_id, text=text)
 
     async def control(
-        self, chat: ChatRef, user_id: str, segment_id: int, action: Action, *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        segment_id: int,
+        action: Action,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         await self._record("control", chat, user_id, segment_id=segment_id, action=action, is_admin=is_admin)
+        if reply is not None and self.private_answer:
+            await reply(self.private_answer)
 
     async def reaction(
         self, chat: ChatRef, user_id: str, message_id: str, action: Action, *, is_admin: bool = False
@@ -81,7 +99,14 @@ class RecordingConversation:
         await self._record("reaction", chat, user_id, message_id=message_id, action=action, is_admin=is_admin)
 
     async def command(
-        self, chat: ChatRef, user_id: str, name: str, argument: str = "", *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        name: str,
+        argument: str = "",
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         await self._record("command", chat, user_id, name=name, argument=argument, is_admin=is_admin)
 
@@ -350,6 +375,18 @@ async def test_buttons_from_any_user_reach_the_service(
     ]
     assert all(c.chat == ChatRef("telegram", str(GROUP)) for c in calls)
     assert all(api.query_answered(q) for q in queries)
+
+
+async def test_a_note_for_the_presser_is_the_answers_toast(
+    api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path
+) -> None:
+    posted = await front.port.post_segment(ChatRef("telegram", str(GROUP)), segment_post(tmp_path, 31))
+    conversation(front).private_answer = "Segment 1 is already approved."
+    query = await api.press(GROUP, USER, int(posted["video"]), control_id(31, Action.APPROVE))
+    [answer] = await api.wait_for("answerCallbackQuery", 1)
+    assert api.query_answered(query)
+    assert answer.params.get("text") == "Segment 1 is already approved."
+    assert not [c for c in api.sent("sendMessage") if "already approved" in c.params.get("text", "")]
 
 
 async def test_reactions_approve_and_regenerate(api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path) -> None:
