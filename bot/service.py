@@ -413,7 +413,7 @@ class ConversationService:
         """Write every store intent and the new session state in one transaction; return the
         row ids of the segments the effects name."""
         ids = {core.SegmentKey(r.idx, r.attempt): r.id for r in rows}
-        state = SessionState(new.state.value)
+        state = new.state
         async with self.store.transaction():
             for effect in effects:
                 if isinstance(effect, core.EnqueueSegment):
@@ -824,7 +824,7 @@ class ConversationService:
         for r in rows:
             attempts += [0] * (r.idx + 1 - len(attempts))
             attempts[r.idx] = max(attempts[r.idx], r.attempt)
-        state = State(row.state.value)
+        state = row.state
         current = None
         takes = [r for r in rows if r.idx == len(approved)]
         if takes:

@@ -37,6 +37,8 @@ from typing import Any, Final
 
 import aiosqlite
 
+from bot.core import State
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -64,18 +66,8 @@ class Platform(StrEnum):
     CLI = "cli"
 
 
-class SessionState(StrEnum):
-    AWAITING_IMAGE = "awaiting_image"
-    AWAITING_PROMPT = "awaiting_prompt"
-    GENERATING = "generating"
-    REVIEWING = "reviewing"
-    ASSEMBLING = "assembling"
-    FINISHED = "finished"
-    CANCELLED = "cancelled"
-
-    @property
-    def active(self) -> bool:
-        return self not in OVER
+#: A session's state is the conversation core's: one definition of the states.
+SessionState = State
 
 
 class SegmentStatus(StrEnum):

@@ -96,10 +96,14 @@ async def test_strangers_are_ignored_and_bad_input_is_answered(tmp_path: Path) -
         assert (await bot.store.get_segment(seg)).status is SegmentStatus.APPROVED
         # A reaction on the frame message finds its segment.
         await svc.text(CHAT, OWNER, "night falls")
-        await segment_posts(bot, 2)
-        frame_message = (await bot.store.get_segment(seg + 1)).posted["frame"]
+        [_, seg2] = await segment_posts(bot, 2)
+        for _ in range(100):  # the ids are recorded just after the post returns
+            if "frame" in (await bot.store.get_segment(seg2)).posted:
+                break
+            await asyncio.sleep(0.02)
+        frame_message = (await bot.store.get_segment(seg2)).posted["frame"]
         await svc.reaction(CHAT, OWNER, str(frame_message), Action.APPROVE)
-        assert (await bot.store.get_segment(seg + 1)).status is SegmentStatus.APPROVED
+        assert (await bot.store.get_segment(seg2)).status is SegmentStatus.APPROVED
 
 
 async def test_cancel_while_queued_and_while_running(tmp_path: Path) -> None:
