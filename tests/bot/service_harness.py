@@ -26,14 +26,21 @@ def write_config(
     step_delay: float = 0.0,
     size: int = 64,
     extra: str = "",
+    backend: str = "preview",
+    model: str | Path | None = None,
+    frames: int = 33,
+    steps: int = 4,
 ) -> Path:
+    """A config for the service tests. ``backend="wan"`` with ``model`` (a tiny Wan folder) runs
+    the real Wan pipeline in the workers."""
     path = tmp_path / "framechain.toml"
     device_list = ", ".join(f'"{d}"' for d in devices)
+    model_line = f'model = "{model}"\n' if model is not None else ""
     path.write_text(
         f'data_dir = "{tmp_path / "data"}"\n'
         "[generation]\n"
-        f'backend = "preview"\nwidth = {size}\nheight = {size}\nframes = 33\nsteps = 4\n'
-        f"preview_step_delay = {step_delay}\n{extra}\n"
+        f'backend = "{backend}"\nwidth = {size}\nheight = {size}\nframes = {frames}\nsteps = {steps}\n'
+        f"{model_line}preview_step_delay = {step_delay}\n{extra}\n"
         f"[workers]\ndevices = [{device_list}]\nrestart_backoff = 0.05\n"
     )
     return path
