@@ -233,10 +233,8 @@ async def test_a_final_video_over_the_upload_limit(tmp_path: Path) -> None:
         assert not [c for c in api.sent(ok_only=False) if c.status == 413]
 
 
-async def test_a_session_on_the_tiny_wan_model(tmp_path: Path) -> None:
-    from tests.tiny_wan import build_tiny_wan
-
-    model = build_tiny_wan(tmp_path / "tiny-wan")
+async def test_a_session_on_the_tiny_wan_model(tmp_path: Path, tiny_wan_dir: Path) -> None:
+    model = tiny_wan_dir
     async with BotApiStandIn() as api:
         config, config_path = telegram_config(tmp_path, api)
         text = config_path.read_text().replace(
