@@ -1,95 +1,18 @@
-"""Helpers for the Discord adapter tests: a recording ``Conversation`` (the outside of the
-adapter, so a fake) and small builders for configs, pictures and segment posts."""
+"""Helpers for the Discord adapter tests: small builders for configs, pictures and segment posts,
+and the recording ``Conversation`` they share with the Telegram tests."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from bot.ports import Action, ChatRef, PrivateReply, SegmentPost, control_id
+from bot.ports import Action, SegmentPost, control_id
 from shared.config import Config, DiscordConfig, LimitsConfig
-
-
-@dataclass(frozen=True)
-class Call:
-    method: str
-    chat: ChatRef
-    user_id: str
-    args: dict[str, Any] = field(default_factory=dict)
-
-
-class RecordingConversation:
-    """Implements ``bot.ports.Conversation`` by writing down every call."""
-
-    def __init__(self, fail: bool = False, private_answer: str = "") -> None:
-        self.calls: list[Call] = []
-        self.fail = fail
-        #: Given to the adapter's private reply, as the service does for a refusal or a stale press.
-        self.private_answer = private_answer
-
-    def _record(self, method: str, chat: ChatRef, user_id: str, **args: Any) -> None:
-        self.calls.append(Call(method, chat, user_id, args))
-        if self.fail:
-            raise RuntimeError("the service broke")
-
-    def of(self, method: str) -> list[Call]:
-        return [call for call in self.calls if call.method == method]
-
-    async def start(
-        self,
-        chat: ChatRef,
-        user_id: str,
-        image: bytes | None,
-        prompt: str | None,
-        *,
-        is_admin: bool = False,
-        reply: PrivateReply | None = None,
-    ) -> None:
-        self._record("start", chat, user_id, image=image, prompt=prompt, is_admin=is_admin)
-
-    async def image(self, chat: ChatRef, user_id: str, image: bytes) -> None:
-        self._record("image", chat, user_id, image=image)
-
-    async def text(self, chat: ChatRef, user_id: str, text: str) -> None:
-        self._record("text", chat, user_id, text=text)
-
-    async def control(
-        self,
-        chat: ChatRef,
-        user_id: str,
-        segment_id: int,
-        action: Action,
-        *,
-        is_admin: bool = False,
-        reply: PrivateReply | None = None,
-    ) -> None:
-        self._record("control", chat, user_id, segment_id=segment_id, action=action, is_admin=is_admin)
-        if reply is not None and self.private_answer:
-            await reply(self.private_answer)
-
-    async def reaction(
-        self, chat: ChatRef, user_id: str, message_id: str, action: Action, *, is_admin: bool = False
-    ) -> None:
-        self._record("reaction", chat, user_id, message_id=message_id, action=action, is_admin=is_admin)
-
-    async def command(
-        self,
-        chat: ChatRef,
-        user_id: str,
-        name: str,
-        argument: str = "",
-        *,
-        is_admin: bool = False,
-        reply: PrivateReply | None = None,
-    ) -> None:
-        self._record("command", chat, user_id, name=name, argument=argument, is_admin=is_admin)
-        if reply is not None and self.private_answer:
-            await reply(self.private_answer)
+from tests.bot.recording_conversation import Call, RecordingConversation
 
 
 def make_config(data_dir: Path, *, image_bytes: int = 1024 * 1024, **discord: Any) -> Config:
@@ -138,3 +61,6 @@ def segment_post(
         preview=True,
         controls=controls,
     )
+
+
+__all__ = ["Call", "RecordingConversation", "make_config", "picture", "segment_post"]

@@ -9,7 +9,7 @@ import io
 import struct
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,102 +18,19 @@ import pytest
 from PIL import Image
 from telegram.error import InvalidToken, NetworkError
 
-from bot.ports import Action, ChatRef, FinalPost, PrivateReply, SegmentPost, control_id
+from bot.ports import Action, ChatRef, FinalPost, SegmentPost, control_id
 from bot.telegram_adapter import RetryPolicy, TelegramFrontEnd, TelegramPort, UploadTooLarge, build_telegram
 from bot.telegram_adapter.front import COMMANDS, NOT_A_PICTURE, NOT_ALLOWED, parse_command
 from bot.telegram_adapter.media import mp4_info, photo_upload, thumbnail_jpeg
 from bot.telegram_adapter.port import MB, upload_limit_bytes
 from shared.config import Config, LimitsConfig, Secret, TelegramConfig
+from tests.bot.recording_conversation import RecordingConversation
 from tests.bot.telegram_standin import BOT_USERNAME, BotApiStandIn
 
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
 USER = 42  # a private chat's id is its user's id
 GROUP = -100777
 ADMIN = 99
-
-
-@dataclass
-class Recorded:
-    method: str
-    chat: ChatRef
-    user_id: str
-    args: dict[str, Any]
-
-
-@dataclass
-class RecordingConversation:
-    """Implements bot.ports.Conversation by writing down every call."""
-
-    calls: list[Recorded] = field(default_factory=list)
-    fail_on_text: str | None = None
-    #: Texts whose handling waits for this event (to hold one chat up).
-    hold: dict[str, asyncio.Event] = field(default_factory=dict)
-    #: Given to a private reply, as the service does for a stale press.
-    private_answer: str = ""
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    async def _record(self, method: str, chat: ChatRef, user_id: str, **args: Any) -> None:
-        async with self.changed:
-            self.calls.append(Recorded(method, chat, user_id, args))
-            self.changed.notify_all()
-
-    async def start(
-        self,
-        chat: ChatRef,
-        user_id: str,
-        image: bytes | None,
-        prompt: str | None,
-        *,
-        is_admin: bool = False,
-        reply: PrivateReply | None = None,
-    ) -> None:
-        await self._record("start", chat, user_id, image=image, prompt=prompt, is_admin=is_admin)
-
-    async def image(self, chat: ChatRef, user_id: str, image: bytes) -> None:
-        await self._record("image", chat, user_id, image=image)
-
-    async def text(self, chat: ChatRef, user_id: str, text: str) -> None:
-        if text == self.fail_on_text:
-            raise RuntimeError("the service fell over")
-        if text in self.hold:
-            await self.hold[text].wait()
-        await self._record("text", chat, user_id, text=text)
-
-    async def control(
-        self,
-        chat: ChatRef,
-        user_id: str,
-        segment_id: int,
-        action: Action,
-        *,
-        is_admin: bool = False,
-        reply: PrivateReply | None = None,
-    ) -> None:
-        await self._record("control", chat, user_id, segment_id=segment_id, action=action, is_admin=is_admin)
-        if reply is not None and self.private_answer:
-            await reply(self.private_answer)
-
-    async def reaction(
-        self, chat: ChatRef, user_id: str, message_id: str, action: Action, *, is_admin: bool = False
-    ) -> None:
-        await self._record("reaction", chat, user_id, message_id=message_id, action=action, is_admin=is_admin)
-
-    async def command(
-        self,
-        chat: ChatRef,
-        user_id: str,
-        name: str,
-        argument: str = "",
-        *,
-        is_admin: bool = False,
-        reply: PrivateReply | None = None,
-    ) -> None:
-        await self._record("command", chat, user_id, name=name, argument=argument, is_admin=is_admin)
-
-    async def wait(self, count: int, timeout: float = 10.0) -> list[Recorded]:
-        async with self.changed:
-            await asyncio.wait_for(self.changed.wait_for(lambda: len(self.calls) >= count), timeout)
-        return list(self.calls)
 
 
 def png(width: int = 64, height: int = 48, colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:

@@ -1,0 +1,106 @@
+"""A recording ``Conversation`` for adapter tests: the service is the outside of an adapter, so
+its tests write down what the adapter asks of the conversation instead of running one."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.ports import Action, ChatRef, PrivateReply
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    chat: ChatRef
+    user_id: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+class RecordingConversation:
+    """Implements ``bot.ports.Conversation`` by writing down every call."""
+
+    def __init__(self, fail: bool = False, private_answer: str = "") -> None:
+        self.calls: list[Call] = []
+        #: Raise after recording every call, as a broken service would.
+        self.fail = fail
+        #: A text whose handling raises instead of being recorded.
+        self.fail_on_text: str | None = None
+        #: Texts whose handling waits for this event (to hold one chat up).
+        self.hold: dict[str, asyncio.Event] = {}
+        #: Given to the adapter's private reply, as the service does for a refusal or a stale press.
+        self.private_answer = private_answer
+        self._changed = asyncio.Condition()
+
+    async def _record(self, method: str, chat: ChatRef, user_id: str, **args: Any) -> None:
+        async with self._changed:
+            self.calls.append(Call(method, chat, user_id, args))
+            self._changed.notify_all()
+        if self.fail:
+            raise RuntimeError("the service broke")
+
+    def of(self, method: str) -> list[Call]:
+        return [call for call in self.calls if call.method == method]
+
+    async def wait(self, count: int, timeout: float = 10.0) -> list[Call]:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: len(self.calls) >= count), timeout)
+        return list(self.calls)
+
+    async def _answer(self, reply: PrivateReply | None) -> None:
+        if reply is not None and self.private_answer:
+            await reply(self.private_answer)
+
+    async def start(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        image: bytes | None,
+        prompt: str | None,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+    ) -> None:
+        await self._record("start", chat, user_id, image=image, prompt=prompt, is_admin=is_admin)
+
+    async def image(self, chat: ChatRef, user_id: str, image: bytes) -> None:
+        await self._record("image", chat, user_id, image=image)
+
+    async def text(self, chat: ChatRef, user_id: str, text: str) -> None:
+        if text == self.fail_on_text:
+            raise RuntimeError("the service fell over")
+        if text in self.hold:
+            await self.hold[text].wait()
+        await self._record("text", chat, user_id, text=text)
+
+    async def control(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        segment_id: int,
+        action: Action,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+    ) -> None:
+        await self._record("control", chat, user_id, segment_id=segment_id, action=action, is_admin=is_admin)
+        await self._answer(reply)
+
+    async def reaction(
+        self, chat: ChatRef, user_id: str, message_id: str, action: Action, *, is_admin: bool = False
+    ) -> None:
+        await self._record("reaction", chat, user_id, message_id=message_id, action=action, is_admin=is_admin)
+
+    async def command(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        name: str,
+        argument: str = "",
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+    ) -> None:
+        await self._record("command", chat, user_id, name=name, argument=argument, is_admin=is_admin)
+        await self._answer(reply)
