@@ -146,7 +146,7 @@ def plan_render(args: argparse.Namespace, config: Config) -> RenderPlan:
         raise RenderInputError(f"backend must be wan or preview, got {backend!r}")
     fps = _typed(settings, "fps", int, where) or g.fps
     default_frames = args.frames or _typed(settings, "frames", int, where) or g.frames
-    default_steps = args.steps or _typed(settings, "steps", int, where) or g.steps
+    default_steps = args.steps or _typed(settings, "steps", int, where) or g.sampling_steps
     seed = args.seed if args.seed is not None else _typed(settings, "seed", int, where)
     size_text = args.size or _typed(settings, "size", str, where)
     if size_text:
@@ -274,8 +274,8 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
                 frames=seg.frames,
                 fps=plan.fps,
                 steps=seg.steps,
-                guidance=g.guidance,
-                guidance_2=g.guidance_2,
+                guidance=g.sampling_guidance[0],
+                guidance_2=g.sampling_guidance[1],
                 seed=seg.seed,
                 out_dir=str(folder.resolve()),
                 name=f"segment_{index:02d}",

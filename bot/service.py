@@ -128,7 +128,7 @@ class ConversationService:
         g = self.config.generation
         seconds = next((s for s, f in SECONDS_TO_FRAMES.items() if f == g.frames), 5)
         seed = None if g.seed_policy == "random" else g.seed
-        steps = g.lora_steps if g.loras else g.steps
+        steps = g.sampling_steps
         return core.Settings(
             seconds=seconds,
             steps=steps,
@@ -499,8 +499,7 @@ class ConversationService:
         g = self.config.generation
         params = segment.params
         reference = {"start": segment.start_image, "first": row.first_image}.get(g.color_match)
-        guidance = g.lora_guidance if g.loras else g.guidance
-        guidance_2 = g.lora_guidance if g.loras else g.guidance_2
+        guidance, guidance_2 = g.sampling_guidance
         message = Generate(
             job_id=str(segment.id),
             image=str(segment.start_image),

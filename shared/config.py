@@ -114,6 +114,16 @@ class GenerationConfig:
     #: Seconds the preview backend waits per step, to rehearse progress messages at a model's pace.
     preview_step_delay: float = 0.0
 
+    @property
+    def sampling_steps(self) -> int:
+        """Steps per segment: a distillation LoRA is made for its own step count."""
+        return self.lora_steps if self.loras else self.steps
+
+    @property
+    def sampling_guidance(self) -> tuple[float, float]:
+        """CFG of the high- and low-noise experts, as used (the LoRA's when one is configured)."""
+        return (self.lora_guidance, self.lora_guidance) if self.loras else (self.guidance, self.guidance_2)
+
 
 @dataclass(frozen=True)
 class WorkersConfig:

@@ -196,3 +196,11 @@ def test_log_lines_redact_tokens(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert token not in err and "********" in err and "getMe" in err
     logging.getLogger().handlers.clear()
+
+
+def test_a_lora_brings_its_own_steps_and_guidance(tmp_path: Path) -> None:
+    plain = load_config(None, env={}).generation
+    assert (plain.sampling_steps, plain.sampling_guidance) == (20, (3.5, 3.5))
+    path = write(tmp_path, '[generation]\nloras = [{path = "/l/4step.safetensors"}]\n')
+    fast = load_config(path, env={}).generation
+    assert (fast.sampling_steps, fast.sampling_guidance) == (4, (1.0, 1.0))
