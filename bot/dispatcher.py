@@ -45,6 +45,9 @@ class DispatchListener(Protocol):
     async def job_started(self, job_id: str, device: str) -> None: ...
     async def job_progress(self, job_id: str, step: int, total: int) -> None: ...
     async def job_finished(self, job_id: str, result: Done | Failed) -> None: ...
+    async def job_delayed(self, job_id: str, reason: str) -> None:
+        """The job waits longer than it should: no worker could be started (it stays queued)."""
+        ...
 
 
 class FairQueue:
@@ -227,6 +230,10 @@ class Dispatcher:
                 delay = min(MAX_BACKOFF, self.restart_backoff * 2 ** (failures - 1))
                 log.error("worker on %s did not start (%s); retrying in %.0f s", device, exc, delay)
                 self.workers[device] = None
+                # Tell the waiting owners once per streak, when no other device can serve them.
+                if failures == 1 and not any(w is not None and w.alive for w in self.workers.values()):
+                    for job in self.queue.order():
+                        await _quietly(self.listener.job_delayed(job.job_id, "the GPU worker could not start"))
                 await asyncio.sleep(delay)
                 continue
             self.workers[device] = worker

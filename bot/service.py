@@ -293,6 +293,12 @@ class ConversationService:
             ahead = "next in line" if position == 1 else f"{position - 1} ahead in the queue"
             await self._edit_progress(int(job_id), f"⏳ {progress.label} — queued, {ahead}.", force=True)
 
+    async def job_delayed(self, job_id: str, reason: str) -> None:
+        progress = self._progress.get(int(job_id))
+        if progress is not None:
+            text = f"⚠️ {progress.label} — still queued: {reason}. It will start when the worker is back."
+            await self._edit_progress(int(job_id), text, force=True)
+
     async def job_started(self, job_id: str, device: str) -> None:
         segment_id = int(job_id)
         with contextlib.suppress(Conflict, NotFound):

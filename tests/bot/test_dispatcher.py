@@ -4,6 +4,7 @@ test_service.py; here no worker is started)."""
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from bot.dispatcher import Dispatcher, FairQueue, Job
 from bot.worker_client import WorkerProcess
@@ -60,6 +61,10 @@ class Recorder:
     def __init__(self) -> None:
         self.positions: list[tuple[str, int]] = []
         self.finished: list[tuple[str, Done | Failed]] = []
+        self.delayed: list[tuple[str, str]] = []
+
+    async def job_delayed(self, job_id: str, reason: str) -> None:
+        self.delayed.append((job_id, reason))
 
     async def job_position(self, job_id: str, position: int) -> None:
         self.positions.append((job_id, position))
@@ -102,3 +107,24 @@ async def test_cancel_while_queued_reports_and_reorders() -> None:
     [(job_id, result)] = listener.finished
     assert job_id == "1" and isinstance(result, Failed) and result.kind is FailureKind.CANCELLED
     assert dispatcher.position("2") == 1 and ("2", 1) in listener.positions
+
+
+async def test_waiting_jobs_hear_when_no_worker_can_start() -> None:
+    listener = Recorder()
+
+    def broken(device: str) -> WorkerProcess:  # a worker that exits before it is ready
+        return WorkerProcess([sys.executable, "-c", "import sys; sys.exit(3)"], name=f"worker-{device}")
+
+    dispatcher = Dispatcher(["cpu"], broken, listener, restart_backoff=0.05)
+    await dispatcher.submit(job("1", "A").message, "A")
+    await dispatcher.start()
+    try:
+        for _ in range(200):
+            if listener.delayed:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # further failures in the streak say nothing more
+        assert listener.delayed == [("1", "the GPU worker could not start")]
+        assert dispatcher.position("1") == 1 and listener.finished == []  # still queued, not lost
+    finally:
+        await dispatcher.stop()

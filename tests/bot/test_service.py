@@ -266,3 +266,20 @@ async def test_notes_for_the_acting_user_go_to_the_private_reply(tmp_path: Path)
             "I don't know /frobnicate. Send /help for the commands.",
         ]
         assert len(chat.texts()) == public_before  # nothing of that went into the chat
+
+
+async def test_a_worker_that_cannot_start_is_explained_and_the_job_kept(tmp_path: Path) -> None:
+    config = write_config(tmp_path, backend="wan", model=tmp_path / "no-such-model")
+    async with running_bot(config) as bot:
+        await bot.service.start(CHAT, OWNER, picture_bytes(), "waits for the GPU")
+        for _ in range(600):
+            if any("could not start" in e.text for e in bot.chat.of("edit")):
+                break
+            await asyncio.sleep(0.05)
+        [queued] = [s for s in bot.chat.of("text") if s.text.startswith("⏳ Segment 1")]
+        edits = [e.text for e in bot.chat.of("edit") if e.message_id == queued.message_id]
+        assert any("still queued: the GPU worker could not start" in t for t in edits)
+        assert await session_state(bot) is SessionState.GENERATING
+        assert [s.status for s in await bot.store.list_segments((await bot.store.list_active_sessions())[0].id)] == [
+            SegmentStatus.QUEUED
+        ]
