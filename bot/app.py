@@ -102,6 +102,7 @@ async def serve(config: Config, stop: asyncio.Event, *, config_path: str | Path 
             if stop.is_set():
                 return
             await service.resume()
+            service.keep_posting()
             await dispatcher.start()
             await stop.wait()
             log.info("shutting down")

@@ -371,21 +371,44 @@ class ConversationService:
                 chat=chat, message_id=_str_or_none(segment.posted.get("progress")), label=_label(segment)
             )
             await self._submit(row, segment)
-        for row in await self.store.list_active_sessions():
-            if row.state is SessionState.REVIEWING:
-                _, session, rows = await self._load(row.id)
+        for row in await self.store.list_sessions((SessionState.ASSEMBLING,)):
+            _, session, _ = await self._load(row.id)
+            self._start_assembly(row, session.approved)
+        await self.post_unposted()
+
+    async def post_unposted(self) -> None:
+        """Post what was finished but never posted: a segment up for review or a final video
+        whose post was cut short by a crash, or failed while the platform was unreachable."""
+        for row in await self.store.list_sessions((SessionState.REVIEWING,)):
+            async with self._session_lock(row.id):  # not while an action is posting it
+                row, session, rows = await self._load(row.id)
                 current = session.current
-                if current is not None:
-                    seg_row = _row_for(rows, current.key)
-                    if "video" not in seg_row.posted:
+                if row.state is not SessionState.REVIEWING or current is None:
+                    continue
+                if "video" not in _row_for(rows, current.key).posted:
+                    try:
                         await self._post_segment(row, session, current, _caption_for(current))
-            elif row.state is SessionState.ASSEMBLING:
-                _, session, _ = await self._load(row.id)
-                self._start_assembly(row, session.approved)
-        # A final video joined but never posted (a crash in between) is posted now.
+                    except Exception as exc:
+                        log.warning("segment of session %s still not posted: %s", row.id, exc)
         for row in await self.store.list_sessions((SessionState.FINISHED,)):
             if row.final_video is not None and "final" not in row.posted:
-                await self._post_final(row, "Here's your video.")
+                async with self._session_lock(row.id):
+                    await self._post_final(row, "Here's your video.", retrying=True)
+
+    def keep_posting(self, interval: float = 60.0) -> None:
+        """Retry posting what could not be posted, every ``interval`` seconds, until close()."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await self.post_unposted()
+                except Exception:
+                    log.exception("retrying unposted deliveries failed")
+
+        task = asyncio.create_task(loop(), name="keep-posting")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- the core loop ----------------------------------------------------------------------
 
@@ -634,7 +657,7 @@ class ConversationService:
             self._assemblies.pop(row.id, None)
         await self._apply(row.id, event)
 
-    async def _post_final(self, row: SessionRow, caption: str) -> None:
+    async def _post_final(self, row: SessionRow, caption: str, *, retrying: bool = False) -> None:
         row = await self.store.get_session(row.id)
         if row.final_video is None or "final" in row.posted:
             return
@@ -643,14 +666,23 @@ class ConversationService:
         limit = int(port.upload_limit(chat) * UPLOAD_MARGIN)
         try:
             parts, caption = await self._fit_final(row.final_video, limit, caption)
-            posted = await port.post_final(chat, FinalPost(parts=parts, caption=caption))
         except Exception:
-            log.exception("posting the final video of session %s failed", row.id)
+            # It cannot be made to fit: say so once and stop trying.
+            log.exception("the final video of session %s cannot be made to fit %d bytes", row.id, limit)
             await self._say(
                 chat,
-                f"Your video is ready ({row.final_video.name} on the server) but I couldn't send it here. "
-                "Ask the bot's operator for the file.",
+                f"Your video is ready ({row.final_video.name} on the server) but it is too large to send "
+                "here, even in parts. Ask the bot's operator for the file.",
             )
+            await self.store.record_session_posted(row.id, "final", "unsendable")
+            return
+        try:
+            posted = await port.post_final(chat, FinalPost(parts=parts, caption=caption))
+        except Exception as exc:
+            # The platform may be unreachable for now: keep it unposted, so it is retried.
+            log.warning("posting the final video of session %s failed: %s", row.id, exc)
+            if not retrying:
+                await self._say(chat, "Your video is ready, but sending it failed; I'll try again in a minute.")
             return
         await self.store.record_session_posted(row.id, "final", posted)
 

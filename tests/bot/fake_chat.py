@@ -28,6 +28,8 @@ class FakeChat:
     platform: str = "telegram"
     limit: int = 50 * 1024 * 1024
     fail_edits: bool = False
+    #: The platform is unreachable for posting videos.
+    fail_posts: bool = False
     sent: list[Sent] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -51,6 +53,8 @@ class FakeChat:
         await self._record(Sent("edit", chat, text=text, message_id=message_id))
 
     async def post_segment(self, chat: ChatRef, post: SegmentPost) -> dict[str, str]:
+        if self.fail_posts:
+            raise ConnectionError("platform unreachable")
         ids = {"video": str(next(self._ids)), "frame": str(next(self._ids))}
         assert Path(post.video).exists() and Path(post.last_frame).exists()
         await self._record(Sent("segment", chat, text=post.caption, message_id=ids["video"], post=post))
@@ -60,6 +64,8 @@ class FakeChat:
         await self._record(Sent("close", chat, text=note, message_id=message_ids.get("video", "")))
 
     async def post_final(self, chat: ChatRef, post: FinalPost) -> list[str]:
+        if self.fail_posts:
+            raise ConnectionError("platform unreachable")
         ids = [str(next(self._ids)) for _ in post.parts]
         await self._record(Sent("final", chat, text=post.caption, post=post))
         return ids

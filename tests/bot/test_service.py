@@ -283,3 +283,36 @@ async def test_a_worker_that_cannot_start_is_explained_and_the_job_kept(tmp_path
         assert [s.status for s in await bot.store.list_segments((await bot.store.list_active_sessions())[0].id)] == [
             SegmentStatus.QUEUED
         ]
+
+
+async def test_posts_that_failed_are_retried_once_the_platform_is_back(tmp_path: Path) -> None:
+    async with running_bot(write_config(tmp_path)) as bot:
+        svc, chat = bot.service, bot.chat
+        chat.fail_posts = True
+        await svc.start(CHAT, OWNER, picture_bytes(), "while the platform is down")
+        for _ in range(400):
+            if await session_state(bot) is SessionState.REVIEWING:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert chat.of("segment") == []
+        await svc.post_unposted()  # still down: nothing posted, nothing lost
+        chat.fail_posts = False
+        await svc.post_unposted()
+        await svc.post_unposted()
+        [posted] = chat.of("segment")
+        seg = posted.post.segment_id
+        await svc.control(CHAT, OWNER, seg, Action.APPROVE)
+
+        chat.fail_posts = True
+        await svc.command(CHAT, OWNER, "finish")
+        for _ in range(400):
+            if any("sending it failed" in t for t in chat.texts()):
+                break
+            await asyncio.sleep(0.05)
+        assert any("sending it failed" in t for t in chat.texts())
+        chat.fail_posts = False
+        await svc.post_unposted()
+        await svc.post_unposted()
+        assert len(chat.of("final")) == 1
+        assert len(chat.of("segment")) == 1
