@@ -147,6 +147,8 @@ class DiscordConfig:
     admin_ids: tuple[int, ...] = ()
     #: Open sessions in private threads where the server allows it.
     private_threads: bool = True
+    #: Keep uploads under this many MB (0 = the server's own limit, 10 MiB unboosted).
+    upload_limit_mb: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -315,6 +317,8 @@ def _check(config: Config, source: str) -> None:
     ):
         if not url.startswith(("http://", "https://")):
             fail(key, f"must be an http(s) URL, got {url!r}")
+    if config.discord.upload_limit_mb < 0:
+        fail("discord.upload_limit_mb", "must not be negative")
     if config.telegram.upload_limit_mb < 0:
         fail("telegram.upload_limit_mb", "must not be negative")
 

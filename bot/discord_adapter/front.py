@@ -18,7 +18,7 @@ class DiscordFrontEnd:
     def __init__(self, config: Config, conversation: Conversation) -> None:
         self.config = config
         self.client = FramechainClient(config, conversation)
-        self.port = DiscordPort(self.client)
+        self.port = DiscordPort(self.client, cap=int(config.discord.upload_limit_mb * 1_000_000))
         self._gateway: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -31,19 +31,23 @@ def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
 class DiscordPort:
     platform = "discord"
 
-    def __init__(self, client: discord.Client) -> None:
+    def __init__(self, client: discord.Client, *, cap: int = 0) -> None:
         self._client = client
+        #: An operator's own ceiling on uploads, in bytes (0 = none).
+        self._cap = cap
 
     def _channel(self, chat: ChatRef) -> discord.PartialMessageable:
         return self._client.get_partial_messageable(int(chat.thread_id or chat.chat_id))
 
     def upload_limit(self, chat: ChatRef) -> int:
+        limit = DEFAULT_UPLOAD_LIMIT
         for channel_id in (chat.thread_id, chat.chat_id):
             channel = self._client.get_channel(int(channel_id)) if channel_id else None
             guild = getattr(channel, "guild", None)
             if isinstance(guild, discord.Guild):
-                return guild.filesize_limit
-        return DEFAULT_UPLOAD_LIMIT
+                limit = guild.filesize_limit
+                break
+        return min(limit, self._cap) if self._cap else limit
 
     async def send_text(self, chat: ChatRef, text: str) -> str:
         message = await self._channel(chat).send(clip(text))

@@ -164,3 +164,39 @@ async def session_on_discord(
     assert probe(path).frames == 33 + 32
     chat = ChatRef("discord", str(channel.id), str(thread.id))
     assert final.attachments[0].size <= bot.front.port.upload_limit(chat)
+
+
+async def test_a_final_video_over_the_upload_limit_is_made_to_fit(tmp_path: Path) -> None:
+    # simcord does not enforce Discord's limit, and every server allows 10 MiB: an operator's
+    # lower cap (discord.upload_limit_mb) puts this small final over it; the size is asserted here.
+    config_path = write_config(tmp_path, size=320)
+    with config_path.open("a") as fh:
+        fh.write("[discord]\nupload_limit_mb = 0.12\n")
+    config = load_config(config_path, env={})
+    config.data_dir.mkdir(parents=True)
+    async with bot_process(config, config_path) as bot, simcord.run(bot.front.client) as env:
+        guild = env.create_guild("Studio")
+        channel = guild.create_text_channel("animations")
+        alice = guild.add_member(env.create_user("alice"))
+        picture = picture_bytes(320, 320, grain=60)
+        await alice.slash(channel, "start", image=("grain.png", picture), prompt="film grain")
+        (thread,) = channel.threads
+        await until(env, lambda: len(review_messages(thread)) == 1, "the take")
+        take = review_messages(thread)[0]
+        await alice.react(take, "✅")
+        await until(env, lambda: not has_buttons(review_messages(thread)[0]), "the approval")
+        master = (await bot.store.get_segment(segment_id_of(take))).video
+        assert master is not None and master.stat().st_size > 120_000  # over the cap as made
+        await alice.slash(thread, "finish")
+
+        def finals() -> list[discord.Message]:
+            return [m for m in review_messages(thread) if "framechain" in m.attachments[0].filename]
+
+        await until(env, lambda: bool(finals()), "the final video")
+        chat = ChatRef("discord", str(channel.id), str(thread.id))
+        limit = bot.front.port.upload_limit(chat)
+        assert limit == 120_000
+        sizes = [a.size for m in finals() for a in m.attachments]
+        assert sizes and all(size <= limit for size in sizes)
+        text = " ".join(m.content for m in finals())
+        assert "re-encoded" in text or "parts" in text
