@@ -39,8 +39,15 @@ async def test_full_session(tmp_path: Path) -> None:
         # Progress: one message per job, created when queued, edited, ending "ready".
         progress = [s for s in chat.of("text") if s.text.startswith("⏳ Segment 1")]
         assert len(progress) == 1
-        edits = [e.text for e in chat.of("edit") if e.message_id == progress[0].message_id]
-        assert any("step" in t for t in edits) and "ready" in edits[-1]
+
+        def edits() -> list[str]:
+            return [e.text for e in chat.of("edit") if e.message_id == progress[0].message_id]
+
+        for _ in range(100):  # edits go out from a background task
+            if edits() and "ready" in edits()[-1]:
+                break
+            await asyncio.sleep(0.02)
+        assert any("step" in t for t in edits()) and "ready" in edits()[-1]
 
         await svc.control(CHAT, OWNER, first, Action.REGENERATE)
         [_, second_take] = await segment_posts(bot, 2)

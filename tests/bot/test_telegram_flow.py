@@ -147,7 +147,10 @@ async def session(
     assert [action for _, action in controls(take1.params["reply_markup"])] == list(Action)
     assert take1.params["supports_streaming"] and (take1.params["width"], take1.params["height"]) == (64, 64)
     assert take1.file("thumbnail") is not None
-    assert any(p.params["caption"].startswith("Last frame of segment 1") for p in api.sent("sendPhoto"))
+    await until(  # the hand-off frame follows the video
+        lambda: any(p.params["caption"].startswith("Last frame of segment 1") for p in api.sent("sendPhoto")),
+        "the first take's hand-off frame",
+    )
 
     # Bob's press and reaction on Alice's take change nothing.
     await api.press(GROUP, BOB, take1.result["message_id"], control_id(first, Action.APPROVE))
