@@ -871,11 +871,16 @@ def _on_done(s: Session, e: Event, limits: Limits) -> Transition:
         return s, []
     seg = replace(cur, result=SegmentResult(e.video, e.last_frame, e.frames, e.seed))
     s = replace(s, state=State.REVIEWING, current=seg)
-    caption = (
-        f"Segment {seg.number}, take {seg.attempt} · {joined_seconds([seg]):.1f} s · seed {e.seed}\n"
+    return s, [PostSegment(s.id, seg, review_caption(seg))]
+
+
+def review_caption(seg: Segment) -> str:
+    """The caption of a take posted for review (also when it is posted again after a restart)."""
+    assert seg.result is not None
+    return (
+        f"Segment {seg.number}, take {seg.attempt} · {joined_seconds([seg]):.1f} s · seed {seg.result.seed}\n"
         f"“{_clip(seg.prompt, 200)}”\nApprove ✅ or regenerate 🔁."
     )
-    return s, [PostSegment(s.id, seg, caption)]
 
 
 def _on_failed(s: Session, e: Event, limits: Limits) -> Transition:

@@ -17,7 +17,7 @@ import dataclasses
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,7 +337,7 @@ class ConversationService:
                 log.info("segment %s finished after it was stopped; ignoring", segment_id)
                 return
             if progress is not None:
-                await self._edit_progress_final(progress, f"✅ {progress.label} — ready ({_duration(result.seconds)}).")
+                self._queue_edit(progress, f"✅ {progress.label} — ready ({_duration(result.seconds)}).")
             event: core.Event = core.JobDone(
                 segment=key,
                 video=result.video,
@@ -353,7 +353,7 @@ class ConversationService:
                 log.error("segment %s failed: %s", segment_id, result.message)
             if progress is not None:
                 word = "stopped" if result.kind is FailureKind.CANCELLED else "failed"
-                await self._edit_progress_final(progress, f"⏹ {progress.label} — {word}.")
+                self._queue_edit(progress, f"⏹ {progress.label} — {word}.")
             event = core.JobFailed(segment=key, kind=result.kind, message=result.message)
         await self._apply(segment.session_id, event)
 
@@ -387,7 +387,7 @@ class ConversationService:
                     continue
                 if "video" not in _row_for(rows, current.key).posted:
                     try:
-                        await self._post_segment(row, session, current, _caption_for(current))
+                        await self._post_segment(row, session, current, core.review_caption(current))
                     except Exception as exc:
                         log.warning("segment of session %s still not posted: %s", row.id, exc)
         for row in await self.store.list_sessions((SessionState.FINISHED,)):
@@ -734,9 +734,6 @@ class ConversationService:
         progress.last_edit = now
         self._queue_edit(progress, text)
 
-    async def _edit_progress_final(self, progress: _Progress, text: str) -> None:
-        self._queue_edit(progress, text)
-
     def _queue_edit(self, progress: _Progress, text: str) -> None:
         """Edits go out from a task per message, newest text only: a platform's flood wait
         must never hold up the job's events (and with them the next job)."""
@@ -756,23 +753,18 @@ class ConversationService:
             except Exception as exc:  # an edit is cosmetic: a failure changes nothing else
                 log.debug("progress edit failed: %s", exc)
 
-    def _session_lock(self, session_id: str) -> contextlib.AbstractAsyncContextManager[None]:
-        service = self
-
-        class _Held(contextlib.AbstractAsyncContextManager[None]):
-            async def __aenter__(self) -> None:
-                entry = service._locks.setdefault(session_id, _Lock())
-                entry.users += 1
-                await entry.lock.acquire()
-
-            async def __aexit__(self, *exc: object) -> None:
-                entry = service._locks[session_id]
-                entry.lock.release()
-                entry.users -= 1
-                if entry.users == 0:
-                    del service._locks[session_id]
-
-        return _Held()
+    @contextlib.asynccontextmanager
+    async def _session_lock(self, session_id: str) -> AsyncIterator[None]:
+        """One action at a time per session; the lock is dropped when nobody holds or awaits it."""
+        entry = self._locks.setdefault(session_id, _Lock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[session_id]
 
     async def _session_for(self, chat: ChatRef, user_id: str) -> SessionRow | None:
         """The user's active session here, else anyone's (so strangers get the core's answer)."""
@@ -927,14 +919,6 @@ def _row_for(rows: list[SegmentRow], key: core.SegmentKey) -> SegmentRow:
 def _label(segment: SegmentRow) -> str:
     take = f", take {segment.attempt}" if segment.attempt > 1 else ""
     return f"Segment {segment.idx + 1}{take}"
-
-
-def _caption_for(segment: core.Segment) -> str:
-    assert segment.result is not None
-    return (
-        f"Segment {segment.number}, take {segment.attempt} · seed {segment.result.seed}\n"
-        f"“{segment.prompt[:200]}”\nApprove ✅ or regenerate 🔁."
-    )
 
 
 def _str_or_none(value: object) -> str | None:
