@@ -29,11 +29,13 @@ class Action(StrEnum):
     REGENERATE = "regen"
     UNDO = "undo"
     FINISH = "finish"
+    #: Approve the take under review and join the video in one press.
+    APPROVE_FINISH = "apfin"
 
 
 #: Review controls carry the segment id, so a button keeps working after a restart.
 #: Short enough for Telegram's 64-byte callback data and Discord's 100-character custom_id.
-_CONTROL = re.compile(r"^seg:(?P<segment>[0-9]{1,18}):(?P<action>approve|regen|undo|finish)$")
+_CONTROL = re.compile(r"^seg:(?P<segment>[0-9]{1,18}):(?P<action>approve|regen|undo|finish|apfin)$")
 
 
 def control_id(segment_id: int, action: Action) -> str:
@@ -64,6 +66,8 @@ class SegmentPost:
     preview: bool
     #: (label, control id) pairs, in display order.
     controls: tuple[tuple[str, str], ...]
+    #: Roles (``video``, ``frame``) already posted before a restart: the port sends only the rest.
+    already: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,23 @@ class FinalPost:
 
     parts: tuple[Path, ...]
     caption: str
+    #: Part numbers (1-based) already posted before a restart: the port sends only the rest.
+    already: frozenset[int] = frozenset()
+
+
+#: Called by a port as soon as the platform has accepted one message of a post, with its role
+#: (``video``, ``frame``; ``final.1``, ``final.2``… for the parts of a final) and the message
+#: id. The service records it at once, so a crash in the middle of a post never makes the
+#: restart send that message again.
+Sent = Callable[[str, str], Awaitable[None]]
+
+
+async def _discard(role: str, message_id: str) -> None:
+    return None
+
+
+#: For callers that only want the returned ids.
+IGNORE_SENT: Sent = _discard
 
 
 class ChatPort(Protocol):
@@ -90,20 +111,30 @@ class ChatPort(Protocol):
 
     async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None: ...
 
-    async def post_segment(self, chat: ChatRef, post: SegmentPost) -> dict[str, str]:
-        """Post a segment for review; return the ids of what was posted (``video``, ``frame``...)."""
+    async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
+        """Post a segment for review, skipping the roles in ``post.already``; call ``sent`` for
+        each message as soon as the platform accepted it, and return the ids of what was posted
+        (``video``, ``frame``...). Adding reactions or other decorations is best effort and never
+        raises once the video is up."""
+        ...
+
+    async def delete_message(self, chat: ChatRef, message_id: str) -> None:
+        """Remove a message the bot sent (a progress message once its result is posted)."""
         ...
 
     async def close_controls(self, chat: ChatRef, message_ids: dict[str, str], note: str) -> None:
         """The review is over (approved/replaced): remove or disable the controls, add ``note``."""
         ...
 
-    async def post_final(self, chat: ChatRef, post: FinalPost) -> list[str]: ...
+    async def post_final(self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT) -> list[str]:
+        """Post every part not in ``post.already``, in order, calling ``sent("final.N", id)`` for
+        each as soon as it is accepted; return the ids posted."""
+        ...
 
 
-#: Shows a text to the acting user only (a Discord ephemeral message). Adapters that can pass one
-#: with an action; notes meant for that user alone (a refusal, a stale button) then go there
-#: instead of into the chat.
+#: Shows a text to the acting user only (a Discord ephemeral message, a Telegram callback toast).
+#: Adapters pass one with every action they can answer privately; notes meant for that user alone
+#: (a refusal, a stale button, a button's confirmation) go there and never into the chat.
 PrivateReply = Callable[[str], Awaitable[object]]
 
 
@@ -143,7 +174,14 @@ class Conversation(Protocol):
         ...
 
     async def reaction(
-        self, chat: ChatRef, user_id: str, message_id: str, action: Action, *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        message_id: str,
+        action: Action,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         """A reaction on one of the messages of a posted segment (the service finds which, from the
         message ids post_segment returned, so this works after a restart)."""

@@ -234,11 +234,18 @@ class ConversationService:
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
     async def reaction(
-        self, chat: ChatRef, user_id: str, message_id: str, action: Action, *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        message_id: str,
+        action: Action,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         segment = await self.store.find_segment_by_message(chat.platform, chat.chat_id, message_id)
         if segment is not None:
-            await self.control(chat, user_id, segment.id, action, is_admin=is_admin)
+            await self.control(chat, user_id, segment.id, action, is_admin=is_admin, reply=reply)
 
     async def command(
         self,

@@ -13,7 +13,7 @@ from pathlib import Path
 import discord
 
 from bot.discord_adapter.review import review_view
-from bot.ports import ChatRef, FinalPost, SegmentPost
+from bot.ports import IGNORE_SENT, ChatRef, FinalPost, SegmentPost, Sent
 
 log = logging.getLogger("framechain.discord")
 
@@ -56,22 +56,33 @@ class DiscordPort:
     async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None:
         await self._channel(chat).get_partial_message(int(message_id)).edit(content=clip(text))
 
-    async def post_segment(self, chat: ChatRef, post: SegmentPost) -> dict[str, str]:
+    async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
         """One message: the video, the hand-off frame, the caption and the buttons; the bot then
-        adds the ✅ and 🔁 reactions. Where both files together would exceed the upload limit the
-        frame follows in a second message."""
+        adds the ✅ and 🔁 reactions (best effort). Where both files together would exceed the
+        upload limit the frame follows in a second message."""
         channel = self._channel(chat)
         stem = f"segment{post.index:02d}_take{post.attempt}"
-        video = discord.File(post.video, filename=stem + post.video.suffix)
         frame = discord.File(post.last_frame, filename=stem + "_last_frame" + post.last_frame.suffix)
-        together = _size(post.video) + _size(post.last_frame) <= self.upload_limit(chat)
-        view = review_view(post.controls)
-        message = await channel.send(clip(post.caption), files=[video, frame] if together else [video], view=view)
-        ids = {"video": str(message.id), "frame": str(message.id)}
-        if not together:
+        ids: dict[str, str] = {}
+        if "video" not in post.already:
+            video = discord.File(post.video, filename=stem + post.video.suffix)
+            together = _size(post.video) + _size(post.last_frame) <= self.upload_limit(chat)
+            view = review_view(post.controls)
+            message = await channel.send(clip(post.caption), files=[video, frame] if together else [video], view=view)
+            ids["video"] = str(message.id)
+            await sent("video", ids["video"])
+            if together:
+                ids["frame"] = ids["video"]
+                await sent("frame", ids["frame"])
+            for emoji in (APPROVE_EMOJI, REGENERATE_EMOJI):
+                try:
+                    await message.add_reaction(emoji)
+                except discord.HTTPException as exc:
+                    # The buttons are there; a missing reaction only costs a shortcut.
+                    log.warning("segment %d: could not add %s: %s", post.segment_id, emoji, exc)
+        if "frame" not in post.already and "frame" not in ids:
             ids["frame"] = str((await channel.send(file=frame)).id)
-        for emoji in (APPROVE_EMOJI, REGENERATE_EMOJI):
-            await message.add_reaction(emoji)
+            await sent("frame", ids["frame"])
         return ids
 
     async def close_controls(self, chat: ChatRef, message_ids: dict[str, str], note: str) -> None:
@@ -89,18 +100,24 @@ class DiscordPort:
                 if reaction.me and str(reaction.emoji) in (APPROVE_EMOJI, REGENERATE_EMOJI):
                     await message.remove_reaction(reaction.emoji, me)
 
-    async def post_final(self, chat: ChatRef, post: FinalPost) -> list[str]:
+    async def post_final(self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT) -> list[str]:
         channel = self._channel(chat)
         ids: list[str] = []
         count = len(post.parts)
         for number, part in enumerate(post.parts, start=1):
+            if number in post.already:
+                continue
             text = post.caption if number == 1 else ""
             if count > 1:
                 text = f"{text}\nPart {number} of {count}".strip()
             name = f"framechain{part.suffix}" if count == 1 else f"framechain_part{number}{part.suffix}"
             message = await channel.send(clip(text) or None, file=discord.File(part, filename=name))
             ids.append(str(message.id))
+            await sent(f"final.{number}", ids[-1])
         return ids
+
+    async def delete_message(self, chat: ChatRef, message_id: str) -> None:
+        await self._channel(chat).get_partial_message(int(message_id)).delete()
 
 
 def _size(path: Path) -> int:

@@ -23,7 +23,7 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
-from bot.ports import ChatRef, FinalPost, SegmentPost
+from bot.ports import IGNORE_SENT, ChatRef, FinalPost, SegmentPost, Sent
 from bot.telegram_adapter.media import mp4_info, photo_upload, thumbnail_jpeg
 from bot.telegram_adapter.retry import RetryPolicy, Superseded, with_retries
 from shared.config import TelegramConfig
@@ -191,7 +191,7 @@ class TelegramPort:
             editor.cancel()
         await asyncio.gather(*editors, return_exceptions=True)
 
-    async def post_segment(self, chat: ChatRef, post: SegmentPost) -> dict[str, str]:
+    async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
         self._check_size(post.video)
         try:
             thumbnail: bytes | None = await asyncio.to_thread(thumbnail_jpeg, post.last_frame)
@@ -200,25 +200,11 @@ class TelegramPort:
             thumbnail = None
         posted: dict[str, str] = {}
         async with self._uploading(chat, ChatAction.UPLOAD_VIDEO):
-            video = await self._call(
-                "sendVideo",
-                lambda: self._bot.send_video(
-                    int(chat.chat_id),
-                    video=post.video,
-                    caption=clip(post.caption, CAPTION_LIMIT),
-                    supports_streaming=True,
-                    width=post.width,
-                    height=post.height,
-                    duration=max(1, math.ceil(post.seconds - 1e-6)),
-                    thumbnail=None
-                    if thumbnail is None
-                    else InputFile(thumbnail, filename="thumbnail.jpg", attach=True),
-                    reply_markup=review_keyboard(post.controls),
-                    read_timeout=MEDIA_READ_TIMEOUT,
-                    **thread_kwargs(chat),
-                ),
-            )
-            posted["video"] = str(video.message_id)
+            if "video" not in post.already:
+                posted["video"] = await self._send_segment_video(chat, post, thumbnail)
+                await sent("video", posted["video"])
+            if "frame" in post.already:
+                return posted
             try:
                 photo = await self._send_frame(chat, post)
             except (TelegramError, OSError, ValueError):
@@ -226,7 +212,27 @@ class TelegramPort:
                 log.warning("segment %d: hand-off frame not posted", post.segment_id, exc_info=True)
             else:
                 posted["frame"] = str(photo.message_id)
+                await sent("frame", posted["frame"])
         return posted
+
+    async def _send_segment_video(self, chat: ChatRef, post: SegmentPost, thumbnail: bytes | None) -> str:
+        video = await self._call(
+            "sendVideo",
+            lambda: self._bot.send_video(
+                int(chat.chat_id),
+                video=post.video,
+                caption=clip(post.caption, CAPTION_LIMIT),
+                supports_streaming=True,
+                width=post.width,
+                height=post.height,
+                duration=max(1, math.ceil(post.seconds - 1e-6)),
+                thumbnail=None if thumbnail is None else InputFile(thumbnail, filename="thumbnail.jpg", attach=True),
+                reply_markup=review_keyboard(post.controls),
+                read_timeout=MEDIA_READ_TIMEOUT,
+                **thread_kwargs(chat),
+            ),
+        )
+        return str(video.message_id)
 
     async def _send_frame(self, chat: ChatRef, post: SegmentPost) -> Message:
         data, name = await asyncio.to_thread(photo_upload, post.last_frame)
@@ -263,7 +269,7 @@ class TelegramPort:
             if not _not_modified(exc):
                 raise
 
-    async def post_final(self, chat: ChatRef, post: FinalPost) -> list[str]:
+    async def post_final(self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT) -> list[str]:
         """Every part as a streamable video, in order; all are checked against the limit first."""
         for part in post.parts:
             self._check_size(part)
@@ -271,10 +277,18 @@ class TelegramPort:
         count = len(post.parts)
         async with self._uploading(chat, ChatAction.UPLOAD_VIDEO):
             for number, part in enumerate(post.parts, 1):
+                if number in post.already:
+                    continue
                 caption = post.caption if count == 1 else f"Part {number} of {count}\n{post.caption}"
                 message = await self._send_part(chat, part, caption)
                 ids.append(str(message.message_id))
+                await sent(f"final.{number}", ids[-1])
         return ids
+
+    async def delete_message(self, chat: ChatRef, message_id: str) -> None:
+        await self._call(
+            "deleteMessage", lambda: self._bot.delete_message(chat_id=int(chat.chat_id), message_id=int(message_id))
+        )
 
     async def _send_part(self, chat: ChatRef, part: Path, caption: str) -> Message:
         info = await asyncio.to_thread(mp4_info, part)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.ports import ChatRef, FinalPost, SegmentPost
+from bot.ports import IGNORE_SENT, ChatRef, FinalPost, SegmentPost
+from bot.ports import Sent as SentCallback
 
 
 @dataclass
@@ -52,22 +53,30 @@ class FakeChat:
             raise ConnectionError("edit failed")
         await self._record(Sent("edit", chat, text=text, message_id=message_id))
 
-    async def post_segment(self, chat: ChatRef, post: SegmentPost) -> dict[str, str]:
+    async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: SentCallback = IGNORE_SENT) -> dict[str, str]:
         if self.fail_posts:
             raise ConnectionError("platform unreachable")
-        ids = {"video": str(next(self._ids)), "frame": str(next(self._ids))}
         assert Path(post.video).exists() and Path(post.last_frame).exists()
-        await self._record(Sent("segment", chat, text=post.caption, message_id=ids["video"], post=post))
+        ids = {role: str(next(self._ids)) for role in ("video", "frame") if role not in post.already}
+        await self._record(Sent("segment", chat, text=post.caption, message_id=ids.get("video", ""), post=post))
+        for role, message_id in ids.items():
+            await sent(role, message_id)
         return ids
+
+    async def delete_message(self, chat: ChatRef, message_id: str) -> None:
+        await self._record(Sent("delete", chat, message_id=message_id))
 
     async def close_controls(self, chat: ChatRef, message_ids: dict[str, str], note: str) -> None:
         await self._record(Sent("close", chat, text=note, message_id=message_ids.get("video", "")))
 
-    async def post_final(self, chat: ChatRef, post: FinalPost) -> list[str]:
+    async def post_final(self, chat: ChatRef, post: FinalPost, sent: SentCallback = IGNORE_SENT) -> list[str]:
         if self.fail_posts:
             raise ConnectionError("platform unreachable")
-        ids = [str(next(self._ids)) for _ in post.parts]
+        numbers = [n for n in range(1, len(post.parts) + 1) if n not in post.already]
+        ids = [str(next(self._ids)) for _ in numbers]
         await self._record(Sent("final", chat, text=post.caption, post=post))
+        for number, message_id in zip(numbers, ids, strict=True):
+            await sent(f"final.{number}", message_id)
         return ids
 
     # --- for tests ---
