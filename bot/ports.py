@@ -199,3 +199,16 @@ class Conversation(Protocol):
     ) -> None:
         """finish, undo, cancel, status, help, settings (``argument`` like ``seconds=3``)."""
         ...
+
+    async def change_settings(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        changes: tuple[tuple[str, str], ...],
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+    ) -> None:
+        """Settings changes as (name, value) pairs, e.g. a slash command's options; a value is
+        taken as it is (a negative prompt may contain ``=``). Empty: show the settings."""
+        ...

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from bot import core
 from bot.core import State, Via
 from bot.dispatcher import Dispatcher
+from bot.pictures import picture_problem
 from bot.ports import Action, ChatPort, ChatRef, FinalPost, PrivateReply, SegmentPost, control_id
 from bot.store import Conflict, NotFound, SegmentRow, SegmentStatus, SessionRow, SessionState, Store
 from shared.config import Config
@@ -35,8 +36,6 @@ from shared.protocol import Done, Failed, FailureKind, Generate
 
 log = logging.getLogger("framechain.service")
 
-#: Smallest start picture accepted, per side.
-MIN_SIDE = 64
 #: Leave room under a platform's upload limit for multipart overhead and rounding.
 UPLOAD_MARGIN = 0.95
 
@@ -179,7 +178,9 @@ class ConversationService:
         row = await self._session_for(chat, user_id)
         if row is None:
             return  # a picture in a chat without a session is not for us (/start begins one)
-        picture = await self._save_picture(chat, row.id, image, quiet=user_id != row.owner_id)
+        if user_id != row.owner_id:
+            return  # chatter the core ignores (no admins here): nothing is written for it
+        picture = await self._save_picture(chat, row.id, image)
         if picture is not None:
             await self._apply(row.id, core.ImageReceived(user_id=user_id, picture=picture))
 
@@ -290,6 +291,23 @@ class ConversationService:
         else:
             await self._answer(chat, f"I don't know /{name}. Send /help for the commands.", reply)
             return
+        await self._apply(row.id, event, is_admin=is_admin, reply=reply)
+
+    async def change_settings(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        changes: tuple[tuple[str, str], ...],
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+    ) -> None:
+        """``/settings`` with its options as values (a slash command), never parsed from text."""
+        row = await self._session_for(chat, user_id)
+        if row is None:
+            await self._answer(chat, "There's no session here. Send /start with a picture to begin.", reply)
+            return
+        event = core.ChangeSettings(user_id=user_id, changes=changes)
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
     # --- dispatcher listener ----------------------------------------------------------------
@@ -786,26 +804,7 @@ class ConversationService:
         return path
 
     def _image_problem(self, data: bytes) -> str | None:
-        limits = self.config.limits
-        if len(data) > limits.image_bytes:
-            return (
-                f"That file is {len(data) / 1e6:.1f} MB; the limit is {limits.image_bytes / 1e6:.0f} MB. "
-                "Please send a smaller picture."
-            )
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                if img.width * img.height > limits.image_pixels:
-                    return (
-                        f"That picture is {img.width}×{img.height}; the limit is "
-                        f"{limits.image_pixels / 1e6:.0f} megapixels. Please send a smaller one."
-                    )
-                img.load()
-                width, height = ImageOps.exif_transpose(img).size
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-            return "I couldn't read that as a picture. Please send a PNG, JPEG or WebP image."
-        if min(width, height) < MIN_SIDE:
-            return f"That picture is only {width}×{height}; please send one at least {MIN_SIDE} pixels on each side."
-        return None
+        return picture_problem(data, self.config.limits)
 
     async def _save_picture(
         self, chat: ChatRef, session_id: str, data: bytes, *, quiet: bool = False

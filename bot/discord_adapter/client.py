@@ -12,24 +12,29 @@ reactions). The bot's own reactions and other bots are never forwarded.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal
 
 import discord
 from discord import app_commands
 
+from bot.discord_adapter.answers import answer_press, dm_reply, tell
 from bot.discord_adapter.commands import build_commands
-from bot.discord_adapter.port import APPROVE_EMOJI, REGENERATE_EMOJI, clip
+from bot.discord_adapter.port import APPROVE_EMOJI, FINISH_EMOJI, NO_MENTIONS, REGENERATE_EMOJI, clip
 from bot.discord_adapter.review import ReviewButton
 from bot.discord_adapter.sync import sync_commands
-from bot.ports import Action, ChatRef, Conversation
+from bot.pictures import picture_problem
+from bot.ports import Action, ChatRef, Conversation, PrivateReply
 from shared.config import Config
 
 log = logging.getLogger("framechain.discord")
 
 PLATFORM = "discord"
-REACTIONS = {APPROVE_EMOJI: Action.APPROVE, REGENERATE_EMOJI: Action.REGENERATE}
+#: 🏁 on a take finishes; the core decides what a stale one does.
+REACTIONS = {APPROVE_EMOJI: Action.APPROVE, REGENERATE_EMOJI: Action.REGENERATE, FINISH_EMOJI: Action.FINISH}
 #: A week, the longest Discord offers: a session may sit idle between segments.
 THREAD_ARCHIVE_MINUTES: Final[Literal[10080]] = 10080
 THREAD_NAME_CHARS = 100
@@ -45,9 +50,15 @@ def _megabytes(size: int) -> str:
 
 
 def image_problem(attachment: discord.Attachment, limit: int) -> str | None:
-    """Why this attachment can't be a start picture, or None."""
-    if not (attachment.content_type or "").startswith("image/"):
+    """Why this attachment can't be a start picture, from what Discord says about it (nothing is
+    downloaded), or None. ``bot.pictures.picture_problem`` then checks the bytes themselves."""
+    kind = (attachment.content_type or "").split(";")[0].strip().lower()
+    if not kind.startswith("image/"):
         return f"{attachment.filename} is not a picture; attach a PNG, JPEG or WebP image."
+    if kind == "image/svg+xml":
+        return f"{attachment.filename} is a drawing (SVG), not a picture; attach a PNG, JPEG or WebP image."
+    if attachment.size == 0:
+        return f"{attachment.filename} is empty; attach a PNG, JPEG or WebP image."
     if attachment.size > limit:
         return f"That picture is {_megabytes(attachment.size)}; the limit is {_megabytes(limit)}."
     return None
@@ -62,10 +73,7 @@ class FramechainClient(discord.Client):
     def __init__(self, config: Config, conversation: Conversation) -> None:
         intents = discord.Intents.default()
         intents.message_content = True  # prompts are plain messages in the thread
-        super().__init__(
-            intents=intents,
-            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
-        )
+        super().__init__(intents=intents, allowed_mentions=NO_MENTIONS)
         self.config = config
         self.conversation = conversation
         self.tree: app_commands.CommandTree[FramechainClient] = app_commands.CommandTree(self)
@@ -144,6 +152,11 @@ class FramechainClient(discord.Client):
         # Everything after this may take longer than the 3 s Discord allows for an answer.
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await image.read()
+        # The file itself is checked before a thread is opened: a bad one gets a private answer
+        # with the reason, not a thread that can only say it could not read the picture.
+        problem = await asyncio.to_thread(picture_problem, data, self.config.limits)
+        if problem is not None:
+            raise Refusal(problem)
         thread = await self._open_thread(interaction, parent, prompt)
         await interaction.edit_original_response(content=f"Your session is in {thread.mention}.")
         chat = ChatRef(PLATFORM, str(parent.id), str(thread.id))
@@ -177,9 +190,7 @@ class FramechainClient(discord.Client):
                 await thread.add_user(user)
                 return thread
             about = f": {clip(' '.join(prompt.split()), 200)}" if prompt else ""
-            starter = await channel.send(
-                f"{user.mention} started an animation{about}", allowed_mentions=discord.AllowedMentions.none()
-            )
+            starter = await channel.send(f"{user.mention} started an animation{about}", allowed_mentions=NO_MENTIONS)
             return await starter.create_thread(name=name, auto_archive_duration=THREAD_ARCHIVE_MINUTES)
         except discord.Forbidden as exc:
             raise Refusal(
@@ -190,6 +201,31 @@ class FramechainClient(discord.Client):
     # -- the other commands ----------------------------------------------------------------------
 
     async def session_command(self, interaction: discord.Interaction[Any], name: str, argument: str = "") -> None:
+        async def forward(chat: ChatRef, user_id: int, reply: PrivateReply) -> None:
+            await self.conversation.command(
+                chat, str(user_id), name, argument, is_admin=self.is_admin(user_id), reply=reply
+            )
+
+        await self._command(interaction, forward)
+
+    async def settings_command(
+        self, interaction: discord.Interaction[Any], changes: tuple[tuple[str, str], ...]
+    ) -> None:
+        """``/settings``: its options reach the service as (name, value) pairs, never as text to
+        be split again (a negative prompt may contain ``=``)."""
+
+        async def forward(chat: ChatRef, user_id: int, reply: PrivateReply) -> None:
+            await self.conversation.change_settings(
+                chat, str(user_id), changes, is_admin=self.is_admin(user_id), reply=reply
+            )
+
+        await self._command(interaction, forward)
+
+    async def _command(
+        self,
+        interaction: discord.Interaction[Any],
+        forward: Callable[[ChatRef, int, PrivateReply], Awaitable[None]],
+    ) -> None:
         """Forward a command. What is meant for the caller alone (a refusal, /help) replaces the
         deferred "thinking" placeholder; otherwise the service answers in the channel and the
         placeholder is removed."""
@@ -198,17 +234,14 @@ class FramechainClient(discord.Client):
             if interaction.channel_id is None:
                 raise Refusal("Use this in a session thread.")
             chat = await self.chat_for(interaction.channel_id)
-            user_id = interaction.user.id
             private: list[str] = []
 
             async def reply(text: str) -> None:
                 private.append(text)
 
-            await self.conversation.command(
-                chat, str(user_id), name, argument, is_admin=self.is_admin(user_id), reply=reply
-            )
+            await forward(chat, interaction.user.id, reply)
             if private:
-                await interaction.edit_original_response(content="\n".join(private)[:2000])
+                await interaction.edit_original_response(content=clip("\n".join(private)), allowed_mentions=NO_MENTIONS)
             else:
                 await interaction.delete_original_response()
         except Exception as exc:
@@ -217,19 +250,21 @@ class FramechainClient(discord.Client):
     # -- review ----------------------------------------------------------------------------------
 
     async def review_pressed(self, interaction: discord.Interaction[Any], segment_id: int, action: Action) -> None:
+        """Every press is answered privately within Discord's 3 s: with the service's note for the
+        presser (a refusal, a stale take) or, when it says nothing, a silent deferred update."""
         try:
-            await interaction.response.defer()  # acknowledge the click; the message stays as it is
             if interaction.user.bot or interaction.channel_id is None:
+                await interaction.response.defer()
                 return
             chat = await self.chat_for(interaction.channel_id)
             user_id = interaction.user.id
 
-            async def reply(text: str) -> None:  # e.g. "already approved", seen by the presser only
-                await interaction.followup.send(text[:2000], ephemeral=True)
+            async def handle(reply: PrivateReply) -> None:
+                await self.conversation.control(
+                    chat, str(user_id), segment_id, action, is_admin=self.is_admin(user_id), reply=reply
+                )
 
-            await self.conversation.control(
-                chat, str(user_id), segment_id, action, is_admin=self.is_admin(user_id), reply=reply
-            )
+            await answer_press(interaction, handle)
         except Exception as exc:
             await self.report(exc, interaction=interaction)
 
@@ -244,8 +279,15 @@ class FramechainClient(discord.Client):
             if not self._is_session_thread(channel):
                 return
             chat = ChatRef(PLATFORM, str(channel.parent_id), str(channel.id))
+            # No interaction to answer: a note for the reacting user alone goes to their DMs.
+            reply = dm_reply(self, payload.user_id, channel.mention)
             await self.conversation.reaction(
-                chat, str(payload.user_id), str(payload.message_id), action, is_admin=self.is_admin(payload.user_id)
+                chat,
+                str(payload.user_id),
+                str(payload.message_id),
+                action,
+                is_admin=self.is_admin(payload.user_id),
+                reply=reply,
             )
         except Exception as exc:
             await self.report(exc)
@@ -297,18 +339,8 @@ class FramechainClient(discord.Client):
             text = f"Sorry, something went wrong (error id {error_id})."
         try:
             if interaction is not None:
-                await _tell(interaction, text)
+                await tell(interaction, text)
             elif reply_to is not None:
-                await reply_to.reply(text, mention_author=False)
+                await reply_to.reply(text, mention_author=False, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException:
             log.warning("discord: could not tell the user: %s", text, exc_info=True)
-
-
-async def _tell(interaction: discord.Interaction[Any], text: str) -> None:
-    """Answer privately: the first response, the deferred placeholder, or a follow-up."""
-    if not interaction.response.is_done():
-        await interaction.response.send_message(text, ephemeral=True)
-    elif interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
-        await interaction.edit_original_response(content=text)
-    else:
-        await interaction.followup.send(text, ephemeral=True)

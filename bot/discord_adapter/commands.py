@@ -23,6 +23,10 @@ class CommandHandler(Protocol):
 
     async def session_command(self, interaction: discord.Interaction[Any], name: str, argument: str = "") -> None: ...
 
+    async def settings_command(
+        self, interaction: discord.Interaction[Any], changes: tuple[tuple[str, str], ...]
+    ) -> None: ...
+
 
 def build_commands(handler: CommandHandler, config: Config) -> list[app_commands.Command[Any, Any, None]]:
     prompt_chars = max(1, min(config.limits.prompt_chars, OPTION_CHARS))
@@ -86,8 +90,7 @@ def build_commands(handler: CommandHandler, config: Config) -> list[app_commands
         size: app_commands.Range[str, 3, 20] | None = None,
         negative: app_commands.Range[str, 1, OPTION_CHARS] | None = None,
     ) -> None:
-        # core.parse_settings reads "name=value" pairs; a value runs to the next name, so the
-        # free-text negative prompt goes last.
+        # Values go over as they are: never joined into "name=value" text to be split again.
         pairs = [
             ("seconds", None if seconds is None else str(seconds.value)),
             ("steps", None if steps is None else str(steps)),
@@ -95,8 +98,7 @@ def build_commands(handler: CommandHandler, config: Config) -> list[app_commands
             ("size", size),
             ("negative", negative),
         ]
-        argument = " ".join(f"{name}={value.strip()}" for name, value in pairs if value is not None)
-        await handler.session_command(interaction, "settings", argument)
+        await handler.settings_command(interaction, tuple((name, value) for name, value in pairs if value is not None))
 
     # Sessions live in server threads, so none of this is offered in DMs.
     commands: list[app_commands.Command[Any, Any, None]] = [

@@ -22,6 +22,12 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 MESSAGE_CHARS = 2000
 APPROVE_EMOJI = "✅"
 REGENERATE_EMOJI = "🔁"
+FINISH_EMOJI = "🏁"
+#: The reactions the bot puts on a take, as shortcuts for its buttons.
+REVIEW_EMOJIS = (APPROVE_EMOJI, REGENERATE_EMOJI, FINISH_EMOJI)
+#: No post of the bot pings anyone, whatever a prompt (repeated in captions) contains. Set as the
+#: client's default and passed on every call, so no path can forget it.
+NO_MENTIONS = discord.AllowedMentions.none()
 
 
 def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
@@ -50,40 +56,58 @@ class DiscordPort:
         return min(limit, self._cap) if self._cap else limit
 
     async def send_text(self, chat: ChatRef, text: str) -> str:
-        message = await self._channel(chat).send(clip(text))
+        message = await self._channel(chat).send(clip(text), allowed_mentions=NO_MENTIONS)
         return str(message.id)
 
     async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None:
-        await self._channel(chat).get_partial_message(int(message_id)).edit(content=clip(text))
+        await (
+            self._channel(chat)
+            .get_partial_message(int(message_id))
+            .edit(content=clip(text), allowed_mentions=NO_MENTIONS)
+        )
 
     async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
-        """One message: the video, the hand-off frame, the caption and the buttons; the bot then
-        adds the ✅ and 🔁 reactions (best effort). Where both files together would exceed the
-        upload limit the frame follows in a second message."""
+        """One message: the video, the hand-off frame, the caption and the buttons; where both
+        files together would exceed the upload limit the frame follows in a second message. Each
+        message is handed to ``sent`` as soon as it exists; only then does the bot add the ✅ 🔁 🏁
+        reactions, best effort."""
         channel = self._channel(chat)
         stem = f"segment{post.index:02d}_take{post.attempt}"
-        frame = discord.File(post.last_frame, filename=stem + "_last_frame" + post.last_frame.suffix)
+
+        def frame() -> discord.File:  # opened only when sent
+            return discord.File(post.last_frame, filename=stem + "_last_frame" + post.last_frame.suffix)
+
         ids: dict[str, str] = {}
         if "video" not in post.already:
-            video = discord.File(post.video, filename=stem + post.video.suffix)
-            together = _size(post.video) + _size(post.last_frame) <= self.upload_limit(chat)
-            view = review_view(post.controls)
-            message = await channel.send(clip(post.caption), files=[video, frame] if together else [video], view=view)
+            together = "frame" not in post.already and (
+                _size(post.video) + _size(post.last_frame) <= self.upload_limit(chat)
+            )
+            files = [discord.File(post.video, filename=stem + post.video.suffix)]
+            message = await channel.send(
+                clip(post.caption),
+                files=[*files, frame()] if together else files,
+                view=review_view(post.controls),
+                allowed_mentions=NO_MENTIONS,
+            )
             ids["video"] = str(message.id)
             await sent("video", ids["video"])
             if together:
                 ids["frame"] = ids["video"]
                 await sent("frame", ids["frame"])
-            for emoji in (APPROVE_EMOJI, REGENERATE_EMOJI):
-                try:
-                    await message.add_reaction(emoji)
-                except discord.HTTPException as exc:
-                    # The buttons are there; a missing reaction only costs a shortcut.
-                    log.warning("segment %d: could not add %s: %s", post.segment_id, emoji, exc)
+            await self._add_reactions(message, post.segment_id)
         if "frame" not in post.already and "frame" not in ids:
-            ids["frame"] = str((await channel.send(file=frame)).id)
+            ids["frame"] = str((await channel.send(file=frame(), allowed_mentions=NO_MENTIONS)).id)
             await sent("frame", ids["frame"])
         return ids
+
+    async def _add_reactions(self, message: discord.Message, segment_id: int) -> None:
+        for emoji in REVIEW_EMOJIS:
+            try:
+                await message.add_reaction(emoji)
+            except Exception as exc:
+                # The take is posted and recorded, its buttons work: a missing reaction only
+                # costs a shortcut, and must never make the post look failed (and be sent again).
+                log.warning("segment %d: could not add %s: %s", segment_id, emoji, exc)
 
     async def close_controls(self, chat: ChatRef, message_ids: dict[str, str], note: str) -> None:
         """Remove the buttons and the bot's own reactions; append ``note`` to the caption."""
@@ -93,11 +117,11 @@ class DiscordPort:
             message = await channel.fetch_message(int(message_id))
             content = clip(f"{message.content}\n{note}".strip()) if note else message.content
             if message.components or content != message.content:
-                await message.edit(content=content, view=None)
+                await message.edit(content=content, view=None, allowed_mentions=NO_MENTIONS)
             if me is None:
                 continue
             for reaction in message.reactions:
-                if reaction.me and str(reaction.emoji) in (APPROVE_EMOJI, REGENERATE_EMOJI):
+                if reaction.me and str(reaction.emoji) in REVIEW_EMOJIS:
                     await message.remove_reaction(reaction.emoji, me)
 
     async def post_final(self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT) -> list[str]:
@@ -111,7 +135,9 @@ class DiscordPort:
             if count > 1:
                 text = f"{text}\nPart {number} of {count}".strip()
             name = f"framechain{part.suffix}" if count == 1 else f"framechain_part{number}{part.suffix}"
-            message = await channel.send(clip(text) or None, file=discord.File(part, filename=name))
+            message = await channel.send(
+                clip(text) or None, file=discord.File(part, filename=name), allowed_mentions=NO_MENTIONS
+            )
             ids.append(str(message.id))
             await sent(f"final.{number}", ids[-1])
         return ids

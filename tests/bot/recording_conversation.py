@@ -88,9 +88,17 @@ class RecordingConversation:
         await self._answer(reply)
 
     async def reaction(
-        self, chat: ChatRef, user_id: str, message_id: str, action: Action, *, is_admin: bool = False
+        self,
+        chat: ChatRef,
+        user_id: str,
+        message_id: str,
+        action: Action,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
     ) -> None:
         await self._record("reaction", chat, user_id, message_id=message_id, action=action, is_admin=is_admin)
+        await self._answer(reply)
 
     async def command(
         self,
@@ -103,4 +111,16 @@ class RecordingConversation:
         reply: PrivateReply | None = None,
     ) -> None:
         await self._record("command", chat, user_id, name=name, argument=argument, is_admin=is_admin)
+        await self._answer(reply)
+
+    async def change_settings(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        changes: tuple[tuple[str, str], ...],
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+    ) -> None:
+        await self._record("change_settings", chat, user_id, changes=changes, is_admin=is_admin)
         await self._answer(reply)

@@ -3,67 +3,24 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import discord
 import pytest
 import simcord
 
-from bot.discord_adapter import DiscordFrontEnd, build_discord
+from bot.discord_adapter import build_discord
 from bot.discord_adapter.port import DEFAULT_UPLOAD_LIMIT
 from bot.ports import Action, ChatRef, FinalPost, control_id, parse_control
-from tests.bot.discord_harness import RecordingConversation, make_config, picture, segment_post
-
-
-@dataclass
-class World:
-    env: simcord.Env
-    front: DiscordFrontEnd
-    conversation: RecordingConversation
-    data_dir: Path
-    guild: simcord.GuildHandle
-    channel: simcord.ChannelHandle
-    alice: simcord.MemberActor
-    bob: simcord.MemberActor
-
-    async def restart(self, **discord_config: Any) -> None:
-        """A new process: a new client and conversation on the same data dir (and Discord)."""
-        self.conversation = RecordingConversation()
-        self.front = build_discord(make_config(self.data_dir, **discord_config), self.conversation)
-        await self.env.restart_bot(self.front.client)
-
-    def command_syncs(self) -> list[str]:
-        return [e.path for e in self.env.http_requests if e.method == "PUT" and e.path.endswith("/commands")]
-
-
-@contextlib.asynccontextmanager
-async def running(tmp_path: Path, guild_id: int | None = None, **discord_config: Any) -> AsyncIterator[World]:
-    conversation = RecordingConversation()
-    data_dir = tmp_path / "data"
-    front = build_discord(make_config(data_dir, **discord_config), conversation)
-    async with simcord.run(front.client) as env:
-        guild = env.create_guild("Studio", id=guild_id)
-        channel = guild.create_text_channel("animations")
-        alice = guild.add_member(env.create_user("alice"))
-        bob = guild.add_member(env.create_user("bob"))
-        yield World(env, front, conversation, data_dir, guild, channel, alice, bob)
-
-
-async def open_session(w: World, prompt: str = "a red fox trots") -> tuple[ChatRef, simcord.ChannelHandle]:
-    await w.alice.slash(w.channel, "start", image=("fox.png", picture()), prompt=prompt)
-    (start,) = w.conversation.of("start")
-    (thread,) = [t for t in w.channel.threads if str(t.id) == start.chat.thread_id]
-    return start.chat, thread
-
-
-def buttons(message: discord.Message) -> list[discord.Button]:
-    rows = [row for row in message.components if isinstance(row, discord.ActionRow)]
-    return [child for row in rows for child in row.children if isinstance(child, discord.Button)]
-
+from tests.bot.discord_harness import (
+    RecordingConversation,
+    buttons,
+    make_config,
+    open_session,
+    picture,
+    running,
+    segment_post,
+)
 
 # -- /start ----------------------------------------------------------------------------------------
 
@@ -205,7 +162,7 @@ async def test_a_segment_is_posted_with_video_frame_buttons_and_reactions(tmp_pa
             ("segment02_take3_last_frame.png", post.last_frame.stat().st_size),
         ]
         assert [(b.label, b.custom_id) for b in buttons(message)] == list(post.controls)
-        assert {str(r.emoji): r.count for r in message.reactions} == {"✅": 1, "🔁": 1}
+        assert {str(r.emoji): r.count for r in message.reactions} == {"✅": 1, "🔁": 1, "🏁": 1}
         # The bot's own reactions were not taken for a user's.
         assert w.conversation.of("reaction") == []
 
@@ -334,8 +291,6 @@ async def test_session_commands_are_forwarded_and_answered_in_the_thread(tmp_pat
             result = await w.alice.slash(thread, name)
             assert result.deferred and result.response is None  # the placeholder was removed
         await w.alice.slash(thread, "regenerate", prompt="the fox sits down")
-        await w.alice.slash(thread, "settings", seconds=3, steps=20, seed="42")
-        await w.alice.slash(thread, "settings")
 
         calls = [(c.chat, c.args["name"], c.args["argument"]) for c in w.conversation.of("command")]
         assert calls == [
@@ -345,8 +300,27 @@ async def test_session_commands_are_forwarded_and_answered_in_the_thread(tmp_pat
             (chat, "status", ""),
             (chat, "help", ""),
             (chat, "regenerate", "the fox sits down"),
-            (chat, "settings", "seconds=3 steps=20 seed=42"),
-            (chat, "settings", ""),
+        ]
+
+
+async def test_settings_options_reach_the_conversation_as_values(tmp_path: Path) -> None:
+    async with running(tmp_path) as w:
+        chat, thread = await open_session(w)
+        result = await w.alice.slash(thread, "settings", seconds=3, steps=20, seed="42")
+        assert result.deferred and result.response is None
+        await w.alice.slash(thread, "settings")
+        # What looks like settings inside a negative prompt stays part of it.
+        await w.alice.slash(thread, "settings", negative="blurry, style=anime")
+        await w.alice.slash(thread, "settings", steps=8, negative="text steps=1")
+
+        assert w.conversation.of("command") == []
+        calls = [(c.chat, c.user_id, c.args["changes"]) for c in w.conversation.of("change_settings")]
+        alice = str(w.alice.id)
+        assert calls == [
+            (chat, alice, (("seconds", "3"), ("steps", "20"), ("seed", "42"))),
+            (chat, alice, ()),
+            (chat, alice, (("negative", "blurry, style=anime"),)),
+            (chat, alice, (("steps", "8"), ("negative", "text steps=1"))),
         ]
 
 
@@ -361,9 +335,13 @@ async def test_answers_meant_for_the_caller_alone_are_ephemeral(tmp_path: Path) 
         # The deferred placeholder became the private answer instead of being removed.
         assert result.ephemeral and result.response is not None
         assert result.response.content == "Segment 1 is already approved."
+        # A press is answered with the note itself, privately; nothing goes into the thread.
+        before = len(thread.history())
         click = await w.alice.click(message, label="Approve")
-        assert [f.content for f in click.followups] == ["Segment 1 is already approved."]
-        assert all(f.flags.ephemeral for f in click.followups)
+        assert click.ephemeral and click.response is not None
+        assert click.response.content == "Segment 1 is already approved."
+        assert click.followups == []
+        assert len(thread.history()) == before
 
 
 async def test_settings_offers_segment_lengths_and_bounds_steps(tmp_path: Path) -> None:

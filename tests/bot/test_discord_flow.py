@@ -112,7 +112,7 @@ async def session_on_discord(
     await until(env, lambda: len(review_messages(thread)) == 1, "the first take")
     take1 = review_messages(thread)[0]
     assert [a.filename for a in take1.attachments] == ["segment01_take1.mp4", "segment01_take1_last_frame.png"]
-    assert {str(r.emoji) for r in take1.reactions} == {"✅", "🔁"}
+    assert {str(r.emoji) for r in take1.reactions} == {"✅", "🔁", "🏁"}
     assert [b.label for row in take1.components for b in getattr(row, "children", [])] == [
         "✅ Approve",
         "🔁 Regenerate",
