@@ -56,13 +56,17 @@ class PressAnswer:
 
 
 async def answer_press(
-    interaction: discord.Interaction[Any], handle: Callable[[PrivateReply], Awaitable[None]]
+    interaction: discord.Interaction[Any],
+    handle: Callable[[PrivateReply], Awaitable[None]],
+    *,
+    within: float = ANSWER_WITHIN,
 ) -> None:
-    """Run ``handle(reply)`` for a press and make sure the press is answered in time."""
+    """Run ``handle(reply)`` for a press and make sure the press is answered within ``within``
+    seconds, with the note itself where it comes in time."""
     answer = PressAnswer(interaction)
     work = asyncio.ensure_future(handle(answer.reply))
     try:
-        await asyncio.wait_for(asyncio.shield(work), ANSWER_WITHIN)
+        await asyncio.wait_for(asyncio.shield(work), within)
     except TimeoutError:
         # The session is busy (e.g. posting a video): answer now, the note follows if any.
         await answer.acknowledge()

@@ -21,7 +21,7 @@ from typing import Any, Final, Literal
 import discord
 from discord import app_commands
 
-from bot.discord_adapter.answers import answer_press, dm_reply, tell
+from bot.discord_adapter.answers import ANSWER_WITHIN, answer_press, dm_reply, tell
 from bot.discord_adapter.commands import build_commands
 from bot.discord_adapter.port import APPROVE_EMOJI, FINISH_EMOJI, NO_MENTIONS, REGENERATE_EMOJI, clip
 from bot.discord_adapter.review import ReviewButton
@@ -76,6 +76,8 @@ class FramechainClient(discord.Client):
         super().__init__(intents=intents, allowed_mentions=NO_MENTIONS)
         self.config = config
         self.conversation = conversation
+        #: How long a button press waits for the service's note before it is acknowledged.
+        self.answer_within = ANSWER_WITHIN
         self.tree: app_commands.CommandTree[FramechainClient] = app_commands.CommandTree(self)
         self.tree.error(self._on_tree_error)
         guilds = [discord.Object(guild_id) for guild_id in config.discord.guild_ids]
@@ -264,7 +266,7 @@ class FramechainClient(discord.Client):
                     chat, str(user_id), segment_id, action, is_admin=self.is_admin(user_id), reply=reply
                 )
 
-            await answer_press(interaction, handle)
+            await answer_press(interaction, handle, within=self.answer_within)
         except Exception as exc:
             await self.report(exc, interaction=interaction)
 

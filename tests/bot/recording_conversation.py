@@ -4,6 +4,7 @@ its tests write down what the adapter asks of the conversation instead of runnin
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ class RecordingConversation:
         self.fail_on_text: str | None = None
         #: Texts whose handling waits for this event (to hold one chat up).
         self.hold: dict[str, asyncio.Event] = {}
+        #: Awaited by a control (a button press) before it answers, as behind a busy session.
+        self.busy: Callable[[], Awaitable[object]] | None = None
         #: Given to the adapter's private reply, as the service does for a refusal or a stale press.
         self.private_answer = private_answer
         self._changed = asyncio.Condition()
@@ -85,6 +88,8 @@ class RecordingConversation:
         reply: PrivateReply | None = None,
     ) -> None:
         await self._record("control", chat, user_id, segment_id=segment_id, action=action, is_admin=is_admin)
+        if self.busy is not None:
+            await self.busy()
         await self._answer(reply)
 
     async def reaction(
