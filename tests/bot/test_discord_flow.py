@@ -16,7 +16,7 @@ from bot.discord_adapter import DiscordFrontEnd, build_discord
 from bot.dispatcher import Dispatcher
 from bot.ports import ChatRef, parse_control
 from bot.service import ConversationService
-from bot.store import SegmentStatus, Store
+from bot.store import SegmentStatus, SessionRow, SessionState, Store
 from bot.worker_client import WorkerProcess, worker_command
 from shared.config import Config, load_config
 from tests.bot.service_harness import picture_bytes, write_config
@@ -200,3 +200,162 @@ async def test_a_final_video_over_the_upload_limit_is_made_to_fit(tmp_path: Path
         assert sizes and all(size <= limit for size in sizes)
         text = " ".join(m.content for m in finals())
         assert "re-encoded" in text or "parts" in text
+
+
+# -- issue 10: every control exact, nothing said to the wrong people ------------------------------
+
+
+@dataclass
+class Studio:
+    """A running bot and a server with a channel, its owner-to-be alice and onlooker bob."""
+
+    env: simcord.Env
+    bot: Bot
+    channel: simcord.ChannelHandle
+    alice: simcord.MemberActor
+    bob: simcord.MemberActor
+
+    async def session(self, prompt: str | None = None) -> tuple[simcord.ChannelHandle, SessionRow]:
+        options = {} if prompt is None else {"prompt": prompt}
+        await self.alice.slash(self.channel, "start", image=("sun.png", picture_bytes()), **options)
+        (thread,) = self.channel.threads
+        row = await self.bot.store.find_active_session("discord", self.channel.id, thread.id)
+        assert row is not None
+        return thread, row
+
+    async def first_take(self, thread: simcord.ChannelHandle) -> discord.Message:
+        await until(self.env, lambda: len(review_messages(thread)) == 1, "the first take")
+        return review_messages(thread)[0]
+
+    def seen(self, thread: simcord.ChannelHandle) -> list[tuple[int, str]]:
+        return [(m.id, m.content) for m in thread.history()]
+
+
+@contextlib.asynccontextmanager
+async def studio(tmp_path: Path) -> AsyncIterator[Studio]:
+    config_path = write_config(tmp_path)
+    with config_path.open("a") as fh:  # public threads: bob sees the session
+        fh.write("[discord]\nprivate_threads = false\n")
+    config = load_config(config_path, env={})
+    config.data_dir.mkdir(parents=True)
+    async with bot_process(config, config_path) as bot, simcord.run(bot.front.client) as env:
+        guild = env.create_guild("Studio")
+        channel = guild.create_text_channel("animations")
+        alice = guild.add_member(env.create_user("alice"))
+        bob = guild.add_member(env.create_user("bob"))
+        yield Studio(env, bot, channel, alice, bob)
+
+
+async def test_a_bad_start_file_opens_no_session(tmp_path: Path) -> None:
+    async with studio(tmp_path) as s:
+        result = await s.alice.slash(s.channel, "start", image=("tiny.png", picture_bytes(40, 40)), prompt="x")
+
+        assert result.ephemeral and result.response is not None
+        assert "at least 64 pixels" in result.response.content
+        assert s.channel.threads == [] and s.channel.history() == []
+        assert await s.bot.store.list_active_sessions() == []
+
+
+async def test_mentions_in_a_prompt_ping_nobody(tmp_path: Path) -> None:
+    async with studio(tmp_path) as s:
+        prompt = f"@everyone watch {s.bob.mention} dance"
+        thread, _ = await s.session(prompt)
+        take = await s.first_take(thread)
+        await s.alice.react(take, "✅")
+        await until(s.env, lambda: not has_buttons(review_messages(thread)[0]), "the approval")
+
+        bot_id = s.env.bot.user.id  # type: ignore[union-attr]
+        posted = [
+            m
+            for m in [*s.channel.history(), *thread.history()]
+            if m.author.id == bot_id and m.type is not discord.MessageType.thread_created  # a system notice
+        ]
+        assert any(prompt in m.content for m in posted)  # the caption repeats it
+        for message in posted:
+            stored = s.env.backend.get_message(message.channel.id, message.id)
+            assert (stored.ping_user_ids, stored.ping_role_ids, stored.mention_everyone) == ([], [], False)
+
+
+async def test_a_negative_prompt_with_equals_signs_is_only_a_negative_prompt(tmp_path: Path) -> None:
+    async with studio(tmp_path) as s:
+        thread, row = await s.session()
+        steps = int(row.settings["steps"])
+
+        result = await s.alice.slash(thread, "settings", negative="blurry, style=anime")
+        assert "unknown setting" not in " ".join(c for _, c in s.seen(thread))
+        assert result.response is None or "unknown setting" not in result.response.content
+        assert (await s.bot.store.get_session(row.id)).settings["negative_prompt"] == "blurry, style=anime"
+
+        await s.alice.slash(thread, "settings", negative="text steps=1")
+        settings = (await s.bot.store.get_session(row.id)).settings
+        assert (settings["negative_prompt"], settings["steps"]) == ("text steps=1", steps)
+
+
+async def test_a_failed_bot_reaction_posts_the_take_once_and_a_users_reaction_approves_it(tmp_path: Path) -> None:
+    async with studio(tmp_path) as s:
+        s.env.inject_error("PUT", "/channels/*/messages/*/reactions/*", status=403, code=50013, times=None)
+        thread, _ = await s.session("the sun rises")
+        take = await s.first_take(thread)
+        assert take.reactions == []
+        await s.bot.service.post_unposted()  # what a retry after a failed post would do
+        await s.env.settle()
+        assert [m.id for m in review_messages(thread)] == [take.id]
+
+        await s.alice.react(take, "✅")
+        await until(s.env, lambda: not has_buttons(review_messages(thread)[0]), "the approval")
+        assert (await s.bot.store.get_segment(segment_id_of(take))).status is SegmentStatus.APPROVED
+
+
+async def test_notes_after_approval_and_after_cancel_go_to_the_reacting_user_alone(tmp_path: Path) -> None:
+    async with studio(tmp_path) as s:
+        thread, _ = await s.session("the sun rises")
+        take = await s.first_take(thread)
+        await s.alice.react(take, "✅")
+        await until(s.env, lambda: not has_buttons(review_messages(thread)[0]), "the approval")
+        await s.env.settle()
+        before = s.seen(thread)
+
+        await s.alice.react(take, "🔁")  # the take is approved already
+        await s.env.settle()
+        assert s.seen(thread) == before
+        dms = s.alice.user.dm_channel
+        assert [m.content for m in dms.history()] == [f"<#{thread.id}>: Segment 1 is already approved."]
+
+        await s.alice.slash(thread, "cancel")
+        await s.env.settle()
+        before = s.seen(thread)
+        await s.alice.react(take, "🏁")  # the session is over
+        await s.env.settle()
+        assert s.seen(thread) == before
+        assert len(dms.history()) == 2 and "has ended" in dms.history()[-1].content
+
+
+async def test_a_strangers_picture_in_the_thread_writes_nothing(tmp_path: Path) -> None:
+    async with studio(tmp_path) as s:
+        thread, row = await s.session()
+        folder = s.bot.service.config.data_dir / "sessions" / row.id
+        files = sorted(folder.iterdir())
+        assert [f.name for f in files] == ["picture-1.png"]
+
+        await s.bob.send(thread, "mine is nicer", attachments=[("bob.png", picture_bytes(80, 80))])
+        await s.env.settle()
+
+        assert sorted(folder.iterdir()) == files
+        assert sorted(p for p in s.bot.service.config.data_dir.rglob("*.png")) == files
+
+
+async def test_the_finish_reaction_joins_the_approved_segments(tmp_path: Path) -> None:
+    async with studio(tmp_path) as s:
+        thread, row = await s.session("the sun rises")
+        take = await s.first_take(thread)
+        await s.alice.react(take, "✅")
+        await until(s.env, lambda: not has_buttons(review_messages(thread)[0]), "the approval")
+
+        await s.alice.react(take, "🏁")
+
+        await until(
+            s.env,
+            lambda: any(m.attachments[0].filename == "framechain.mp4" for m in review_messages(thread)),
+            "the final video",
+        )
+        assert (await s.bot.store.get_session(row.id)).state is SessionState.FINISHED
