@@ -160,7 +160,9 @@ class FramechainClient(discord.Client):
         if problem is not None:
             raise Refusal(problem)
         thread = await self._open_thread(interaction, parent, prompt)
-        await interaction.edit_original_response(content=f"Your session is in {thread.mention}.")
+        await interaction.edit_original_response(
+            content=f"Your session is in {thread.mention}.", allowed_mentions=NO_MENTIONS
+        )
         chat = ChatRef(PLATFORM, str(parent.id), str(thread.id))
         await self.conversation.start(chat, str(user.id), data, prompt, is_admin=self.is_admin(user.id))
 
