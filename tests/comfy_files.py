@@ -16,6 +16,7 @@ lists for the meta-device checks.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def wan_vae_original_shapes(
     dims = [base_dim * m for m in (1, *dim_mult)]
     _conv3d(out, "encoder.conv1", 3, dims[0], (3, 3, 3))
     index = 0
-    for i, (cin, cout) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+    for i, (cin, cout) in enumerate(itertools.pairwise(dims)):
         for _ in range(num_res_blocks):
             _residual(out, f"encoder.downsamples.{index}", cin, cout)
             cin, index = cout, index + 1
@@ -107,7 +108,7 @@ def wan_vae_original_shapes(
     _attention(out, "decoder.middle.1", up[0])
     _residual(out, "decoder.middle.2", up[0], up[0])
     index = 0
-    for i, (cin, cout) in enumerate(zip(up[:-1], up[1:], strict=True)):
+    for i, (cin, cout) in enumerate(itertools.pairwise(up)):
         if i > 0:
             cin //= 2  # the previous level's upsampler halves the channels
         for _ in range(num_res_blocks + 1):
@@ -260,7 +261,9 @@ def text_encoder_file_state(seed: int, *, spiece: bool = True) -> dict[str, torc
 def write_comfyui_models(root: Path, seed: int = 0, *, spiece: bool = True) -> Path:
     """A ComfyUI ``models`` folder at ``root`` holding the four tiny files; returns ``root``."""
     files = {
-        "diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors": to_comfy_scaled_fp8(expert_state(seed + 1)),
+        "diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors": to_comfy_scaled_fp8(
+            expert_state(seed + 1)
+        ),
         "diffusion_models/wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors": to_comfy_scaled_fp8(expert_state(seed + 2)),
         "vae/wan_2.1_vae.safetensors": {
             k: v.to(torch.float16) for k, v in random_state(tiny_vae_shapes(), seed + 3).items()

@@ -93,26 +93,22 @@ def load_tokenizer(
             return TokenizerSource(
                 f"the spiece_model in {text_encoder}", tokenizer_from_spiece(read_bytes(header, "spiece_model"))
             )
-    lacking = f"{text_encoder} has no spiece_model, so " if text_encoder is not None else ""
+    lacking = f" ({text_encoder.name} has no spiece_model)" if text_encoder is not None else ""
     try:
         if tokenizer:
             given = Path(tokenizer).expanduser()
             source = str(given) if given.is_dir() else tokenizer
-            return TokenizerSource(
-                f"generation.tokenizer {tokenizer}",
-                AutoTokenizer.from_pretrained(source, local_files_only=given.is_dir()),
-            )
+            loaded = AutoTokenizer.from_pretrained(source, local_files_only=given.is_dir())
+            return TokenizerSource(f"generation.tokenizer {tokenizer}{lacking}", loaded)
+        where = f"the tokenizer folder of generation.model {model}{lacking}"
         if local_model is not None:
             return TokenizerSource(
-                f"the tokenizer folder of generation.model {model}",
-                AutoTokenizer.from_pretrained(str(local_model / "tokenizer"), local_files_only=True),
+                where, AutoTokenizer.from_pretrained(str(local_model / "tokenizer"), local_files_only=True)
             )
-        return TokenizerSource(
-            f"the tokenizer folder of generation.model {model}",
-            AutoTokenizer.from_pretrained(model, subfolder="tokenizer"),
-        )
+        return TokenizerSource(where, AutoTokenizer.from_pretrained(model, subfolder="tokenizer"))
     except (OSError, ValueError) as exc:
+        why = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
         raise BadInput(
-            f"{lacking}the tokenizer could not be loaded ({exc}); set generation.tokenizer to a tokenizer folder, "
+            f"the tokenizer could not be loaded{lacking}: {why}; set generation.tokenizer to a tokenizer folder, "
             "e.g. the tokenizer/ of a Wan2.2 diffusers model."
         ) from exc

@@ -13,6 +13,7 @@ At the released size it gives exactly diffusers' mapping (tests check both).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 from diffusers import AutoencoderKLWan
@@ -49,13 +50,14 @@ def vae_key_to_diffusers(key: str, num_res_blocks: int) -> str:
     module, _, leaf = key.rpartition(".")
     if module in _OUTER:
         return f"{_OUTER[module]}.{leaf}"
-    side, part, *rest = key.split(".")
+    parts = key.split(".")
+    if len(parts) < 4:
+        return key
+    side, part, index = parts[:3]
+    inner = ".".join(parts[3:])
     if part == "middle":
-        index, *inner = rest
-        return f"{side}.mid_block.{_MIDDLE[index]}.{_RESIDUAL.get('.'.join(inner), '.'.join(inner))}"
+        return f"{side}.mid_block.{_MIDDLE[index]}.{_RESIDUAL.get(inner, inner)}"
     if part in ("downsamples", "upsamples"):
-        index, *inner_parts = rest
-        inner = ".".join(inner_parts)
         if part == "downsamples":
             return f"encoder.down_blocks.{index}.{_RESIDUAL.get(inner, inner)}"
         level, position = divmod(int(index), num_res_blocks + 2)
@@ -88,5 +90,5 @@ def load_vae_file(path: Path, architecture: VaeArchitecture, *, dtype: torch.dty
     res_blocks = int(architecture.config["num_res_blocks"])
     model = build_vae(architecture)
     state = read_state_dict(path, rename=lambda key: vae_key_to_diffusers(key, res_blocks), dtype=dtype)
-    load_into(model, state, path, "the Wan 2.1 VAE")
+    load_into(cast(torch.nn.Module, model), state, path, "the Wan 2.1 VAE")
     return model

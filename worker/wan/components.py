@@ -20,6 +20,7 @@ import torch
 from worker.errors import BadInput
 from worker.wan.detect import (
     ExpertArchitecture,
+    Role,
     TextEncoderArchitecture,
     VaeArchitecture,
     check_together,
@@ -32,7 +33,7 @@ from worker.wan.sources import ModelFiles, resolve_files
 
 log = logging.getLogger("framechain.worker")
 
-EXPERTS = ("transformer", "transformer_2")
+EXPERTS: tuple[Role, Role] = ("transformer", "transformer_2")
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,9 @@ def inspect_model_files(options: WanOptions) -> ModelInspection:
     files = resolve_files(options)
     experts: dict[str, ExpertArchitecture] = {}
     for name in EXPERTS:
-        path = files.get(name)  # type: ignore[arg-type]
+        path = files.get(name)
         if path is not None:
-            experts[name] = wan_expert(path, name)  # type: ignore[arg-type]
+            experts[name] = wan_expert(path, name)
     vae = wan_vae(files.vae) if files.vae is not None else None
     text = umt5_encoder(files.text_encoder) if files.text_encoder is not None else None
     check_together(experts, vae, text)
@@ -79,11 +80,25 @@ def expert_config_file(
     return fallback
 
 
-def load_single_file_components(
-    options: WanOptions, inspection: ModelInspection, *, dtype: torch.dtype, local_model: Path | None
+def load_single_file_tokenizer(
+    options: WanOptions, inspection: ModelInspection, *, local_model: Path | None
 ) -> dict[str, Any]:
-    """The VAE, text encoder and tokenizer that have single files, by pipeline component name."""
-    from worker.wan.comfy_text import load_text_encoder_file, load_tokenizer
+    """The tokenizer that goes with a text-encoder file (``{}`` without one). Light, so it is
+    loaded before the weights: a missing tokenizer is found in a second, not after minutes."""
+    from worker.wan.comfy_text import load_tokenizer
+
+    if inspection.files.text_encoder is None:
+        return {}
+    source = load_tokenizer(
+        inspection.files.text_encoder, tokenizer=options.tokenizer, model=options.model, local_model=local_model
+    )
+    log.info("tokenizer: %s", source.description)
+    return {"tokenizer": source.tokenizer}
+
+
+def load_single_file_components(inspection: ModelInspection, *, dtype: torch.dtype) -> dict[str, Any]:
+    """The VAE and text encoder that have single files, by pipeline component name."""
+    from worker.wan.comfy_text import load_text_encoder_file
     from worker.wan.comfy_vae import load_vae_file
 
     files = inspection.files
@@ -92,11 +107,6 @@ def load_single_file_components(
         out["vae"] = load_vae_file(files.vae, inspection.vae, dtype=dtype)
         log.info("vae: %s", files.vae)
     if files.text_encoder is not None and inspection.text_encoder is not None:
-        source = load_tokenizer(
-            files.text_encoder, tokenizer=options.tokenizer, model=options.model, local_model=local_model
-        )
-        out["tokenizer"] = source.tokenizer
-        log.info("tokenizer: %s", source.description)
         out["text_encoder"] = load_text_encoder_file(files.text_encoder, inspection.text_encoder, dtype=dtype)
         log.info("text encoder: %s", files.text_encoder)
     return out

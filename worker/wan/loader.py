@@ -25,7 +25,13 @@ import torch
 from diffusers import GGUFQuantizationConfig, WanImageToVideoPipeline, WanTransformer3DModel
 from safetensors import safe_open
 
-from worker.wan.components import config_folder, expert_config_file, inspect_model_files, load_single_file_components
+from worker.wan.components import (
+    config_folder,
+    expert_config_file,
+    inspect_model_files,
+    load_single_file_components,
+    load_single_file_tokenizer,
+)
 from worker.wan.detect import SHIPPED_TRANSFORMER_CONFIG as SHIPPED_TRANSFORMER_CONFIG
 from worker.wan.detect import ExpertArchitecture
 from worker.wan.memory import Placement, apply_memory_profile, choose_memory_profile, compute_dtype, is_quantized
@@ -224,32 +230,34 @@ def load_pipeline(options: WanOptions, plan: Plan | None = None) -> WanImageToVi
     attention backend and compilation applied."""
     plan = plan or plan_for(options)
 
-    # 0. Every single file is read from its header and checked before any weights load.
+    # 0. Every single file is read from its header and checked, and the tokenizer found, before
+    #    any weights load.
     inspection = inspect_model_files(options)
     files = inspection.files
     text = inspection.text_encoder
     tokenizer_from_model = text is not None and not text.has_spiece_model and not options.tokenizer
     local = _local_model_path(options.model) if not files.complete or tokenizer_from_model else None
+    components: dict[str, Any] = load_single_file_tokenizer(options, inspection, local_model=local)
 
     # 1. Single-file experts, when given, replace the folder's (which then need not exist). Their
     #    architecture comes from a configured config, else from the file's own tensor shapes.
     experts: dict[str, WanTransformer3DModel] = {}
     with config_folder() as folder:
         for name, architecture in inspection.experts.items():
-            path = files.get(name)  # type: ignore[arg-type]
-            assert path is not None
+            path = files.get(name)
+            assert path is not None  # inspected experts all have files
             config = _expert_config(options, name, path, architecture, Path(folder))
             experts[name] = load_transformer_file(path, config=config, dtype=plan.dtype)
             log.info("%s: %s", name, path)
 
-    # 2. The VAE, text encoder and tokenizer from their single files.
-    components: dict[str, Any] = {**experts}
-    components.update(load_single_file_components(options, inspection, dtype=plan.dtype, local_model=local))
+    # 2. The VAE and text encoder from their single files.
+    components.update(experts)
+    components.update(load_single_file_components(inspection, dtype=plan.dtype))
 
     # 3. Whatever has no file from the diffusers folder or hub id; with all four files, nothing.
     pipe: Any
     if all(name in components for name in ("transformer", "transformer_2", "vae", "text_encoder", "tokenizer")):
-        pipe = WanImageToVideoPipeline(
+        pipe = WanImageToVideoPipeline(  # type: ignore[no-untyped-call]
             scheduler=make_scheduler(options.sampler, options.shift),
             boundary_ratio=options.boundary_ratio,
             **components,

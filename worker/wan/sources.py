@@ -43,7 +43,7 @@ class ModelFiles:
     vae: Path | None = None
     text_encoder: Path | None = None
 
-    def get(self, role: Role) -> Path | None:
+    def get(self, role: str) -> Path | None:
         path: Path | None = getattr(self, role)
         return path
 
