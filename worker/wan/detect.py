@@ -322,9 +322,6 @@ def check_together(
 ) -> None:
     """The files given fit each other: latent channels of the experts and the VAE, the text width
     the experts take and the encoder gives, and the two experts alike."""
-    configs = list(experts.values())
-    if len(configs) == 2 and configs[0].config != configs[1].config:
-        raise BadInput("generation.transformer and generation.transformer_2 are experts of different architectures.")
     for name, expert in experts.items():
         c = expert.config
         if vae is not None and c["out_channels"] != vae.config["z_dim"]:
@@ -337,3 +334,6 @@ def check_together(
                 f"generation.{name} takes text features of width {c['text_dim']} but the text encoder gives "
                 f"{text_encoder.config['d_model']}; the A14B experts need {WANTED['text_encoder']}."
             )
+    configs = list(experts.values())
+    if len(configs) == 2 and configs[0].config != configs[1].config:
+        raise BadInput("generation.transformer and generation.transformer_2 are experts of different architectures.")

@@ -4,6 +4,7 @@ Paths only, no torch: this runs before anything heavy is imported."""
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,19 +63,22 @@ def find_in_comfyui_models(models: Path, role: Role) -> Path | None:
         exact = models / folder / reference
         if exact.is_file():
             return exact
-    for pattern in patterns:
-        found = sorted(
-            {p for folder in folders for p in (models / folder).rglob(pattern) if p.is_file() and p.suffix in _SUFFIXES}
+    # case-insensitive: community files spell it "Wan2.2-I2V-A14B-HighNoise-Q8_0.gguf"
+    found = sorted(
+        p
+        for folder in folders
+        for p in (models / folder).rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in _SUFFIXES
+        and any(fnmatch.fnmatch(p.name.lower(), pattern.lower()) for pattern in patterns)
+    )
+    if len(found) > 1:
+        names = ", ".join(str(p.relative_to(models)) for p in found)
+        raise FileNotFoundError(
+            f"generation.comfyui_models holds several files that could be {role} ({names}); "
+            f"set generation.{role} to the one to use"
         )
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            names = ", ".join(str(p.relative_to(models)) for p in found)
-            raise FileNotFoundError(
-                f"generation.comfyui_models holds several files that could be {role} ({names}); "
-                f"set generation.{role} to the one to use"
-            )
-    return None
+    return found[0] if found else None
 
 
 def resolve_files(options: WanOptions) -> ModelFiles:
@@ -84,6 +88,7 @@ def resolve_files(options: WanOptions) -> ModelFiles:
     if models is not None and not models.is_dir():
         raise FileNotFoundError(f"generation.comfyui_models {options.comfyui_models!r} is not a folder")
     found: dict[str, Path | None] = {}
+    lacking: list[Role] = []
     for role in ROLES:
         given: str = getattr(options, role)
         if given:
@@ -92,14 +97,15 @@ def resolve_files(options: WanOptions) -> ModelFiles:
                 raise FileNotFoundError(f"generation.{role} file {given!r} does not exist")
             found[role] = path
         elif models is not None:
-            path_or_none = find_in_comfyui_models(models, role)
-            if path_or_none is None:
-                folders, reference, _ = _COMFY_LAYOUT[role]
-                raise FileNotFoundError(
-                    f"generation.comfyui_models has no {reference} (nor another file of that model) under "
-                    f"{models / folders[0]}; put it there or set generation.{role}"
-                )
-            found[role] = path_or_none
+            found[role] = find_in_comfyui_models(models, role)
+            if found[role] is None:
+                lacking.append(role)
         else:
             found[role] = None
+    if models is not None and lacking:
+        wanted = ", ".join(f"{_COMFY_LAYOUT[r][0][0]}/{_COMFY_LAYOUT[r][1]}" for r in lacking)
+        keys = ", ".join(f"generation.{r}" for r in lacking)
+        raise FileNotFoundError(
+            f"generation.comfyui_models {str(models)!r} lacks {wanted}; put them there or set {keys}"
+        )
     return ModelFiles(**found)
