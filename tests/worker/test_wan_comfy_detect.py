@@ -5,6 +5,8 @@ expected, and files that do not fit each other."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,16 @@ def test_gguf_shapes_are_read_in_torch_order(tmp_path: Path) -> None:
     shapes = read_shapes(file)
     assert shapes["patch_embedding.weight"] == (128, 12, 1, 2, 2)
     assert wan_expert(file, "transformer").config["num_layers"] == 2
+
+
+def test_files_are_checked_without_the_heavy_imports(comfy_models: Path) -> None:
+    # what the worker may run before importing torch: resolve, read headers, refuse
+    code = (
+        "import sys; from worker.wan.options import WanOptions; from worker.wan.sources import resolve_files; "
+        "from worker.wan.detect import wan_expert, wan_vae, umt5_encoder; "
+        f"f = resolve_files(WanOptions(comfyui_models={str(comfy_models)!r})); "
+        "wan_expert(f.transformer, 'transformer'); wan_vae(f.vae); umt5_encoder(f.text_encoder); "
+        "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'safetensors') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
