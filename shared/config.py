@@ -68,15 +68,24 @@ class LoraConfig:
 @dataclass(frozen=True)
 class GenerationConfig:
     backend: Literal["wan", "preview"] = "wan"
-    #: A diffusers Wan2.2 I2V folder or hub id (VAE, text encoder, tokenizer and, unless the
-    #: single files below are given, both experts).
+    #: A ComfyUI ``models`` folder holding the four files of the reference workflow (experts in
+    #: diffusion_models/, VAE in vae/, UMT5 in text_encoders/); with it, ``model`` is not used.
+    comfyui_models: str = ""
+    #: A diffusers Wan2.2 I2V folder or hub id, for whatever the single files below do not give.
     model: str = params.DEFAULT_MODEL
-    #: ComfyUI single-file experts (.safetensors incl. fp8_scaled, or .gguf); empty = from model.
+    #: ComfyUI single-file experts (.safetensors incl. fp8_scaled, or .gguf); empty = from
+    #: comfyui_models, else from model.
     transformer: str = ""
     transformer_2: str = ""
-    #: A diffusers transformer config (folder or config.json) for the single files; empty = the
-    #: Wan2.2 A14B config shipped with framechain.
+    #: A diffusers transformer config (folder or config.json) for the single files; empty = read
+    #: from the file's own tensor shapes.
     transformer_config: str = ""
+    #: The Wan 2.1 VAE and UMT5-XXL encoder files; empty = from comfyui_models, else from model.
+    vae: str = ""
+    text_encoder: str = ""
+    #: Tokenizer folder or hub id for a text-encoder file without its own ``spiece_model``;
+    #: empty = the tokenizer/ of model.
+    tokenizer: str = ""
     #: "fit" keeps the start image's aspect ratio within width*height pixels; "fixed" crops to it.
     size_mode: Literal["fit", "fixed"] = "fit"
     width: int = params.DEFAULT_WIDTH

@@ -7,12 +7,15 @@ Single-file experts come in three shapes, all read here without any download:
 - ``*_fp8_scaled.safetensors``: fp8 weights plus a ``scale_weight`` per weight. diffusers would load
   the fp8 values and drop the scales, giving wrong weights, so we multiply them back first;
 - ``.gguf``: loaded quantized through ``GGUFQuantizationConfig``.
-The architecture comes from a local diffusers config, or the A14B config shipped in ``configs/``.
+The architecture is read from the file's own tensor shapes (worker.wan.detect), unless a
+diffusers config is configured. The VAE and the text encoder may be single files too
+(worker.wan.components): with all four, the diffusers ``model`` is not used at all.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +25,20 @@ import torch
 from diffusers import GGUFQuantizationConfig, WanImageToVideoPipeline, WanTransformer3DModel
 from safetensors import safe_open
 
+from worker.wan.components import (
+    config_folder,
+    expert_config_file,
+    inspect_model_files,
+    load_single_file_components,
+    load_single_file_tokenizer,
+)
+from worker.wan.detect import SHIPPED_TRANSFORMER_CONFIG as SHIPPED_TRANSFORMER_CONFIG
+from worker.wan.detect import ExpertArchitecture
 from worker.wan.memory import Placement, apply_memory_profile, choose_memory_profile, compute_dtype, is_quantized
 from worker.wan.options import LoraSpec, WanOptions
 from worker.wan.schedule import make_scheduler
 
-#: The Wan2.2 I2V A14B expert architecture (both experts share it), shipped as package data.
-SHIPPED_TRANSFORMER_CONFIG = Path(__file__).parent / "configs" / "wan2.2_i2v_a14b_transformer.json"
+log = logging.getLogger("framechain.worker")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 #: Per-weight scale keys of ComfyUI scaled-fp8 files (older ``scale_weight``, newer ``weight_scale``).
@@ -201,25 +212,63 @@ def load_loras(pipe: Any, loras: tuple[LoraSpec, ...]) -> None:
             model.unload_lora()
 
 
+def _expert_config(options: WanOptions, name: str, path: Path, architecture: ExpertArchitecture, folder: Path) -> Path:
+    """The config.json for single-file expert ``name``: ``transformer_config`` when set, else the
+    one derived from the file (the model folder's where the file's width leaves heads unknown)."""
+    if options.transformer_config:
+        return transformer_config_path(options, name)
+    fallback = None
+    if not architecture.complete:
+        local = _local_model_path(options.model)
+        if local is not None and (local / name / "config.json").is_file():
+            fallback = local / name / "config.json"
+    return expert_config_file(name, path, architecture, fallback=fallback, folder=folder)
+
+
 def load_pipeline(options: WanOptions, plan: Plan | None = None) -> WanImageToVideoPipeline:
     """The ready-to-run pipeline for ``options``: loaded, LoRAs in, placed per the memory plan,
     attention backend and compilation applied."""
     plan = plan or plan_for(options)
-    local = _local_model_path(options.model)
 
-    # 1. Single-file experts, when given, replace the folder's (which then need not exist).
+    # 0. Every single file is read from its header and checked, and the tokenizer found, before
+    #    any weights load.
+    inspection = inspect_model_files(options)
+    files = inspection.files
+    text = inspection.text_encoder
+    tokenizer_from_model = text is not None and not text.has_spiece_model and not options.tokenizer
+    local = _local_model_path(options.model) if not files.complete or tokenizer_from_model else None
+    components: dict[str, Any] = load_single_file_tokenizer(options, inspection, local_model=local)
+
+    # 1. Single-file experts, when given, replace the folder's (which then need not exist). Their
+    #    architecture comes from a configured config, else from the file's own tensor shapes.
     experts: dict[str, WanTransformer3DModel] = {}
-    for name, file in (("transformer", options.transformer), ("transformer_2", options.transformer_2)):
-        if file:
-            experts[name] = load_transformer_file(file, config=transformer_config_path(options, name), dtype=plan.dtype)
+    with config_folder() as folder:
+        for name, architecture in inspection.experts.items():
+            path = files.get(name)
+            assert path is not None  # inspected experts all have files
+            config = _expert_config(options, name, path, architecture, Path(folder))
+            experts[name] = load_transformer_file(path, config=config, dtype=plan.dtype)
+            log.info("%s: %s", name, path)
 
-    # 2. The rest from the diffusers folder or hub id.
-    pipe: Any = WanImageToVideoPipeline.from_pretrained(  # type: ignore[no-untyped-call]
-        str(local) if local is not None else options.model,
-        torch_dtype=plan.dtype,
-        local_files_only=local is not None,
-        **experts,
-    )
+    # 2. The VAE and text encoder from their single files.
+    components.update(experts)
+    components.update(load_single_file_components(inspection, dtype=plan.dtype))
+
+    # 3. Whatever has no file from the diffusers folder or hub id; with all four files, nothing.
+    pipe: Any
+    if all(name in components for name in ("transformer", "transformer_2", "vae", "text_encoder", "tokenizer")):
+        pipe = WanImageToVideoPipeline(  # type: ignore[no-untyped-call]
+            scheduler=make_scheduler(options.sampler, options.shift),
+            boundary_ratio=options.boundary_ratio,
+            **components,
+        )
+    else:
+        pipe = WanImageToVideoPipeline.from_pretrained(  # type: ignore[no-untyped-call]
+            str(local) if local is not None else options.model,
+            torch_dtype=plan.dtype,
+            local_files_only=local is not None,
+            **components,
+        )
     if pipe.transformer is None or pipe.transformer_2 is None:
         raise ValueError(f"model {options.model!r} lacks transformer or transformer_2: not a Wan2.2 A14B I2V model")
     pipe.register_to_config(boundary_ratio=options.boundary_ratio)

@@ -45,8 +45,20 @@ class WanOptions:
     transformer: str = ""
     transformer_2: str = ""
     #: Architecture config for the single files: a diffusers config.json or a folder holding one
-    #: (directly, or under transformer/). Empty = the model folder's, else the shipped A14B one.
+    #: (directly, or under transformer/). Empty = read from the file itself (safetensors and
+    #: GGUF), else the model folder's, else the shipped A14B one.
     transformer_config: str = ""
+    #: A ComfyUI ``models`` folder: the experts under diffusion_models/, the VAE under vae/, the
+    #: text encoder under text_encoders/. With it (or the four files given one by one) ``model``
+    #: is not used at all.
+    comfyui_models: str = ""
+    #: Single files of the Wan 2.1 VAE and of the UMT5-XXL encoder (ComfyUI layout, fp8_scaled
+    #: included); empty = from ``comfyui_models``, else from ``model``.
+    vae: str = ""
+    text_encoder: str = ""
+    #: A tokenizer folder or hub id, for a text-encoder file without its own ``spiece_model``;
+    #: empty = the tokenizer/ of ``model``.
+    tokenizer: str = ""
     sampler: Sampler = "euler"
     shift: float = params.DEFAULT_SHIFT
     #: Steps with timestep >= boundary_ratio * 1000 go to the high-noise expert.
@@ -88,6 +100,10 @@ def wan_options_from_config(generation: GenerationConfig, *, device: str = "auto
         transformer=generation.transformer,
         transformer_2=generation.transformer_2,
         transformer_config=generation.transformer_config,
+        comfyui_models=generation.comfyui_models,
+        vae=generation.vae,
+        text_encoder=generation.text_encoder,
+        tokenizer=generation.tokenizer,
         sampler=generation.sampler,
         shift=generation.shift,
         boundary_ratio=generation.boundary_ratio,
