@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run one worker process speaking JSON lines on stdin/stdout")
     with_config(worker)
     worker.add_argument("--device", default=None, help="auto, cpu or cuda:N (default: first configured)")
-    worker.add_argument("--backend", choices=["wan", "preview"], default=None)
+    worker.add_argument("--backend", choices=["wan", "preview", "comfyui"], default=None)
     worker.add_argument("--model", default=None, help="overrides generation.model")
     return parser
 
