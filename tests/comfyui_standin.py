@@ -383,6 +383,7 @@ class ComfyStandIn:
                 await self._wake.wait()
             self.running = self.pending.pop(0)
             item = self.running
+            await self._broadcast_status()  # ComfyUI's PromptQueue.get() announces it too
             try:
                 if item.hold is not None:
                     await item.hold.wait()
