@@ -165,7 +165,7 @@ def role(graph: Mapping[str, Mapping[str, Any]], node_id: str) -> str:
     if kind == "KSamplerAdvanced":
         return "KSamplerAdvanced:" + ("first" if inputs["add_noise"] == "enable" else "second")
     if kind == "CLIPTextEncode":
-        for other_id, other in graph.items():
+        for other in graph.values():
             if other["class_type"] == "WanImageToVideo":
                 for side in ("positive", "negative"):
                     if other["inputs"][side][0] == node_id:

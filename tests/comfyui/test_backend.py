@@ -181,7 +181,7 @@ async def test_a_user_workflow_with_a_missing_node_is_refused_at_start(standin: 
     workflow = json.loads(path.read_text())
     workflow["16"] = {"class_type": "VHS_VideoCombine", "inputs": {"images": ["13", 0], "frame_rate": 16}}
     path.write_text(json.dumps(workflow))
-    with pytest.raises(BadInput, match="node 16 .*no node class 'VHS_VideoCombine'"):
+    with pytest.raises(BadInput, match=r"node 16 .*no node class 'VHS_VideoCombine'"):
         await open_backend(options(standin.url, workflow=path, mapping=mapping))
 
 
