@@ -123,8 +123,15 @@ def cmd_check(config: Config) -> int:
         f"  generation: {g.width}x{g.height} ({g.size_mode}), {g.frames} frames at {g.fps} fps, "
         f"{g.steps} steps, {g.sampler}, shift {g.shift}, CFG {g.guidance}/{g.guidance_2}"
     )
-    print(f"  workers:    {', '.join(config.workers.devices)}")
+    print(f"  workers:    {', '.join(config.worker_slots)}")
     print(f"  platforms:  {', '.join(platforms) if platforms else 'none enabled'}")
+    if config.comfyui.server_list:
+        from worker.comfyui.check import check_lines  # HTTP only: no torch
+
+        ok, lines = check_lines(config)
+        print("\n".join(lines))
+        if not ok:
+            return EXIT_FAILURE
     return EXIT_OK
 
 
