@@ -151,6 +151,10 @@ class ComfyStandIn:
         self.__post_init__()
         await self.start(self.port)
 
+    def sent_ids(self) -> set[str]:
+        """Prompt ids whose execution has started (some message about them was sent)."""
+        return {m["data"].get("prompt_id") for sent in self.sent.values() for m in sent if "data" in m} - {None}
+
     def remove_model(self, node_class: str, input_name: str, value: str) -> None:
         choices = self.object_info[node_class]["input"]["required"][input_name][0]
         choices.remove(value)

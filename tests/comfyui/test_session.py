@@ -119,3 +119,34 @@ async def test_a_server_down_at_start_leaves_the_others_serving(tmp_path: Path, 
         await bot.service.start(ChatRef("telegram", "100", ""), "1", picture_bytes(), "one server is enough")
         await bot.chat.wait_for("segment", 1)
         assert len(servers[1].received) == 1
+
+
+async def test_cancel_through_the_chat_while_waiting_on_the_server_and_while_running(
+    tmp_path: Path, servers: list[ComfyStandIn]
+) -> None:
+    server = servers[0]
+    server.step_delay = 0.2
+    hold = await server.hold_foreign_job()  # someone else's job occupies the server
+    async with running_bot(comfyui_config(tmp_path, server.url)) as bot:
+        svc = bot.service
+        waiting, running = ChatRef("telegram", "100", ""), ChatRef("telegram", "200", "")
+        await svc.start(waiting, "1", picture_bytes(), "waits behind someone else")
+        await _until(lambda: len(server.pending) == 1)
+        await svc.command(waiting, "1", "cancel")
+        await _until(lambda: bool(server.deletes) and not bot.dispatcher.running)
+        assert server.interrupts == [] and server.running is not None and server.running.hold is hold
+        hold.set()
+
+        await svc.start(running, "2", picture_bytes(), "interrupted while it runs")
+        await _until(lambda: server.running is not None and server.running.prompt_id in server.sent_ids())
+        await svc.command(running, "2", "cancel")
+        await _until(lambda: bool(server.interrupts) and not bot.dispatcher.running)
+        [prompt_id] = [b for b in server.history]
+        assert server.interrupts == [prompt_id]
+        assert bot.chat.of("segment") == []
+
+
+async def _until(condition: object, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0.02)
