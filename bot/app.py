@@ -85,7 +85,7 @@ async def serve(config: Config, stop: asyncio.Event, *, config_path: str | Path 
         log.info("store open: %s (schema %d)", store.path, store.schema_version)
         service = ConversationService(store, config)
         dispatcher = Dispatcher(
-            config.workers.devices,
+            config.worker_slots,
             worker_factory(config_path, config.log_level),
             service,
             restart_backoff=config.workers.restart_backoff,

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run one worker process speaking JSON lines on stdin/stdout")
     with_config(worker)
     worker.add_argument("--device", default=None, help="auto, cpu or cuda:N (default: first configured)")
-    worker.add_argument("--backend", choices=["wan", "preview"], default=None)
+    worker.add_argument("--backend", choices=["wan", "preview", "comfyui"], default=None)
     worker.add_argument("--model", default=None, help="overrides generation.model")
     return parser
 
@@ -123,8 +123,15 @@ def cmd_check(config: Config) -> int:
         f"  generation: {g.width}x{g.height} ({g.size_mode}), {g.frames} frames at {g.fps} fps, "
         f"{g.steps} steps, {g.sampler}, shift {g.shift}, CFG {g.guidance}/{g.guidance_2}"
     )
-    print(f"  workers:    {', '.join(config.workers.devices)}")
+    print(f"  workers:    {', '.join(config.worker_slots)}")
     print(f"  platforms:  {', '.join(platforms) if platforms else 'none enabled'}")
+    if config.comfyui.server_list:
+        from worker.comfyui.check import check_lines  # HTTP only: no torch
+
+        ok, lines = check_lines(config)
+        print("\n".join(lines))
+        if not ok:
+            return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -67,7 +67,8 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    backend: Literal["wan", "preview"] = "wan"
+    #: "comfyui" renders on the ComfyUI servers of [comfyui], one worker slot per server.
+    backend: Literal["wan", "preview", "comfyui"] = "wan"
     #: A ComfyUI ``models`` folder holding the four files of the reference workflow (experts in
     #: diffusion_models/, VAE in vae/, UMT5 in text_encoders/); with it, ``model`` is not used.
     comfyui_models: str = ""
@@ -144,6 +145,69 @@ class WorkersConfig:
 
 
 @dataclass(frozen=True)
+class ComfyUIServerConfig:
+    #: http(s)://host:port of a ComfyUI server (a path prefix behind a reverse proxy works).
+    url: str
+    #: Extra HTTP headers for this server, "Name: value" (e.g. a reverse proxy's auth).
+    headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ComfyUIMappingConfig:
+    """Where a user's API-format workflow takes each value: "node_id.input_name"."""
+
+    image: str = ""
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: tuple[str, ...] = ()
+    width: tuple[str, ...] = ()
+    height: tuple[str, ...] = ()
+    length: tuple[str, ...] = ()
+    steps: tuple[str, ...] = ()
+    #: CFG of the (high-noise) sampler(s), and of the low-noise one where they differ.
+    cfg: tuple[str, ...] = ()
+    cfg_2: tuple[str, ...] = ()
+    #: The node whose output images are the frames (a node id, no input name).
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class ComfyUIConfig:
+    #: One worker slot per server.
+    urls: tuple[str, ...] = ()
+    #: Servers with their own headers, as [[comfyui.servers]] tables (in addition to urls).
+    servers: tuple[ComfyUIServerConfig, ...] = ()
+    #: Headers sent to every server ("Name: value").
+    headers: tuple[str, ...] = ()
+    #: The seed workflow's model files, as the server's loaders list them.
+    unet_high: str = "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors"
+    unet_low: str = "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors"
+    text_encoder: str = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+    vae: str = "wan_2.1_vae.safetensors"
+    weight_dtype: str = "default"
+    #: How frames come back, both lossless PNG: "PreviewImage" (the server's temp folder) or
+    #: "SaveImage" (kept in its output folder).
+    frames_output: Literal["PreviewImage", "SaveImage"] = "PreviewImage"
+    #: Your own API-format workflow instead of the reference graph, with its mapping.
+    workflow: Path | None = None
+    mapping: ComfyUIMappingConfig = field(default_factory=ComfyUIMappingConfig)
+    #: Seconds: to connect, per HTTP request, per job, and without any answer before a server
+    #: counts as gone (its worker then exits and the job is retried on another slot).
+    connect_timeout: float = 10.0
+    request_timeout: float = 60.0
+    job_timeout: float = 3600.0
+    server_lost_after: float = 30.0
+    #: Seconds between /history polls while the websocket is down (and cancel checks).
+    poll_interval: float = 1.0
+
+    @property
+    def server_list(self) -> tuple[ComfyUIServerConfig, ...]:
+        """Every server, ``urls`` first; the shared headers come before a server's own."""
+        listed = [ComfyUIServerConfig(url=url) for url in self.urls] + list(self.servers)
+        return tuple(ComfyUIServerConfig(url=s.url, headers=self.headers + s.headers) for s in listed)
+
+
+@dataclass(frozen=True)
 class DiscordConfig:
     #: Bot token; FRAMECHAIN_DISCORD_TOKEN wins. Discord runs when a token is set.
     token: Secret = field(default_factory=Secret)
@@ -199,6 +263,18 @@ class Config:
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    comfyui: ComfyUIConfig = field(default_factory=ComfyUIConfig)
+
+    @property
+    def worker_slots(self) -> tuple[str, ...]:
+        """One dispatcher slot per local device and per ComfyUI server ("comfyui:N").
+
+        With backend "comfyui" only the servers serve; with another backend, servers listed in
+        [comfyui] serve beside the local devices."""
+        servers = tuple(f"comfyui:{i}" for i in range(len(self.comfyui.server_list)))
+        if self.generation.backend == "comfyui":
+            return servers
+        return self.workers.devices + servers
 
     @property
     def database_path(self) -> Path:
@@ -238,6 +314,9 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     database = config.database
     if database is not None and not database.is_absolute():
         database = base / database
+    workflow = config.comfyui.workflow
+    if workflow is not None and not workflow.is_absolute():
+        config = dataclasses.replace(config, comfyui=dataclasses.replace(config.comfyui, workflow=base / workflow))
     return dataclasses.replace(config, data_dir=data_dir, database=database)
 
 
@@ -326,10 +405,43 @@ def _check(config: Config, source: str) -> None:
     ):
         if not url.startswith(("http://", "https://")):
             fail(key, f"must be an http(s) URL, got {url!r}")
+    _check_comfyui(config, fail)
     if config.discord.upload_limit_mb < 0:
         fail("discord.upload_limit_mb", "must not be negative")
     if config.telegram.upload_limit_mb < 0:
         fail("telegram.upload_limit_mb", "must not be negative")
+
+
+def _check_comfyui(config: Config, fail: typing.Callable[[str, str], typing.NoReturn]) -> None:
+    c = config.comfyui
+    servers = c.server_list
+    if config.generation.backend == "comfyui" and not servers:
+        fail("comfyui.urls", 'generation.backend = "comfyui" needs at least one server URL')
+    urls = [s.url.rstrip("/") for s in servers]
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            fail("comfyui.urls", f"must be http(s) URLs, got {url!r}")
+    if len(set(urls)) != len(urls):
+        fail("comfyui.urls", "lists a server twice")
+    for server in servers:
+        for header in server.headers:
+            name, sep, _ = header.partition(":")
+            if not sep or not name.strip():
+                fail("comfyui.headers", "each header is 'Name: value'")
+    for key in ("connect_timeout", "request_timeout", "job_timeout", "server_lost_after", "poll_interval"):
+        if getattr(c, key) <= 0:
+            fail(f"comfyui.{key}", "must be positive")
+    m = c.mapping
+    if c.workflow is not None:
+        for role in ("image", "prompt", "output"):
+            if not getattr(m, role):
+                fail(f"comfyui.mapping.{role}", "is required with comfyui.workflow")
+    for role in ("image", "prompt", "negative_prompt", "seed", "width", "height", "length", "steps", "cfg", "cfg_2"):
+        value = getattr(m, role)
+        for target in (value,) if isinstance(value, str) else value:
+            node, dot, name = target.partition(".")
+            if target and (not dot or not node or not name):
+                fail(f"comfyui.mapping.{role}", f"{target!r} is not 'node_id.input_name'")
 
 
 # --- generic TOML -> dataclass conversion -----------------------------------------------------

@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description="framechain GPU worker")
     parser.add_argument("--config", metavar="PATH")
     parser.add_argument("--device", default=None, help="auto, cpu or cuda:N")
-    parser.add_argument("--backend", choices=["wan", "preview"], default=None)
+    parser.add_argument("--backend", choices=["wan", "preview", "comfyui"], default=None)
     parser.add_argument("--model", default=None, help="overrides generation.model")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
@@ -43,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         device = resolve_device(device, backend_name)
         log.info("loading %s backend on %s", backend_name, device)
-        backend, info = build_backend(generation, backend_name, device)
+        if device.startswith("comfyui:"):
+            backend_name = "comfyui"  # a server's slot, also beside local devices
+        backend, info = build_backend(generation, backend_name, device, comfyui=config.comfyui)
     except (GenerationError, OSError, ValueError) as exc:
         # Tell the parent why there will be no `ready`, then exit: it decides whether to retry.
         log.exception("could not load the %s backend", backend_name)

@@ -3,7 +3,9 @@
 GenerationError            kind = internal
 ├── BadInput (ValueError)  kind = bad_input   the message names the bad argument
 ├── OutOfMemory            kind = oom
-└── Cancelled              kind = cancelled   the progress callback asked to stop
+├── Cancelled              kind = cancelled   the progress callback asked to stop
+└── BackendLost                                what the backend drives is gone (a ComfyUI server):
+                                               the worker exits, so the dispatcher retries the job
 """
 
 from __future__ import annotations
@@ -25,3 +27,7 @@ class OutOfMemory(GenerationError):
 
 class Cancelled(GenerationError):
     kind = FailureKind.CANCELLED
+
+
+class BackendLost(GenerationError):
+    """Not a result: the worker process ends, and the dispatcher's restart-and-retry takes over."""

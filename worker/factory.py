@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared.config import GenerationConfig
+from shared.config import ComfyUIConfig, GenerationConfig
 from worker.backend import Backend
 
 log = logging.getLogger("framechain.worker")
@@ -13,19 +13,29 @@ log = logging.getLogger("framechain.worker")
 
 def resolve_device(device: str, backend: str) -> str:
     """``auto`` means the first CUDA device where there is one, else the CPU."""
+    if device.startswith("comfyui:"):
+        return device  # a ComfyUI server's slot: the server has the GPU
     if device.startswith("cpu:"):
         return "cpu"  # several CPU workers are told apart by the dispatcher, not by torch
     if device != "auto":
         return device
     if backend == "preview":
         return "cpu"
+    if backend == "comfyui":
+        return "comfyui:0"
     import torch
 
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
-def build_backend(generation: GenerationConfig, backend: str, device: str) -> tuple[Backend, dict[str, Any]]:
+def build_backend(
+    generation: GenerationConfig, backend: str, device: str, *, comfyui: ComfyUIConfig | None = None
+) -> tuple[Backend, dict[str, Any]]:
     """Load the backend once; returns it and a description for the ``ready`` message."""
+    if backend == "comfyui" or device.startswith("comfyui:"):
+        from worker.comfyui.backend import build_comfyui_backend
+
+        return build_comfyui_backend(generation, comfyui or ComfyUIConfig(), device)
     if backend == "preview":
         from worker.preview import PreviewBackend
 

@@ -37,7 +37,7 @@ from shared.protocol import (
     encode,
 )
 from worker.backend import Backend
-from worker.errors import BadInput, Cancelled, GenerationError
+from worker.errors import BackendLost, BadInput, Cancelled, GenerationError
 from worker.segment_files import write_segment_files
 
 log = logging.getLogger("framechain.worker")
@@ -183,6 +183,8 @@ class Worker:
                 color_strength=job.color_strength,
                 color_lightness=job.color_lightness,
             )
+        except BackendLost:
+            raise  # ends the worker: the dispatcher retries the job on a fresh one
         except GenerationError as exc:
             if exc.kind is FailureKind.INTERNAL:
                 log.exception("job %s failed", job.job_id)

@@ -80,7 +80,7 @@ async def running_bot(config_path: Path, *, chat: FakeChat | None = None) -> Asy
             return WorkerProcess(worker_command(device=device, config_path=config_path), name=f"worker-{device}")
 
         dispatcher = Dispatcher(
-            config.workers.devices, make_worker, service, restart_backoff=config.workers.restart_backoff
+            config.worker_slots, make_worker, service, restart_backoff=config.workers.restart_backoff
         )
         service.attach(dispatcher)
         await service.resume()
