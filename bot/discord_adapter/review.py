@@ -23,12 +23,14 @@ STYLES = {
     Action.REGENERATE: discord.ButtonStyle.primary,
     Action.UNDO: discord.ButtonStyle.secondary,
     Action.FINISH: discord.ButtonStyle.secondary,
+    Action.APPROVE_FINISH: discord.ButtonStyle.success,
 }
 LABELS = {
     Action.APPROVE: "Approve",
     Action.REGENERATE: "Regenerate",
     Action.UNDO: "Undo",
     Action.FINISH: "Finish",
+    Action.APPROVE_FINISH: "Approve & finish",
 }
 
 
