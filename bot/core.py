@@ -3,6 +3,10 @@
 The service layer rebuilds a :class:`Session` from store rows, feeds it one :class:`Event`,
 persists the returned session and performs the returned :class:`Effect` objects in order.
 
+The core spans a few modules, all re-exported here: the vocabulary (sessions, events, effects)
+in ``bot.core_model``, settings and texts in ``bot.core_settings``, the answers to refused events
+in ``bot.core_refusals``, start-up recovery in ``bot.core_recovery``; the rules are here.
+
 States (:class:`State`, stored as their string values)::
 
     awaiting_image -> awaiting_prompt -> generating -> reviewing -> (approve) awaiting_prompt
@@ -122,6 +126,15 @@ from bot.core_recovery import (
     RECONCILE,
     reconcile,
     restore,
+)
+from bot.core_refusals import (
+    STALE,
+    is_last_approved,
+    not_accepted,
+    pressed,
+    refuse_stranger,
+    second_picture_text,
+    stale_review,
 )
 from bot.core_settings import (
     CAPTION_PROMPT_CHARS,
@@ -269,12 +282,12 @@ def step(
     """Apply one event. Returns the new session (``session`` itself when nothing changed) and the
     effects to perform, in order."""
     if isinstance(event, UserEvent) and not _read_only(event) and not may_act(session, event.user_id, admins):
-        return session, _refuse_stranger(event)
+        return session, refuse_stranger(event)
     key = (session.state, type(event))
     if key in TRANSITIONS:
         new, effects = _HANDLERS[type(event)](session, event, limits)
     else:
-        new, effects = session, _not_accepted(session, event)
+        new, effects = session, not_accepted(session, event)
     _check(session, event, new, effects)
     return new, effects
 
@@ -295,108 +308,6 @@ def _check(old: Session, event: Event, new: Session, effects: list[Effect]) -> N
         raise TransitionError(f"refused {type(event).__name__} in {old.state.value} produced {effects}")
     if sum(1 for e in effects if isinstance(e, Say) and e.ephemeral) > 1:
         raise TransitionError(f"{type(event).__name__} in {old.state.value} has two private notes: {effects}")
-
-
-# -- refusals -------------------------------------------------------------------------------------
-
-_ENDED = "This session has ended. Send /start with a picture to begin a new one."
-_STALE = "That take is no longer up for review."
-
-
-def _refuse_stranger(event: UserEvent) -> list[Effect]:
-    if event.via is Via.MESSAGE:
-        return []
-    return [Say("Only the person who started this session can do that.", ephemeral=True)]
-
-
-def _pressed(e: UserEvent, text: str) -> list[Effect]:
-    """A control press's private confirmation (typed commands are answered by the public text)."""
-    return [Say(text, ephemeral=True)] if e.via is Via.CONTROL else []
-
-
-def _not_accepted(s: Session, event: Event) -> list[Effect]:
-    """The answer to an event the current state does not accept."""
-    if not isinstance(event, UserEvent):
-        return []  # a late report about a stopped or superseded job
-    if isinstance(event, Status):
-        return [Say(status_text(s, event.queue_position))]
-    if isinstance(event, ChangeSettings) and not event.changes:
-        return [Say(f"Settings: {settings_text(s.settings)}")]
-    if s.state is State.FINISHED and isinstance(event, (Finish, ApproveAndFinish, Cancel)):
-        return [Say("This session is already finished.", ephemeral=True)]
-    if s.state is State.CANCELLED and isinstance(event, Cancel):
-        return [Say("This session is already cancelled.", ephemeral=True)]
-    if s.state.over:
-        return [Say(_ENDED, ephemeral=event.via is not Via.MESSAGE)]
-    if s.state is State.REVIEWING and isinstance(event, Finish):
-        return [_finish_under_review(s, event)]
-    if isinstance(event, (Approve, Regenerate, ApproveAndFinish)):
-        return [_stale_review(s, event.segment)]
-    return [Say(_busy_text(s, event), ephemeral=isinstance(event, ChangeSettings))]
-
-
-def _stale_review(s: Session, key: SegmentKey | None) -> Say:
-    if key is not None and any(seg.key == key for seg in s.approved):
-        text = f"Segment {key.idx + 1} is already approved."
-    elif key is not None:
-        text = _STALE
-    elif s.state is State.GENERATING and s.current is not None:
-        text = f"Segment {s.current.number} is still being made."
-    else:
-        text = "There is no segment waiting for review."
-    return Say(text, ephemeral=True)
-
-
-def _finish_under_review(s: Session, e: Finish) -> Say:
-    """Finishing never silently leaves the take under review out: it asks, and changes nothing."""
-    cur = s.current
-    assert cur is not None
-    if e.segment is not None and e.segment != cur.key and not _is_last_approved(s, e.segment):
-        return _stale_review(s, e.segment)
-    take = f"Segment {cur.number} take {cur.attempt}"
-    if not s.approved:
-        return Say(f"{take} is still under review: ✅ Approve & finish makes it the video.", ephemeral=True)
-    return Say(f"{take} is still under review: ✅ Approve & finish includes it, ↩ Undo drops it.", ephemeral=True)
-
-
-def _is_last_approved(s: Session, key: SegmentKey) -> bool:
-    return bool(s.approved) and s.approved[-1].key == key
-
-
-def _busy_text(s: Session, event: UserEvent) -> str:
-    cur = s.current
-    if isinstance(event, Start):
-        return "A session is already running here — /finish or /cancel it first."
-    if s.state is State.ASSEMBLING:
-        return "I'm joining the video now — hang on, it will arrive here."
-    if isinstance(event, ImageReceived):
-        return _second_picture_text(s)
-    if isinstance(event, (Undo, Finish)):  # only awaiting_image refuses these while active
-        return "Nothing to do yet — send the start picture first."
-    if isinstance(event, PromptText) and s.state is State.GENERATING and cur is not None:
-        return (
-            f"Still working on segment {cur.number} — I'll post it for review when it's ready. "
-            "Send the next prompt after that."
-        )
-    if isinstance(event, PromptText) and cur is not None:
-        return (
-            f"Segment {cur.number} is waiting for review: approve ✅ or regenerate 🔁 it first "
-            "(/regenerate <prompt> redoes it with a new prompt)."
-        )
-    if isinstance(event, ChangeSettings) and cur is not None:
-        return f"Settings can't change while segment {cur.number} is being made — try again once it's ready."
-    return "That can't be done right now."
-
-
-def _second_picture_text(s: Session) -> str:
-    if s.approved:
-        return (
-            "This session already has its start picture, and the next segment continues from the last "
-            "approved one. To start over from another picture, /cancel, then /start."
-        )
-    if s.state is State.GENERATING:
-        return "To start from this picture instead, /undo to stop segment 1, then send the picture again."
-    return "To start from this picture instead, ↩ Undo the take of segment 1, then send the picture again."
 
 
 # -- handlers -------------------------------------------------------------------------------------
@@ -423,7 +334,7 @@ def _on_image(s: Session, e: Event, limits: Limits) -> Transition:
     assert isinstance(e, ImageReceived)
     if s.state is State.AWAITING_PROMPT:
         if s.approved:
-            return s, [Say(_second_picture_text(s))]
+            return s, [Say(second_picture_text(s))]
         # Nothing approved yet (at most a failed take): the new picture simply replaces the old.
         return _take_picture(s, e.picture, None, limits, [])
     return _take_picture(s, e.picture, s.pending_prompt, limits, [])
@@ -478,11 +389,11 @@ def _on_regenerate(s: Session, e: Event, limits: Limits) -> Transition:
     if cur is None and e.segment is None:
         return s, [Say("Nothing to regenerate — send a prompt for the next segment.", ephemeral=True)]
     if cur is None or (e.segment is not None and e.segment != cur.key):
-        return s, [_stale_review(s, e.segment)]
+        return s, [stale_review(s, e.segment)]
     prompt = clean_prompt(e.prompt or "") or cur.prompt
     if problem := _prompt_problem(prompt, limits):
         return s, [Say(problem)]
-    effects = _pressed(e, f"🔁 Regenerating segment {cur.number}…")
+    effects = pressed(e, f"🔁 Regenerating segment {cur.number}…")
     if cur.result is not None:  # reviewing; a failed take (awaiting_prompt) is already settled
         effects.append(RejectSegment(s.id, cur.key))
     return _enqueue(s, prompt, effects)
@@ -520,8 +431,8 @@ def _on_approve(s: Session, e: Event, limits: Limits) -> Transition:
     cur = s.current
     assert cur is not None and cur.result is not None
     if e.segment is not None and e.segment != cur.key:
-        return s, [_stale_review(s, e.segment)]
-    effects = _pressed(e, f"✅ Approved segment {cur.number}.")
+        return s, [stale_review(s, e.segment)]
+    effects = pressed(e, f"✅ Approved segment {cur.number}.")
     s = replace(s, state=State.AWAITING_PROMPT, approved=(*s.approved, cur), current=None)
     text = f"Segment {cur.number} approved — {s.seconds:.1f} s so far. "
     if len(s.approved) >= limits.max_segments:
@@ -537,14 +448,14 @@ def _on_approve_and_finish(s: Session, e: Event, limits: Limits) -> Transition:
     cur = s.current
     if s.state is State.AWAITING_PROMPT:
         # Pressed again after the approval (the join failed, say): a Finish on that take.
-        if e.segment is not None and _is_last_approved(s, e.segment):
-            return _assemble(s, [*_pressed(e, "🏁 Joining the video…")])
-        return s, [_stale_review(s, e.segment)]
+        if e.segment is not None and is_last_approved(s, e.segment):
+            return _assemble(s, [*pressed(e, "🏁 Joining the video…")])
+        return s, [stale_review(s, e.segment)]
     assert cur is not None and cur.result is not None
     if e.segment is not None and e.segment != cur.key:
-        return s, [_stale_review(s, e.segment)]
+        return s, [stale_review(s, e.segment)]
     effects = [
-        *_pressed(e, f"✅ Approved segment {cur.number} — joining the video…"),
+        *pressed(e, f"✅ Approved segment {cur.number} — joining the video…"),
         ApproveSegment(s.id, cur.key),
     ]
     s = replace(s, state=State.AWAITING_PROMPT, approved=(*s.approved, cur), current=None)
@@ -556,12 +467,12 @@ def _on_undo(s: Session, e: Event, limits: Limits) -> Transition:
     cur = s.current
     if e.segment is not None and (s.state is State.AWAITING_PROMPT or cur is None or e.segment != cur.key):
         # A press acts on its own take only: never on whatever happens to be newest now.
-        return s, [_stale_review(s, e.segment)]
+        return s, [stale_review(s, e.segment)]
     if s.state is State.GENERATING:
         assert cur is not None
         s = replace(s, state=State.AWAITING_PROMPT, current=None)
         return s, [
-            *_pressed(e, f"↩ Stopped segment {cur.number}."),
+            *pressed(e, f"↩ Stopped segment {cur.number}."),
             CancelJob(s.id, cur.key),
             Say(f"Stopped segment {cur.number}. Send a new prompt for it."),
         ]
@@ -570,7 +481,7 @@ def _on_undo(s: Session, e: Event, limits: Limits) -> Transition:
         s = replace(s, state=State.AWAITING_PROMPT, current=None)
         more = f", or /undo again to remove segment {cur.number - 1}" if s.approved else ""
         text = f"Discarded this take of segment {cur.number}. Send a new prompt for it{more}."
-        return s, [*_pressed(e, "↩ Take discarded."), RejectSegment(s.id, cur.key), Say(text)]
+        return s, [*pressed(e, "↩ Take discarded."), RejectSegment(s.id, cur.key), Say(text)]
     if not s.approved:
         return s, [Say("Nothing to undo yet.", ephemeral=True)]
     last = s.approved[-1]
@@ -585,15 +496,15 @@ def _on_finish(s: Session, e: Event, limits: Limits) -> Transition:
     cur = s.current if s.state is State.GENERATING else None
     if e.segment is not None:
         # A Finish button is valid on the last approved segment while the session awaits a prompt.
-        if s.state is State.AWAITING_PROMPT and _is_last_approved(s, e.segment):
-            return _assemble(s, _pressed(e, "🏁 Joining the video…"))
+        if s.state is State.AWAITING_PROMPT and is_last_approved(s, e.segment):
+            return _assemble(s, pressed(e, "🏁 Joining the video…"))
         if cur is not None:
             text = f"Segment {cur.number} is still being made — /finish stops it and joins the approved segments."
             return s, [Say(text, ephemeral=True)]
         if s.approved and any(seg.key == e.segment for seg in s.approved):
             text = f"That button is out of date — use 🏁 Finish on segment {len(s.approved)}, or /finish."
             return s, [Say(text, ephemeral=True)]
-        return s, [Say(_STALE, ephemeral=True)]
+        return s, [Say(STALE, ephemeral=True)]
     if not s.approved:
         if cur is not None:
             return s, [Say(f"Nothing is approved yet — segment {cur.number} is still being made.")]
