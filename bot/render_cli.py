@@ -151,10 +151,8 @@ def plan_render(args: argparse.Namespace, config: Config) -> RenderPlan:
     size_text = args.size or _typed(settings, "size", str, where)
     if size_text:
         width, height = _parse_size(size_text)
-    elif g.size_mode == "fit":
-        width, height = params.fit_size(image_w, image_h, g.width * g.height)
     else:
-        width, height = g.width, g.height
+        width, height = params.segment_size(image_w, image_h, g.width, g.height, g.size_mode)
     if width * height > config.limits.max_pixels:
         raise RenderInputError(f"size {width}x{height} is over the limit of {config.limits.max_pixels} pixels")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import io
 import logging
 import time
@@ -25,7 +24,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from bot import core
-from bot.core import State, Via
+from bot.core import Via
 from bot.dispatcher import Dispatcher
 from bot.pictures import picture_problem
 from bot.ports import Action, ChatPort, ChatRef, FinalPost, PrivateReply, SegmentPost, control_id
@@ -100,7 +99,8 @@ class ConversationService:
             max_prompt_chars=lim.prompt_chars,
             max_segments=lim.segments_per_session,
             max_steps=lim.max_steps,
-            pixel_budget=g.width * g.height,
+            size=(g.width, g.height),
+            size_mode=g.size_mode,
             max_pixels=max(lim.max_pixels, g.width * g.height),
         )
         self._progress: dict[int, _Progress] = {}
@@ -229,9 +229,11 @@ class ConversationService:
                 return
             event = core.Regenerate(user_id=user_id, via=Via.CONTROL, segment=key)
         elif action is Action.UNDO:
-            event = core.Undo(user_id=user_id, via=Via.CONTROL)
+            event = core.Undo(user_id=user_id, via=Via.CONTROL, segment=key)
+        elif action is Action.APPROVE_FINISH:
+            event = core.ApproveAndFinish(user_id=user_id, via=Via.CONTROL, segment=key)
         else:
-            event = core.Finish(user_id=user_id, via=Via.CONTROL)
+            event = core.Finish(user_id=user_id, via=Via.CONTROL, segment=key)
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
     async def reaction(
@@ -385,8 +387,16 @@ class ConversationService:
     # --- recovery ---------------------------------------------------------------------------
 
     async def resume(self) -> None:
-        """After a restart: re-queue unfinished jobs in their original order, post finished
-        segments that were never posted, and restart interrupted joins."""
+        """After a restart: bring sessions whose state and takes disagree together, re-queue
+        unfinished jobs in their original order, post finished segments that were never posted,
+        and restart interrupted joins."""
+        for row in await self.store.list_sessions(
+            (SessionState.AWAITING_PROMPT, SessionState.GENERATING, SessionState.REVIEWING)
+        ):
+            try:
+                await self._reconcile(row.id)
+            except Exception:
+                log.exception("could not reconcile session %s", row.id)
         for segment in await self.store.list_resumable_jobs():
             row = await self.store.get_session(segment.session_id)
             if segment.status is SegmentStatus.RUNNING:
@@ -400,6 +410,25 @@ class ConversationService:
             _, session, _ = await self._load(row.id)
             self._start_assembly(row, session.approved)
         await self.post_unposted()
+
+    async def _reconcile(self, session_id: str) -> None:
+        """A crash between storing a take's result and moving its session on leaves them
+        disagreeing; the core says which state the takes imply. Persist it, then act on it."""
+        async with self._session_lock(session_id):
+            row = await self.store.get_session(session_id)
+            rows = await self.store.list_segments(session_id)
+            base, take = self._saved(row, rows)
+            new, effects = core.reconcile(base, row.state, take)
+            if new.state is row.state and not effects:
+                return
+            log.warning("session %s was %s after a restart; now %s", row.id, row.state.value, new.state.value)
+            row = await self.store.update_session(row.id, state=new.state)
+            ids = {core.SegmentKey(r.idx, r.attempt): r.id for r in rows}
+            for effect in effects:
+                try:
+                    await self._perform(row, new, effect, ids)
+                except Exception:
+                    log.exception("effect %s of session %s failed", type(effect).__name__, session_id)
 
     async def post_unposted(self) -> None:
         """Post what was finished but never posted: a segment up for review or a final video
@@ -447,10 +476,11 @@ class ConversationService:
             new, effects = core.step(session, event, admins=admins, limits=self.limits)
             ids = await self._persist(row, session, new, effects, rows)
             row = await self.store.get_session(session_id)
+            chat = ChatRef(row.platform.value, row.chat_id, row.thread_id)
             for effect in effects:
                 try:
-                    if reply is not None and isinstance(effect, core.Say) and effect.ephemeral:
-                        await reply(effect.text)
+                    if isinstance(effect, core.Say) and effect.ephemeral:
+                        await self._answer(chat, effect.text, reply, typed=getattr(event, "via", None) is Via.COMMAND)
                         continue
                     await self._perform(row, new, effect, ids)
                 except Exception:
@@ -619,7 +649,7 @@ class ConversationService:
                 ("✅ Approve", Action.APPROVE),
                 ("🔁 Regenerate", Action.REGENERATE),
                 ("↩ Undo", Action.UNDO),
-                ("🏁 Finish", Action.FINISH),
+                ("🏁 Approve & finish", Action.APPROVE_FINISH),
             )
         )
         frames = int(seg_row.params.get("frames", segment.frames))
@@ -733,10 +763,16 @@ class ConversationService:
     def _port(self, chat: ChatRef) -> ChatPort:
         return self.ports[chat.platform]
 
-    async def _answer(self, chat: ChatRef, text: str, reply: PrivateReply | None) -> None:
-        """To the acting user alone where the platform allows it, else into the chat."""
+    async def _answer(self, chat: ChatRef, text: str, reply: PrivateReply | None, *, typed: bool = True) -> None:
+        """A note for the acting user alone: privately where the adapter gave a way (``reply``).
+        Without one, the answer to a typed command goes into the chat (the command is there, and
+        the user waits for an answer); any other note (a reaction's) is dropped, never posted
+        into the chat for everyone."""
         if reply is None:
-            await self._say(chat, text)
+            if typed:
+                await self._say(chat, text)
+            else:
+                log.debug("no private channel for a note in %s; dropped: %s", chat, text)
             return
         try:
             await reply(text)
@@ -844,6 +880,12 @@ class ConversationService:
 
     def _rebuild(self, row: SessionRow, rows: list[SegmentRow]) -> core.Session:
         """The core's view of a session, from its rows."""
+        base, take = self._saved(row, rows)
+        return core.restore(base, row.state, take)
+
+    def _saved(self, row: SessionRow, rows: list[SegmentRow]) -> tuple[core.Session, core.Take | None]:
+        """A session's rows as the core reads them: everything but the state and the current take
+        (see ``core.restore``), and the newest take at the next chain position."""
         stored = dict(row.settings)
         defaults = self.default_settings()
         settings = core.Settings(
@@ -859,39 +901,34 @@ class ConversationService:
         for r in rows:
             attempts += [0] * (r.idx + 1 - len(attempts))
             attempts[r.idx] = max(attempts[r.idx], r.attempt)
-        state = row.state
-        current = None
         takes = [r for r in rows if r.idx == len(approved)]
+        take = None
         if takes:
             newest = max(takes, key=lambda r: r.attempt)
-            # While generating, the take may already be stored done or failed: the job's report
-            # is written before the core hears of it, and only the core moves to reviewing.
-            wanted = {
-                State.GENERATING: (
-                    SegmentStatus.QUEUED,
-                    SegmentStatus.RUNNING,
-                    SegmentStatus.DONE,
-                    SegmentStatus.FAILED,
-                ),
-                State.REVIEWING: (SegmentStatus.DONE,),
-                State.AWAITING_PROMPT: (SegmentStatus.FAILED,),
-            }.get(state, ())
-            if newest.status in wanted:
-                current = _segment(newest)
-                if state is State.GENERATING:
-                    current = dataclasses.replace(current, result=None)
-        return core.Session(
+            take = core.Take(_segment(newest), _TAKE_STATUS[newest.status])
+        base = core.Session(
             id=row.id,
             owner_id=row.owner_id,
-            state=state,
             settings=settings,
             first_image=str(row.first_image) if row.first_image else None,
             pending_prompt=stored.get("pending_prompt"),
             approved=approved,
-            current=current,
             attempts=tuple(attempts),
             final_video=str(row.final_video) if row.final_video else None,
         )
+        return base, take
+
+
+#: How the core reads a stored take's status.
+_TAKE_STATUS = {
+    SegmentStatus.QUEUED: core.TakeStatus.PENDING,
+    SegmentStatus.RUNNING: core.TakeStatus.PENDING,
+    SegmentStatus.DONE: core.TakeStatus.DONE,
+    SegmentStatus.FAILED: core.TakeStatus.FAILED,
+    SegmentStatus.REJECTED: core.TakeStatus.SETTLED,
+    SegmentStatus.CANCELLED: core.TakeStatus.SETTLED,
+    SegmentStatus.APPROVED: core.TakeStatus.SETTLED,
+}
 
 
 def _segment(r: SegmentRow) -> core.Segment:

@@ -350,6 +350,11 @@ def _check(config: Config, source: str) -> None:
         params.check_frames(g.frames)
     except params.ParameterError as exc:
         fail("generation.frames", str(exc))
+    if g.frames not in params.SECONDS_TO_FRAMES.values():
+        # The chat offers whole seconds only (/settings seconds=2..5); any other default would
+        # be silently replaced there. `framechain render --frames` still takes any 4k+1.
+        chat_frames = ", ".join(f"{f} ({s} s)" for s, f in params.SECONDS_TO_FRAMES.items())
+        fail("generation.frames", f"must be one of the segment lengths the chat offers: {chat_frames}; got {g.frames}")
     positive = {
         "generation.fps": g.fps,
         "generation.steps": g.steps,

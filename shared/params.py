@@ -7,6 +7,7 @@ The reference is the ComfyUI workflow framechain replaces (design.md): Wan2.2 I2
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 #: The standard Wan negative prompt, kept the same across all segments.
 WAN_NEGATIVE_PROMPT = (
@@ -87,3 +88,23 @@ def fit_size(image_width: int, image_height: int, pixel_budget: int, multiple: i
             if err < best_err:
                 best, best_err = (w, h), err
     return best
+
+
+def segment_size(
+    image_width: int,
+    image_height: int,
+    width: int,
+    height: int,
+    size_mode: Literal["fit", "fixed"] = "fit",
+) -> tuple[int, int]:
+    """The size segments are made at from a start picture, given the configured ``width`` x
+    ``height``: "fit" keeps the picture's aspect ratio within width*height pixels (see
+    :func:`fit_size`); "fixed" is exactly width x height (the worker scales and centre-crops the
+    picture to it). The one rule for the chat and ``framechain render``."""
+    if size_mode == "fixed":
+        if image_width <= 0 or image_height <= 0:
+            raise ParameterError(f"image size must be positive, got {image_width}x{image_height}")
+        return check_side("width", width), check_side("height", height)
+    if size_mode != "fit":
+        raise ParameterError(f"size_mode must be 'fit' or 'fixed', got {size_mode!r}")
+    return fit_size(image_width, image_height, width * height)

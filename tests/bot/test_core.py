@@ -13,6 +13,7 @@ from bot.core import (
     DEFAULT_LIMITS,
     SEED_LIMIT,
     Approve,
+    ApproveAndFinish,
     ApproveSegment,
     AssemblyDone,
     AssemblyFailed,
@@ -20,6 +21,7 @@ from bot.core import (
     CancelAssembly,
     CancelJob,
     ChangeSettings,
+    Control,
     DropLastApproved,
     Effect,
     EnqueueSegment,
@@ -155,6 +157,7 @@ def sample_event(name: str, s: Session, user: str) -> Event:
         "Regenerate": Regenerate(user_id=user, segment=key, via=Via.CONTROL),
         "Undo": Undo(user_id=user),
         "Finish": Finish(user_id=user),
+        "ApproveAndFinish": ApproveAndFinish(user_id=user, segment=key, via=Via.CONTROL),
         "Cancel": Cancel(user_id=user),
         "Status": Status(user_id=user),
         "ChangeSettings": ChangeSettings(user_id=user, changes=(("steps", "8"),)),
@@ -189,7 +192,8 @@ MATRIX = {
     "Approve":        ("say",    "say",    "say",    "prompt", "say",    "say", "say"),
     "Regenerate":     ("say",    "say",    "say",    "gen",    "say",    "say", "say"),
     "Undo":           ("say",    "prompt", "prompt", "prompt", "say",    "say", "say"),
-    "Finish":         ("say",    "asm",    "asm",    "asm",    "say",    "say", "say"),
+    "Finish":         ("say",    "asm",    "asm",    "say",    "say",    "say", "say"),
+    "ApproveAndFinish": ("say",  "say",    "say",    "asm",    "say",    "say", "say"),
     "Cancel":         ("cxl",    "cxl",    "cxl",    "cxl",    "cxl",    "say", "say"),
     "Status":         ("say",    "say",    "say",    "say",    "say",    "say", "say"),
     "ChangeSettings": ("img",    "prompt", "say",    "review", "say",    "say", "say"),
@@ -243,9 +247,9 @@ def test_stranger_changes_nothing(name: str, state: State, outcome: str) -> None
     assert after == before
     if isinstance(event, Status):
         assert kinds(effects) == [Say]  # anyone may look
-    elif event.via is Via.COMMAND:
+    elif event.via is not Via.MESSAGE:  # a typed command, a button or a reaction: told privately
         assert effects == [Say("Only the person who started this session can do that.", ephemeral=True)]
-    else:  # messages, pictures, buttons and reactions from others are chatter
+    else:  # messages and pictures from others are chatter
         assert effects == []
 
 
@@ -255,7 +259,7 @@ def test_stranger_refusal_depends_on_how_the_event_came(via: Via) -> None:
     assert s.current is not None
     after, effects = step(s, Approve(user_id=STRANGER, segment=s.current.key, via=via))
     assert after == s
-    assert (effects != []) == (via is Via.COMMAND)
+    assert (effects != []) == (via is not Via.MESSAGE)
 
 
 def test_stranger_may_view_settings_but_not_change_them() -> None:
@@ -299,14 +303,18 @@ def test_full_session_start_to_finish() -> None:
     assert s.state is State.REVIEWING
     [post] = fx
     assert isinstance(post, PostSegment) and post.segment.result == SegmentResult("seg0.1.mp4", "seg0.1.png", 81, 1234)
-    assert "Segment 1, take 1" in post.caption and "seed 1234" in post.caption and "a boat sails" in post.caption
+    assert post.caption == "Segment 1 · take 1 · 5.1 s · seed 1234\n“a boat sails”"
 
     s, fx = run(s, Regenerate(user_id=OWNER, segment=SegmentKey(0, 1), via=Via.CONTROL))
-    assert kinds(fx) == [RejectSegment, EnqueueSegment]
+    assert kinds(fx) == [Say, RejectSegment, EnqueueSegment]
+    assert fx[0] == Say("🔁 Regenerating segment 1…", ephemeral=True)
     s, _ = run(s, done(SegmentKey(0, 2)))
     s, fx = run(s, Approve(user_id=OWNER, segment=SegmentKey(0, 2), via=Via.CONTROL))
-    assert fx[0] == ApproveSegment("s1", SegmentKey(0, 2))
-    assert "Segment 1 approved — 5.1 s so far" in says(fx)[0]
+    assert fx[:2] == [
+        Say("✅ Approved segment 1.", ephemeral=True),
+        ApproveSegment("s1", SegmentKey(0, 2), keep_controls=(Control.FINISH,)),
+    ]
+    assert "Segment 1 approved — 5.1 s so far" in says(fx)[1]
     assert s.start_image == "seg0.2.png"
 
     s, fx = run(s, PromptText(user_id=OWNER, text="it docks"))
@@ -598,16 +606,11 @@ def test_finish_with_nothing_approved() -> None:
     assert after == s and says(fx) == ["Nothing to join yet — approve at least one segment first."]
     s = reviewing(0)
     after, fx = run(s, Finish(user_id=OWNER))
-    assert after == s and says(fx) == ["Nothing is approved yet — approve segment 1 first, then /finish."]
-
-
-def test_finish_while_reviewing_leaves_the_take_out() -> None:
-    s, fx = run(reviewing(1), Finish(user_id=OWNER))
-    assert s.state is State.ASSEMBLING and s.current is None
-    assert kinds(fx) == [RejectSegment, Say, StartAssembly, Say]
-    assert says(fx)[0] == "Segment 2 wasn't approved, so it's left out."
-    assembly = fx[2]
-    assert isinstance(assembly, StartAssembly) and [seg.key for seg in assembly.segments] == [SegmentKey(0, 1)]
+    assert after == s
+    assert says(fx) == ["Segment 1 take 1 is still under review: ✅ Approve & finish makes it the video."]
+    s = generating(0)
+    after, fx = run(s, Finish(user_id=OWNER))
+    assert after == s and says(fx) == ["Nothing is approved yet — segment 1 is still being made."]
 
 
 def test_finish_while_generating_stops_the_job() -> None:
@@ -744,7 +747,7 @@ def test_settings_values_are_checked_on_construction() -> None:
     with pytest.raises(ValueError, match="width"):
         Settings(width=650)
     with pytest.raises(ValueError, match="max_pixels"):
-        Limits(pixel_budget=1000 * 1000, max_pixels=640 * 640)
+        Limits(size=(1008, 1008), max_pixels=640 * 640)
 
 
 # -- status, texts, session consistency ------------------------------------------------------------

@@ -10,6 +10,7 @@ from bot.core import (
     EVENT_TYPES,
     TRANSITIONS,
     Approve,
+    ApproveAndFinish,
     AssemblyDone,
     AssemblyFailed,
     Cancel,
@@ -126,6 +127,9 @@ def events(s: Session, user: str) -> list[Event]:
     out += [PromptText(user_id=user, text=t) for t in ("", "a cat", long)]
     for key, via in itertools.product(keys, Via):
         out.append(Approve(user_id=user, segment=key, via=via))
+        out.append(ApproveAndFinish(user_id=user, segment=key, via=via))
+        out.append(Undo(user_id=user, segment=key, via=via))
+        out.append(Finish(user_id=user, segment=key, via=via))
         for prompt in (None, "new", long):
             out.append(Regenerate(user_id=user, segment=key, prompt=prompt, via=via))
     out += [Undo(user_id=user), Finish(user_id=user), Cancel(user_id=user)]

@@ -117,7 +117,7 @@ async def session_on_discord(
         "✅ Approve",
         "🔁 Regenerate",
         "↩ Undo",
-        "🏁 Finish",
+        "🏁 Approve & finish",
     ]
     first = segment_id_of(take1)
 

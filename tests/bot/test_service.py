@@ -35,7 +35,7 @@ async def test_full_session(tmp_path: Path) -> None:
         post = chat.of("segment")[0].post
         assert (post.width, post.height, post.frames) == (64, 64, 33)
         assert "preview" in post.caption and post.index == 1 and post.attempt == 1
-        assert [c for _, c in post.controls] == [f"seg:{first}:{a}" for a in ("approve", "regen", "undo", "finish")]
+        assert [c for _, c in post.controls] == [f"seg:{first}:{a}" for a in ("approve", "regen", "undo", "apfin")]
         # Progress: one message per job, created when queued, edited, ending "ready".
         progress = [s for s in chat.of("text") if s.text.startswith("⏳ Segment 1")]
         assert len(progress) == 1
@@ -54,10 +54,15 @@ async def test_full_session(tmp_path: Path) -> None:
         assert chat.of("segment")[1].post.attempt == 2
         assert (await bot.store.get_segment(first)).status is SegmentStatus.REJECTED
 
-        await svc.control(CHAT, OWNER, second_take, Action.APPROVE)
-        await svc.control(CHAT, OWNER, second_take, Action.APPROVE)  # pressed twice: no harm
+        notes: list[str] = []
+
+        async def note(text: str) -> None:
+            notes.append(text)
+
+        await svc.control(CHAT, OWNER, second_take, Action.APPROVE, reply=note)
+        await svc.control(CHAT, OWNER, second_take, Action.APPROVE, reply=note)  # pressed twice: no harm
         assert (await bot.store.get_segment(second_take)).status is SegmentStatus.APPROVED
-        assert any("already approved" in t for t in chat.texts())
+        assert notes == ["✅ Approved segment 1.", "Segment 1 is already approved."]
         await svc.text(CHAT, OWNER, "a bird flies past")
         [*_, seg2] = await segment_posts(bot, 3)
         # Segment 2 starts from segment 1's hand-off frame.
@@ -268,6 +273,7 @@ async def test_notes_for_the_acting_user_go_to_the_private_reply(tmp_path: Path)
         await svc.command(CHAT, "stranger", "finish", reply=reply)
         await svc.command(CHAT, OWNER, "frobnicate", reply=reply)
         assert private == [
+            "✅ Approved segment 1.",
             "Segment 1 is already approved.",
             "Only the person who started this session can do that.",
             "I don't know /frobnicate. Send /help for the commands.",

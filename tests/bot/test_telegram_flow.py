@@ -148,7 +148,7 @@ async def session(
         Action.APPROVE,
         Action.REGENERATE,
         Action.UNDO,
-        Action.FINISH,
+        Action.APPROVE_FINISH,
     ]
     assert take1.params["supports_streaming"] and (take1.params["width"], take1.params["height"]) == (64, 64)
     assert take1.file("thumbnail") is not None

@@ -1,0 +1,522 @@
+"""The conversation core's vocabulary: sessions, segments, settings, events and effects.
+
+Plain frozen dataclasses, no I/O and no rules beyond each value's own consistency; the rules
+are in :mod:`bot.core`, which re-exports everything here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal, NamedTuple
+
+from shared.params import (
+    DEFAULT_FPS,
+    DEFAULT_HEIGHT,
+    DEFAULT_STEPS,
+    DEFAULT_WIDTH,
+    SIDE_MULTIPLE,
+    WAN_NEGATIVE_PROMPT,
+    ParameterError,
+    frames_for_seconds,
+)
+from shared.protocol import FailureKind
+
+#: Seeds are 0 <= seed < 2**63: what the worker and the store (signed int64) accept.
+SEED_LIMIT = 2**63
+
+SizeMode = Literal["fit", "fixed"]
+
+# -- state ----------------------------------------------------------------------------------------
+
+
+class State(StrEnum):
+    AWAITING_IMAGE = "awaiting_image"
+    AWAITING_PROMPT = "awaiting_prompt"
+    GENERATING = "generating"
+    REVIEWING = "reviewing"
+    ASSEMBLING = "assembling"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+    @property
+    def over(self) -> bool:
+        return self in (State.FINISHED, State.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server-wide limits, from the configuration."""
+
+    max_prompt_chars: int = 1000
+    max_negative_chars: int = 2000
+    #: Approved segments per session.
+    max_segments: int = 24
+    max_steps: int = 50
+    #: The configured segment size (width, height); see :func:`shared.params.segment_size`:
+    #: "fit" keeps a start picture's aspect ratio within this many pixels, "fixed" uses it as is.
+    size: tuple[int, int] = (DEFAULT_WIDTH, DEFAULT_HEIGHT)
+    size_mode: SizeMode = "fit"
+    #: Largest area a user may choose with /settings size.
+    max_pixels: int = 1280 * 720
+
+    def __post_init__(self) -> None:
+        for name in ("max_prompt_chars", "max_negative_chars", "max_segments", "max_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.size_mode not in ("fit", "fixed"):
+            raise ValueError(f"size_mode must be 'fit' or 'fixed', got {self.size_mode!r}")
+        if self.pixel_budget < SIDE_MULTIPLE * SIDE_MULTIPLE:
+            raise ValueError(f"pixel_budget must be at least {SIDE_MULTIPLE**2}, got {self.pixel_budget}")
+        if self.max_pixels < self.pixel_budget:
+            raise ValueError(f"max_pixels ({self.max_pixels}) must be >= pixel_budget ({self.pixel_budget})")
+
+    @property
+    def pixel_budget(self) -> int:
+        return self.size[0] * self.size[1]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per-session generation settings; the defaults reproduce the reference workflow."""
+
+    seconds: int = 5
+    steps: int = DEFAULT_STEPS
+    #: None draws a fresh random seed for every take.
+    seed: int | None = None
+    negative_prompt: str = WAN_NEGATIVE_PROMPT
+    width: int = DEFAULT_WIDTH
+    height: int = DEFAULT_HEIGHT
+
+    def __post_init__(self) -> None:
+        # Limit-independent checks; a row from the store or the config must already pass these.
+        frames_for_seconds(self.seconds)
+        if not _is_int(self.steps) or self.steps < 1:
+            raise ParameterError(f"steps must be at least 1, got {self.steps!r}")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < SEED_LIMIT):
+            raise ParameterError(f"seed must be None or in [0, 2**63), got {self.seed!r}")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < SIDE_MULTIPLE or value % SIDE_MULTIPLE:
+                raise ParameterError(f"{name} must be a positive multiple of {SIDE_MULTIPLE}, got {value!r}")
+
+    @property
+    def frames(self) -> int:
+        return frames_for_seconds(self.seconds)
+
+
+class SegmentKey(NamedTuple):
+    """Names one take: chain position (0-based) and attempt at that position (1-based)."""
+
+    idx: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    video: str
+    #: The lossless hand-off frame (PNG).
+    last_frame: str
+    frames: int
+    #: The seed actually used.
+    seed: int
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One take of one chain position: its job parameters and, once done, its result."""
+
+    idx: int
+    attempt: int
+    prompt: str
+    negative_prompt: str
+    #: Requested seed; None lets the worker draw one (the result holds the one used).
+    seed: int | None
+    start_image: str
+    width: int
+    height: int
+    frames: int
+    steps: int
+    result: SegmentResult | None = None
+
+    @property
+    def key(self) -> SegmentKey:
+        return SegmentKey(self.idx, self.attempt)
+
+    @property
+    def number(self) -> int:
+        """1-based, as users count."""
+        return self.idx + 1
+
+
+@dataclass(frozen=True)
+class Session:
+    """Everything the rules need, and nothing more; rebuilt by the service from store rows.
+
+    ``current`` by state: generating -> the take being made (no result); reviewing -> the take
+    under review (with result); awaiting_prompt -> the last take if it failed (retryable), else
+    None; other states -> None.
+    """
+
+    id: str
+    owner_id: str
+    state: State = State.AWAITING_IMAGE
+    settings: Settings = field(default_factory=Settings)
+    #: The picture the session started from.
+    first_image: str | None = None
+    #: A prompt sent before the picture, used when the picture arrives.
+    pending_prompt: str | None = None
+    #: Approved segments in chain order (each with its result).
+    approved: tuple[Segment, ...] = ()
+    current: Segment | None = None
+    #: Takes made so far at each chain position (the store's max attempt per idx), so a new take
+    #: never reuses a (idx, attempt) pair, even after undo.
+    attempts: tuple[int, ...] = ()
+    final_video: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = _invariant_problems(self)
+        if problems:
+            raise ValueError(f"inconsistent session {self.id!r}: {'; '.join(problems)}")
+
+    @property
+    def start_image(self) -> str | None:
+        """Where the next segment starts: the last approved hand-off frame, else the first picture."""
+        if self.approved:
+            last = self.approved[-1].result
+            assert last is not None
+            return last.last_frame
+        return self.first_image
+
+    @property
+    def seconds(self) -> float:
+        """Length of the approved segments once joined."""
+        return joined_seconds(self.approved)
+
+    def next_attempt(self, idx: int) -> int:
+        return (self.attempts[idx] if idx < len(self.attempts) else 0) + 1
+
+
+def _invariant_problems(s: Session) -> list[str]:
+    problems = []
+    for i, seg in enumerate(s.approved):
+        if seg.idx != i or seg.result is None:
+            problems.append(f"approved[{i}] must have idx {i} and a result")
+    if len(s.attempts) < len(s.approved):
+        problems.append("attempts must cover every approved segment")
+    cur = s.current
+    if cur is not None and (cur.idx != len(s.approved) or cur.attempt > s.next_attempt(cur.idx) - 1):
+        problems.append("current must be the next chain position, counted in attempts")
+    need_current = {State.GENERATING: False, State.REVIEWING: True}
+    if s.state in need_current:
+        if cur is None or (cur.result is not None) != need_current[s.state]:
+            problems.append(
+                f"{s.state.value} needs a current take "
+                + ("with a result" if need_current[s.state] else "without a result")
+            )
+    elif s.state is State.AWAITING_PROMPT:
+        if cur is not None and cur.result is not None:
+            problems.append("awaiting_prompt keeps only a failed take")
+    elif cur is not None:
+        problems.append(f"{s.state.value} has no current take")
+    if s.state is not State.AWAITING_IMAGE and s.first_image is None and s.state is not State.CANCELLED:
+        problems.append(f"{s.state.value} needs the first picture")
+    if s.state is State.FINISHED and s.final_video is None:
+        problems.append("finished needs the final video")
+    return problems
+
+
+def joined_seconds(segments: tuple[Segment, ...] | list[Segment]) -> float:
+    """Segments 2..N drop their first frame when joined (it repeats the previous hand-off)."""
+    frames = [s.result.frames if s.result else s.frames for s in segments]
+    return (sum(frames) - max(len(frames) - 1, 0)) / DEFAULT_FPS if frames else 0.0
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+
+class Via(StrEnum):
+    """How a user event arrived; decides whether a stranger is answered."""
+
+    COMMAND = "command"  # a typed or slash command: a stranger gets a short refusal
+    MESSAGE = "message"  # a plain message or picture: chatter, strangers are ignored
+    CONTROL = "control"  # a button or reaction: strangers are ignored
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An uploaded picture, saved by the service in the data dir."""
+
+    path: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserEvent(Event):
+    user_id: str
+    via: Via = Via.COMMAND
+
+
+@dataclass(frozen=True, kw_only=True)
+class Start(UserEvent):
+    picture: Picture | None = None
+    prompt: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageReceived(UserEvent):
+    picture: Picture
+    via: Via = Via.MESSAGE
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptText(UserEvent):
+    text: str
+    via: Via = Via.MESSAGE
+
+
+@dataclass(frozen=True, kw_only=True)
+class Approve(UserEvent):
+    #: The take the button was on; None (a typed command) means the one under review.
+    segment: SegmentKey | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Regenerate(UserEvent):
+    segment: SegmentKey | None = None
+    #: A new prompt, or None to keep the take's prompt.
+    prompt: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Undo(UserEvent):
+    #: The take the button was on; None (a typed command) means whatever is newest now.
+    segment: SegmentKey | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finish(UserEvent):
+    #: The take the button was on (one under review, or the last approved segment's kept
+    #: button); None (a typed command) acts on the current state.
+    segment: SegmentKey | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApproveAndFinish(UserEvent):
+    """Approve the take under review and join the video, in one press."""
+
+    segment: SegmentKey | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cancel(UserEvent):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Status(UserEvent):
+    #: Filled in by the service from the dispatcher: 0 running now, k jobs ahead, None unknown.
+    queue_position: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChangeSettings(UserEvent):
+    #: (name, value) pairs as typed, e.g. (("seconds", "3"), ("seed", "random")); see
+    #: :func:`parse_settings`. Empty: show the settings.
+    changes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobProgress(Event):
+    segment: SegmentKey
+    step: int
+    total: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobDone(Event):
+    segment: SegmentKey
+    video: str
+    last_frame: str
+    frames: int
+    seed: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobFailed(Event):
+    segment: SegmentKey
+    kind: FailureKind
+    #: Shown to the user only for bad_input; internal details belong in the log.
+    message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssemblyDone(Event):
+    path: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssemblyFailed(Event):
+    #: A user-facing reason (e.g. "the video is too large to send"), or "" for a plain apology.
+    message: str = ""
+
+
+USER_EVENTS: tuple[type[UserEvent], ...] = (
+    Start,
+    ImageReceived,
+    PromptText,
+    Approve,
+    Regenerate,
+    Undo,
+    Finish,
+    ApproveAndFinish,
+    Cancel,
+    Status,
+    ChangeSettings,
+)
+SYSTEM_EVENTS: tuple[type[Event], ...] = (JobProgress, JobDone, JobFailed, AssemblyDone, AssemblyFailed)
+EVENT_TYPES: tuple[type[Event], ...] = (*USER_EVENTS, *SYSTEM_EVENTS)
+
+
+# -- effects --------------------------------------------------------------------------------------
+
+
+class Control(StrEnum):
+    """A control on a posted take; the values are those of ``bot.ports.Action``."""
+
+    APPROVE = "approve"
+    REGENERATE = "regen"
+    UNDO = "undo"
+    FINISH = "finish"
+    APPROVE_FINISH = "apfin"
+
+
+#: The controls of a take under review, in display order.
+REVIEW_CONTROLS: tuple[Control, ...] = (Control.APPROVE, Control.REGENERATE, Control.UNDO, Control.APPROVE_FINISH)
+
+
+@dataclass(frozen=True)
+class Effect:
+    pass
+
+
+@dataclass(frozen=True)
+class Say(Effect):
+    text: str
+    #: Only the acting user needs to see it (a refusal, a stale press): adapters may answer
+    #: ephemerally or as a callback toast, or fall back to a normal message.
+    ephemeral: bool = False
+
+
+@dataclass(frozen=True)
+class EnqueueSegment(Effect):
+    """Store a new queued segment with this (idx, attempt) and queue its job; post a progress message."""
+
+    session_id: str
+    #: For fairness across users.
+    owner_id: str
+    segment: Segment
+    #: The session's first picture (a colour-matching reference).
+    first_image: str
+
+
+@dataclass(frozen=True)
+class CancelJob(Effect):
+    """Stop the job (queued or running) and mark the take cancelled."""
+
+    session_id: str
+    segment: SegmentKey
+
+
+@dataclass(frozen=True)
+class UpdateProgress(Effect):
+    session_id: str
+    segment: SegmentKey
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
+class PostSegment(Effect):
+    """Post the take's video and last frame with approve / regenerate controls."""
+
+    session_id: str
+    segment: Segment
+    caption: str
+
+
+@dataclass(frozen=True)
+class ApproveSegment(Effect):
+    """Store: the take becomes approved and its last frame the session's start image. Its
+    review controls close, except ``keep_controls``, which stay on its message."""
+
+    session_id: str
+    segment: SegmentKey
+    keep_controls: tuple[Control, ...] = ()
+
+
+@dataclass(frozen=True)
+class RejectSegment(Effect):
+    """Store: the take under review is rejected."""
+
+    session_id: str
+    segment: SegmentKey
+
+
+@dataclass(frozen=True)
+class DropLastApproved(Effect):
+    """Store: the last approved segment is rejected; the previous hand-off becomes the start image."""
+
+    session_id: str
+    segment: SegmentKey
+
+
+@dataclass(frozen=True)
+class StartAssembly(Effect):
+    """Join these approved segments (in order) and report AssemblyDone / AssemblyFailed."""
+
+    session_id: str
+    segments: tuple[Segment, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CancelAssembly(Effect):
+    session_id: str
+
+
+@dataclass(frozen=True)
+class PostFinal(Effect):
+    session_id: str
+    path: str
+    caption: str
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# -- what the store holds (for recovery) ----------------------------------------------------------
+
+
+class TakeStatus(StrEnum):
+    """A stored take's status, as far as the rules care."""
+
+    PENDING = "pending"  # queued or running: its job will report
+    DONE = "done"  # made, not reviewed yet
+    FAILED = "failed"
+    SETTLED = "settled"  # rejected or cancelled: nothing more will happen to it
+
+
+@dataclass(frozen=True)
+class Take:
+    """The newest stored take at a session's next chain position, with its status."""
+
+    segment: Segment
+    status: TakeStatus
