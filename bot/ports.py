@@ -199,3 +199,9 @@ class Conversation(Protocol):
     ) -> None:
         """finish, undo, cancel, status, help, settings (``argument`` like ``seconds=3``)."""
         ...
+
+    async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
+        """The settings of the session a command from ``user_id`` here would act on (``session``,
+        ``owner``, ``seconds``, ``steps``, ``seed``: a number or ``random``), or None when no
+        session is live here. Read only: a settings keyboard shows them."""
+        ...
