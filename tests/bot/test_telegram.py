@@ -460,6 +460,21 @@ async def test_a_paste_ending_on_its_wait_is_handled_in_the_chats_order(
     assert [c.args["text"] for c in calls] == [text, "the next prompt"]
 
 
+async def test_a_regenerate_with_a_long_new_prompt_joins_too(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    prompt = typed(5000)
+    await paste(api, "/regenerate " + prompt)
+    (call,) = await conversation(front).wait(1)
+    assert (call.method, call.args["name"], call.args["argument"]) == ("command", "regenerate", prompt)
+
+
+async def test_a_paste_that_fails_after_its_wait_is_apologised_for(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    text = typed(4096)
+    conversation(front).fail_on_text = text
+    await api.user_message(USER, USER, text=text)
+    (apology,) = await api.wait_for("sendMessage")
+    assert apology.params["text"].startswith("Sorry, something went wrong") and apology.params["chat_id"] == USER
+
+
 # --- review ------------------------------------------------------------------------------------
 
 
