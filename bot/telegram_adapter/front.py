@@ -6,10 +6,15 @@ Updates become :class:`~bot.ports.Conversation` calls; the conversation answers 
 - ``/start`` as the caption of a photo, or of an image sent as a file (full quality), optionally
   followed by the first prompt; or a bare ``/start``, then the picture. A picture's size is
   checked from the update's metadata before anything is downloaded.
-- Any other text is a prompt (groups with privacy mode on deliver only replies to the bot).
-- Review buttons carry ``bot.ports.control_id`` data; 👍/👎 reactions on a segment's messages
-  approve/regenerate (Telegram delivers them where ``message_reaction`` is an allowed update
-  and, in groups, the bot is an admin).
+- Any other text is a prompt (groups with privacy mode on deliver only replies to the bot). A
+  long paste the client sent in pieces reaches the conversation joined, as one prompt
+  (:mod:`bot.telegram_adapter.paste`).
+- Review buttons carry ``bot.ports.control_id`` data; 👍/👎/🏆 (or 🏁) reactions on a segment's
+  messages approve/regenerate/finish (Telegram delivers them where ``message_reaction`` is an
+  allowed update and, in groups, the bot is an admin).
+- Every button press is answered once; what the service has to say to the presser alone is the
+  answer's toast (:mod:`bot.telegram_adapter.answers`). A reaction cannot be answered
+  privately: such notes are only logged, never posted in the chat.
 - Who may act on a session is the service's business; this module only applies the configured
   allow lists and tells the service whether the user is an admin.
 - A chat is a Telegram chat; a forum topic is its thread. Updates of one chat are handled in

@@ -272,6 +272,17 @@ async def test_settings_keyboard_shows_and_changes_the_settings(api: BotApiStand
     assert len(api.sent("sendMessage")) == 1  # a typed change gets no second keyboard
 
 
+async def test_a_settings_button_from_before_they_named_their_session_still_works(
+    api: BotApiStandIn, front: TelegramFrontEnd
+) -> None:
+    conversation(front).settings = dict(LIVE)
+    keyboard = await front.port.send_text(private(), "Settings")
+    query = await api.press(USER, USER, int(keyboard), "set:seconds=3")
+    await api.wait_for("answerCallbackQuery")
+    (call,) = await conversation(front).wait(1)
+    assert (call.args["name"], call.args["argument"]) == ("settings", "seconds=3") and api.query_answered(query)
+
+
 async def test_settings_keyboard_marks_typed_values_too(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
     conversation(front).settings = {**LIVE, "steps": "25", "seed": "42"}
     await api.user_message(USER, USER, text="/settings")
