@@ -212,3 +212,9 @@ class Conversation(Protocol):
         """Settings changes as (name, value) pairs, e.g. a slash command's options; a value is
         taken as it is (a negative prompt may contain ``=``). Empty: show the settings."""
         ...
+
+    async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
+        """The settings of the session a command from ``user_id`` here would act on (``session``,
+        ``owner``, ``seconds``, ``steps``, ``seed``: a number or ``random``), or None when no
+        session is live here. Read only: a settings keyboard shows them."""
+        ...

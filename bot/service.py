@@ -312,6 +312,22 @@ class ConversationService:
         event = core.ChangeSettings(user_id=user_id, changes=changes)
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
+    async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
+        """The settings of the session a command from ``user_id`` here acts on, or None when no
+        session is live here: ``session`` (its id), ``owner``, ``seconds``, ``steps``, ``seed``
+        (a number or ``random``). Read only; for showing the settings keyboard's choices."""
+        row = await self._session_for(chat, user_id)
+        if row is None:
+            return None
+        settings = self._rebuild(row, []).settings
+        return {
+            "session": row.id,
+            "owner": row.owner_id,
+            "seconds": str(settings.seconds),
+            "steps": str(settings.steps),
+            "seed": "random" if settings.seed is None else str(settings.seed),
+        }
+
     # --- dispatcher listener ----------------------------------------------------------------
 
     async def job_position(self, job_id: str, position: int) -> None:

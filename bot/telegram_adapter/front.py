@@ -6,10 +6,15 @@ Updates become :class:`~bot.ports.Conversation` calls; the conversation answers 
 - ``/start`` as the caption of a photo, or of an image sent as a file (full quality), optionally
   followed by the first prompt; or a bare ``/start``, then the picture. A picture's size is
   checked from the update's metadata before anything is downloaded.
-- Any other text is a prompt (groups with privacy mode on deliver only replies to the bot).
-- Review buttons carry ``bot.ports.control_id`` data; 👍/👎 reactions on a segment's messages
-  approve/regenerate (Telegram delivers them where ``message_reaction`` is an allowed update
-  and, in groups, the bot is an admin).
+- Any other text is a prompt (groups with privacy mode on deliver only replies to the bot). A
+  long paste the client sent in pieces reaches the conversation joined, as one prompt
+  (:mod:`bot.telegram_adapter.paste`).
+- Review buttons carry ``bot.ports.control_id`` data; 👍/👎/🏆 (or 🏁) reactions on a segment's
+  messages approve/regenerate/finish (Telegram delivers them where ``message_reaction`` is an
+  allowed update and, in groups, the bot is an admin).
+- Every button press is answered once; what the service has to say to the presser alone is the
+  answer's toast (:mod:`bot.telegram_adapter.answers`). A reaction cannot be answered
+  privately: such notes are only logged, never posted in the chat.
 - Who may act on a session is the service's business; this module only applies the configured
   allow lists and tells the service whether the user is an admin.
 - A chat is a Telegram chat; a forum topic is its thread. Updates of one chat are handled in
@@ -21,17 +26,17 @@ Updates become :class:`~bot.ports.Conversation` calls; the conversation answers 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dtm
 import logging
 import re
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from telegram import (
     BotCommand,
-    InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
     ReactionTypeEmoji,
@@ -50,6 +55,8 @@ from telegram.ext import (
 )
 
 from bot.ports import Action, ChatRef, Conversation, parse_control
+from bot.telegram_adapter.answers import CallbackAnswer
+from bot.telegram_adapter.paste import CAPTION_CUTS, PASTE_WAIT, TEXT_CUTS, PasteJoiner, PasteKey
 from bot.telegram_adapter.port import (
     MB,
     NOOP,
@@ -60,8 +67,8 @@ from bot.telegram_adapter.port import (
     download_limit_bytes,
 )
 from bot.telegram_adapter.retry import DEFAULT_RETRY, RetryPolicy, with_retries
-from shared.config import Config, LimitsConfig
-from shared.params import SECONDS_TO_FRAMES
+from bot.telegram_adapter.settings_keyboard import SETTINGS_HINT, SETTINGS_PREFIX, SettingsKeyboards
+from shared.config import Config
 
 log = logging.getLogger("framechain.telegram")
 
@@ -79,19 +86,14 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 #: Commands handed to Conversation.command (start has its own method).
 FORWARDED = frozenset({"finish", "undo", "cancel", "status", "settings", "help", "regenerate", "approve"})
 ALLOWED_UPDATES = ("message", "callback_query", "message_reaction")
-#: Telegram's fixed reaction set has these two; anything else is not a review.
-REACTIONS = {"👍": Action.APPROVE, "👎": Action.REGENERATE}
-SETTINGS_PREFIX = "set:"
-#: answerCallbackQuery shows at most 200 characters.
-CALLBACK_TEXT_LIMIT = 200
-#: Steps offered on the /settings keyboard (those within limits.max_steps).
-STEP_CHOICES = (4, 8, 12, 20, 30)
+#: Review reactions. Telegram's fixed set offers 👍, 👎 and 🏆 (finish); 🏁 is the finish of
+#: the other platforms, for clients that can send it. Anything else is not a review.
+REACTIONS = {"👍": Action.APPROVE, "👎": Action.REGENERATE, "🏆": Action.FINISH, "🏁": Action.FINISH}
 #: Concurrent updates in all; one chat's are still handled one at a time.
 MAX_CONCURRENT_UPDATES = 64
 
 NOT_A_PICTURE = "That file isn't a picture. Send a photo, or an image file (JPEG, PNG or WebP)."
 NOT_ALLOWED = "Sorry, this bot only works for the people its owner has allowed."
-SETTINGS_HINT = "Tap to change the settings for the next take, or type them, e.g. /settings seconds=3 steps=8 seed=42"
 
 _COMMAND = re.compile(r"^/(?P<name>[A-Za-z0-9_]{1,32})(?:@(?P<bot>[A-Za-z0-9_]+))?(?:\s+(?P<arg>.*))?$", re.S)
 
@@ -113,23 +115,17 @@ def parse_command(text: str, bot_username: str) -> Command | None:
     return Command(match["name"].lower(), (match["arg"] or "").strip())
 
 
-def settings_keyboard(limits: LimitsConfig) -> InlineKeyboardMarkup:
-    lengths = [
-        InlineKeyboardButton(f"{s} s", callback_data=f"{SETTINGS_PREFIX}seconds={s}") for s in sorted(SECONDS_TO_FRAMES)
-    ]
-    steps = [
-        InlineKeyboardButton(f"{n} steps", callback_data=f"{SETTINGS_PREFIX}steps={n}")
-        for n in STEP_CHOICES
-        if n <= limits.max_steps
-    ]
-    seed = [InlineKeyboardButton("🎲 Random seed", callback_data=f"{SETTINGS_PREFIX}seed=random")]
-    return InlineKeyboardMarkup([row for row in (lengths, steps[:3], steps[3:], seed) if row])
-
-
 def chat_of(message: Message) -> ChatRef:
     """Only forum topics are threads: in other supergroups message_thread_id names a reply chain."""
     thread = str(message.message_thread_id) if message.is_topic_message and message.message_thread_id else ""
     return ChatRef(PLATFORM, str(message.chat.id), thread)
+
+
+def _unshown(chat: ChatRef, user_id: str) -> Callable[[str], Awaitable[None]]:
+    async def reply(text: str) -> None:
+        log.info("telegram: note for %s in %s not shown (a reaction has no private answer): %s", user_id, chat, text)
+
+    return reply
 
 
 def _megabytes(size: int) -> str:
@@ -155,15 +151,22 @@ class _PerChatOrder(BaseUpdateProcessor):
         if chat is None:
             await coroutine
             return
-        lock = self._locks.setdefault(chat.id, asyncio.Lock())
-        self._users[chat.id] = self._users.get(chat.id, 0) + 1
+        async with self.in_order(chat.id):
+            await coroutine
+
+    @contextlib.asynccontextmanager
+    async def in_order(self, chat_id: int | str) -> AsyncIterator[None]:
+        """Runs the block in turn with the chat's updates (a paste delivered after its wait)."""
+        key = int(chat_id)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
         try:
             async with lock:
-                await coroutine
+                yield
         finally:
-            self._users[chat.id] -= 1
-            if not self._users[chat.id]:
-                del self._users[chat.id], self._locks[chat.id]
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]
 
     async def initialize(self) -> None:
         pass
@@ -183,6 +186,7 @@ class TelegramFrontEnd:
         *,
         retry: RetryPolicy = DEFAULT_RETRY,
         poll_timeout: float = 30.0,
+        paste_wait: float = PASTE_WAIT,
     ) -> None:
         telegram = config.telegram
         if not telegram.token:
@@ -191,12 +195,15 @@ class TelegramFrontEnd:
         self.conversation = conversation
         self.retry = retry
         self.poll_timeout = poll_timeout
+        order = _PerChatOrder(MAX_CONCURRENT_UPDATES)
+        #: The pieces of long pastes, joined before they reach the conversation.
+        self.pastes = PasteJoiner(order.in_order, wait=paste_wait)
         self.application = (
             ApplicationBuilder()
             .token(telegram.token.get())
             .base_url(telegram.api_base_url)
             .base_file_url(telegram.api_file_url)
-            .concurrent_updates(_PerChatOrder(MAX_CONCURRENT_UPDATES))
+            .concurrent_updates(order)
             .connect_timeout(10.0)
             .read_timeout(30.0)
             .write_timeout(30.0)
@@ -204,6 +211,7 @@ class TelegramFrontEnd:
             .build()
         )
         self.port = TelegramPort(self.application.bot, telegram, retry)
+        self.settings = SettingsKeyboards(self.application.bot, conversation, config.limits, retry)
         download_limit = download_limit_bytes(telegram)
         self.image_limit = min(config.limits.image_bytes, download_limit or config.limits.image_bytes)
         self._admins = frozenset(telegram.admin_ids)
@@ -285,17 +293,48 @@ class TelegramFrontEnd:
             if command is not None:
                 await self._reply(message, NOT_ALLOWED)
             return
+        key: PasteKey = (chat.chat_id, chat.thread_id, user_id)
+
+        def paste(text: str, deliver: Callable[[str], Awaitable[None]], *, whole: str | None = None) -> Awaitable[None]:
+            """``text`` on to ``deliver``, joined first with the rest of a paste it begins."""
+            cuts = CAPTION_CUTS if message.caption is not None else TEXT_CUTS
+            return self.pastes.text(key, text, deliver, cuts=cuts, whole=whole, spawn=spawn)
+
+        def spawn(coroutine: Coroutine[Any, Any, None]) -> None:
+            # A paste delivered after its wait fails like a handler would: logged, apologised for.
+            self.application.create_task(coroutine, update=update)
+
+        ours = command is not None and (command.name == "start" or command.name in FORWARDED)
+        if self.pastes.pending(key) and message.text and not has_file and not ours:
+            await paste(message.text, self._prompt(chat, user_id))  # the next piece of a paste
+            return
+        await self.pastes.flush(key)  # what was pasted before this comes first
         if command is None and text.startswith("/"):
             return  # another bot's command, or not a command at all ("/ something")
         if command is not None and command.name == "start":
             image = await self._image_of(message, answer=True) if has_file else None
             if has_file and image is None:
                 return
-            await self.conversation.start(chat, user_id, image, command.argument or None, is_admin=admin)
+
+            async def start(prompt: str | None) -> None:
+                await self.conversation.start(chat, user_id, image, prompt or None, is_admin=admin)
+
+            if command.argument:
+                await paste(command.argument, start, whole=text)
+            else:
+                await start(None)
+        elif command is not None and command.name == "regenerate" and command.argument:
+
+            async def regenerate(prompt: str) -> None:
+                await self.conversation.command(chat, user_id, "regenerate", prompt, is_admin=admin)
+
+            await paste(command.argument, regenerate, whole=text)
         elif command is not None and command.name in FORWARDED:
             await self.conversation.command(chat, user_id, command.name, command.argument, is_admin=admin)
             if command.name == "settings" and not command.argument:
-                await self._reply(message, SETTINGS_HINT, settings_keyboard(self.config.limits))
+                keyboard = await self.settings.keyboard(chat, user_id)
+                if keyboard is not None:  # without a session the service said so
+                    await self._reply(message, SETTINGS_HINT, keyboard)
         elif command is not None:
             if message.chat.type == "private":
                 await self._reply(message, f"I don't know /{command.name}. Send /help for the commands.")
@@ -310,9 +349,15 @@ class TelegramFrontEnd:
                 return
             await self.conversation.image(chat, user_id, image)
             if message.caption:
-                await self.conversation.text(chat, user_id, message.caption)
+                await paste(message.caption, self._prompt(chat, user_id))
         elif message.text:
-            await self.conversation.text(chat, user_id, message.text)
+            await paste(message.text, self._prompt(chat, user_id))
+
+    def _prompt(self, chat: ChatRef, user_id: str) -> Callable[[str], Awaitable[None]]:
+        async def deliver(text: str) -> None:
+            await self.conversation.text(chat, user_id, text)
+
+        return deliver
 
     async def _image_of(self, message: Message, *, answer: bool) -> bytes | None:
         """The picture's bytes, or None after telling the user (when ``answer``) what is wrong."""
@@ -350,41 +395,28 @@ class TelegramFrontEnd:
         query = update.callback_query
         if query is None:
             return
-        message = query.message
-        if message is None or not self._allowed(query.from_user.id, message.chat.id):
-            await self._answer(query.id, None if message is None else NOT_ALLOWED)
-            return
-        chat = chat_of(message) if isinstance(message, Message) else ChatRef(PLATFORM, str(message.chat.id))
-        user_id, admin = str(query.from_user.id), self._is_admin(query.from_user.id)
-        data = query.data or ""
-        # Notes for the presser alone (a second press, a stale button) become the answer's toast.
-        private: list[str] = []
-
-        async def reply(text: str) -> None:
-            private.append(text)
-
+        # Every press is answered once: with the service's note for the presser (a refusal, a
+        # stale button) as the toast, never in the chat; or empty when it has none.
+        answer = CallbackAnswer(self.application.bot, query.id, self.retry)
         try:
+            message = query.message
+            if message is None or not self._allowed(query.from_user.id, message.chat.id):
+                await answer.say("" if message is None else NOT_ALLOWED)
+                return
+            chat = chat_of(message) if isinstance(message, Message) else ChatRef(PLATFORM, str(message.chat.id))
+            user_id, admin = str(query.from_user.id), self._is_admin(query.from_user.id)
+            await self.pastes.flush((chat.chat_id, chat.thread_id, user_id))
+            data = query.data or ""
             control = parse_control(data)
             if control is not None:
                 segment_id, action = control
-                await self.conversation.control(chat, user_id, segment_id, action, is_admin=admin, reply=reply)
-            elif data.startswith(SETTINGS_PREFIX):
-                argument = data[len(SETTINGS_PREFIX) :]
-                await self.conversation.command(chat, user_id, "settings", argument, is_admin=admin, reply=reply)
+                await self.conversation.control(chat, user_id, segment_id, action, is_admin=admin, reply=answer.say)
+            elif data.startswith(SETTINGS_PREFIX) and isinstance(message, Message):
+                await self.settings.press(message, chat, user_id, data, answer.say, is_admin=admin)
             elif data != NOOP:
                 log.info("telegram: unknown callback data %r", data)
         finally:
-            await self._answer(query.id, clip("\n".join(private), CALLBACK_TEXT_LIMIT) if private else None)
-
-    async def _answer(self, query_id: str, text: str | None) -> None:
-        try:
-            await with_retries(
-                "answerCallbackQuery",
-                lambda: self.application.bot.answer_callback_query(query_id, text=text),
-                self.retry,
-            )
-        except BadRequest as exc:  # too old: the press still counts
-            log.info("telegram: callback query not answered: %s", exc)
+            await answer.close()
 
     async def _on_reaction(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         reaction = update.message_reaction
@@ -395,13 +427,18 @@ class TelegramFrontEnd:
         actions = [REACTIONS[emoji] for emoji in new if emoji in REACTIONS]
         if not actions or not self._allowed(reaction.user.id, reaction.chat.id):
             return
+        chat, user_id = ChatRef(PLATFORM, str(reaction.chat.id)), str(reaction.user.id)
+        await self.pastes.flush((chat.chat_id, "", user_id))
         # A reaction update names no topic; the service finds the segment by chat and message.
+        # Telegram has no way to answer a reaction privately, and notes for the reacting user
+        # alone (a stale or a stranger's reaction) never go into the chat: they are only logged.
         await self.conversation.reaction(
-            ChatRef(PLATFORM, str(reaction.chat.id)),
-            str(reaction.user.id),
+            chat,
+            user_id,
             str(reaction.message_id),
             actions[0],
             is_admin=self._is_admin(reaction.user.id),
+            reply=_unshown(chat, user_id),
         )
 
     async def _reply(self, message: Message, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
@@ -445,7 +482,8 @@ def build_telegram(
     *,
     retry: RetryPolicy = DEFAULT_RETRY,
     poll_timeout: float = 30.0,
+    paste_wait: float = PASTE_WAIT,
 ) -> TelegramFrontEnd:
     """The Telegram front end for ``config.telegram``; add ``.port`` to the conversation service,
     then ``await start()``."""
-    return TelegramFrontEnd(config, conversation, retry=retry, poll_timeout=poll_timeout)
+    return TelegramFrontEnd(config, conversation, retry=retry, poll_timeout=poll_timeout, paste_wait=paste_wait)

@@ -192,17 +192,21 @@ class TelegramPort:
         await asyncio.gather(*editors, return_exceptions=True)
 
     async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
-        self._check_size(post.video)
-        try:
-            thumbnail: bytes | None = await asyncio.to_thread(thumbnail_jpeg, post.last_frame)
-        except (OSError, ValueError):
-            log.warning("no thumbnail from %s", post.last_frame, exc_info=True)
-            thumbnail = None
         posted: dict[str, str] = {}
-        async with self._uploading(chat, ChatAction.UPLOAD_VIDEO):
-            if "video" not in post.already:
+        send_video = "video" not in post.already
+        if not send_video and "frame" in post.already:
+            return posted
+        thumbnail: bytes | None = None
+        if send_video:
+            self._check_size(post.video)
+            try:
+                thumbnail = await asyncio.to_thread(thumbnail_jpeg, post.last_frame)
+            except (OSError, ValueError):
+                log.warning("no thumbnail from %s", post.last_frame, exc_info=True)
+        async with self._uploading(chat, ChatAction.UPLOAD_VIDEO if send_video else ChatAction.UPLOAD_PHOTO):
+            if send_video:
                 posted["video"] = await self._send_segment_video(chat, post, thumbnail)
-                await sent("video", posted["video"])
+                await sent("video", posted["video"])  # recorded before anything else can fail
             if "frame" in post.already:
                 return posted
             try:
@@ -286,9 +290,15 @@ class TelegramPort:
         return ids
 
     async def delete_message(self, chat: ChatRef, message_id: str) -> None:
-        await self._call(
-            "deleteMessage", lambda: self._bot.delete_message(chat_id=int(chat.chat_id), message_id=int(message_id))
-        )
+        try:
+            await self._call(
+                "deleteMessage",
+                lambda: self._bot.delete_message(chat_id=int(chat.chat_id), message_id=int(message_id)),
+            )
+        except BadRequest as exc:
+            if "not found" not in str(exc).lower():
+                raise  # e.g. older than 48 hours: Telegram keeps it
+            log.debug("telegram: message %s in %s was gone already", message_id, chat.chat_id)
 
     async def _send_part(self, chat: ChatRef, part: Path, caption: str) -> Message:
         info = await asyncio.to_thread(mp4_info, part)

@@ -34,6 +34,11 @@ class RecordingConversation:
         self.busy: Callable[[], Awaitable[object]] | None = None
         #: Given to the adapter's private reply, as the service does for a refusal or a stale press.
         self.private_answer = private_answer
+        #: Said a second time through the private reply, as a service with two notes would.
+        self.second_answer = ""
+        #: What ``current_settings`` answers (None: no live session here); changed by a
+        #: ``settings`` command the way the service would.
+        self.settings: dict[str, str] | None = None
         self._changed = asyncio.Condition()
 
     async def _record(self, method: str, chat: ChatRef, user_id: str, **args: Any) -> None:
@@ -54,6 +59,8 @@ class RecordingConversation:
     async def _answer(self, reply: PrivateReply | None) -> None:
         if reply is not None and self.private_answer:
             await reply(self.private_answer)
+        if reply is not None and self.second_answer:
+            await reply(self.second_answer)
 
     async def start(
         self,
@@ -116,6 +123,9 @@ class RecordingConversation:
         reply: PrivateReply | None = None,
     ) -> None:
         await self._record("command", chat, user_id, name=name, argument=argument, is_admin=is_admin)
+        if name == "settings" and self.settings is not None and "=" in argument:
+            key, value = argument.split("=", 1)
+            self.settings = {**self.settings, key: value}
         await self._answer(reply)
 
     async def change_settings(
@@ -129,3 +139,6 @@ class RecordingConversation:
     ) -> None:
         await self._record("change_settings", chat, user_id, changes=changes, is_admin=is_admin)
         await self._answer(reply)
+
+    async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
+        return None if self.settings is None else dict(self.settings)

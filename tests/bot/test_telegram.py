@@ -23,6 +23,7 @@ from bot.telegram_adapter import RetryPolicy, TelegramFrontEnd, TelegramPort, Up
 from bot.telegram_adapter.front import COMMANDS, NOT_A_PICTURE, NOT_ALLOWED, parse_command
 from bot.telegram_adapter.media import mp4_info, photo_upload, thumbnail_jpeg
 from bot.telegram_adapter.port import MB, upload_limit_bytes
+from bot.telegram_adapter.settings_keyboard import OTHER_SESSION, SETTINGS_CLOSED
 from shared.config import Config, LimitsConfig, Secret, TelegramConfig
 from tests.bot.recording_conversation import RecordingConversation
 from tests.bot.telegram_standin import BOT_USERNAME, BotApiStandIn
@@ -48,9 +49,13 @@ def make_config(api: BotApiStandIn, **telegram: Any) -> Config:
     )
 
 
+#: How long a piece of a paste waits for the next one, in these tests.
+PASTE_WAIT = 0.4
+
+
 @contextlib.asynccontextmanager
-async def running(config: Config) -> AsyncIterator[TelegramFrontEnd]:
-    front_end = build_telegram(config, RecordingConversation(), retry=FAST, poll_timeout=2)
+async def running(config: Config, *, paste_wait: float = PASTE_WAIT) -> AsyncIterator[TelegramFrontEnd]:
+    front_end = build_telegram(config, RecordingConversation(), retry=FAST, poll_timeout=2, paste_wait=paste_wait)
     await front_end.start()
     try:
         yield front_end
@@ -228,13 +233,34 @@ def test_parse_command() -> None:
     assert parse_command("start", "bot") is None
 
 
-async def test_settings_keyboard_changes_settings(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+LIVE = {
+    "session": "0123456789abcdef0123456789abcdef",
+    "owner": str(USER),
+    "seconds": "5",
+    "steps": "20",
+    "seed": "random",
+}
+
+
+def labels(markup: dict[str, Any] | None) -> list[str]:
+    return [button["text"] for row in (markup or {}).get("inline_keyboard", []) for button in row]
+
+
+async def test_settings_keyboard_shows_and_changes_the_settings(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    conversation(front).settings = dict(LIVE)
     await api.user_message(USER, USER, text="/settings")
     (keyboard,) = await api.wait_for("sendMessage")
-    data = button_data(keyboard.params["reply_markup"])
-    assert {"set:seconds=2", "set:seconds=5", "set:steps=20", "set:seed=random"} <= set(data)
+    markup = keyboard.params["reply_markup"]
+    data = button_data(markup)
+    assert {label for label in labels(markup) if label.startswith("• ")} == {"• 5 s", "• 20 steps", "• 🎲 Random seed"}
     assert all(len(d.encode()) <= 64 for d in data)
-    query = await api.press(USER, USER, keyboard.result["message_id"], "set:seconds=3")
+    three = next(d for d in data if d.endswith(":seconds=3"))
+    query = await api.press(USER, USER, keyboard.result["message_id"], three)
+    (edit,) = await api.wait_for("editMessageReplyMarkup")
+    assert "• 3 s" in labels(edit.params["reply_markup"]) and "5 s" in labels(edit.params["reply_markup"])
+    assert labels(api.message(USER, keyboard.result["message_id"])["reply_markup"]) == labels(
+        edit.params["reply_markup"]
+    )
     await api.user_message(USER, USER, text="/settings steps=8 seed=42")
     calls = await conversation(front).wait(3)
     assert [(c.args["name"], c.args["argument"]) for c in calls] == [
@@ -244,6 +270,220 @@ async def test_settings_keyboard_changes_settings(api: BotApiStandIn, front: Tel
     ]
     assert api.query_answered(query)
     assert len(api.sent("sendMessage")) == 1  # a typed change gets no second keyboard
+
+
+async def test_a_settings_button_from_before_they_named_their_session_still_works(
+    api: BotApiStandIn, front: TelegramFrontEnd
+) -> None:
+    conversation(front).settings = dict(LIVE)
+    keyboard = await front.port.send_text(private(), "Settings")
+    query = await api.press(USER, USER, int(keyboard), "set:seconds=3")
+    await api.wait_for("answerCallbackQuery")
+    (call,) = await conversation(front).wait(1)
+    assert (call.args["name"], call.args["argument"]) == ("settings", "seconds=3") and api.query_answered(query)
+
+
+async def test_settings_keyboard_marks_typed_values_too(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    conversation(front).settings = {**LIVE, "steps": "25", "seed": "42"}
+    await api.user_message(USER, USER, text="/settings")
+    (keyboard,) = await api.wait_for("sendMessage")
+    marked = {label for label in labels(keyboard.params["reply_markup"]) if label.startswith("• ")}
+    assert marked == {"• 5 s", "• 25 steps", "• Seed 42"}
+
+
+async def test_no_settings_keyboard_without_a_session(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    await api.user_message(USER, USER, text="/settings")
+    await api.user_message(USER, USER, text="/status")
+    await conversation(front).wait(2)
+    await asyncio.sleep(0.2)
+    assert api.sent("sendMessage") == []  # the service answers; no keyboard for nothing
+
+
+async def test_settings_keyboard_of_an_ended_session_closes_when_pressed(
+    api: BotApiStandIn, front: TelegramFrontEnd
+) -> None:
+    conversation(front).settings = dict(LIVE)
+    await api.user_message(USER, USER, text="/settings")
+    (keyboard,) = await api.wait_for("sendMessage")
+    two = next(d for d in button_data(keyboard.params["reply_markup"]) if d.endswith(":seconds=2"))
+    conversation(front).settings = None  # the session was cancelled
+    query = await api.press(USER, USER, keyboard.result["message_id"], two)
+    (answer,) = await api.wait_for("answerCallbackQuery")
+    assert answer.params["text"] == SETTINGS_CLOSED and api.query_answered(query)
+    closed = api.message(USER, keyboard.result["message_id"])
+    assert "reply_markup" not in closed and closed["text"] == SETTINGS_CLOSED
+    assert [c.args["argument"] for c in conversation(front).of("command")] == [""]  # nothing changed
+
+    # A new session since: the old keyboard closes too, and does not change the new session.
+    conversation(front).settings = dict(LIVE)
+    await api.user_message(USER, USER, text="/settings")
+    second = (await api.wait_for("sendMessage", 2))[-1]
+    three = next(d for d in button_data(second.params["reply_markup"]) if d.endswith(":seconds=3"))
+    conversation(front).settings = {**LIVE, "session": "fedcba9876543210fedcba9876543210"}
+    await api.press(USER, USER, second.result["message_id"], three)
+    await api.wait_for("answerCallbackQuery", 2)
+    assert "reply_markup" not in api.message(USER, second.result["message_id"])
+    assert [c.args["argument"] for c in conversation(front).of("command")] == ["", ""]
+
+
+async def test_someone_elses_settings_keyboard_changes_nothing(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    conversation(front).settings = {**LIVE, "owner": "7"}
+    await api.user_message(GROUP, 7, text="/settings")
+    (keyboard,) = await api.wait_for("sendMessage")
+    three = next(d for d in button_data(keyboard.params["reply_markup"]) if d.endswith(":seconds=3"))
+    conversation(front).settings = {**LIVE, "session": "fedcba9876543210fedcba9876543210"}  # the presser's own
+    await api.press(GROUP, USER, keyboard.result["message_id"], three)
+    (answer,) = await api.wait_for("answerCallbackQuery")
+    assert answer.params["text"] == OTHER_SESSION
+    assert api.message(GROUP, keyboard.result["message_id"])["reply_markup"] == keyboard.params["reply_markup"]
+    assert len(conversation(front).of("command")) == 1
+
+
+# --- long pastes ---------------------------------------------------------------------------------
+
+
+def typed(length: int) -> str:
+    """A prompt of ``length`` characters, as a user would paste it."""
+    sentence = "The camera glides over misty hills while a red kite circles above the valley. "
+    return (sentence * (length // len(sentence) + 1))[:length]
+
+
+async def paste(
+    api: BotApiStandIn, text: str, *, chat: int = USER, user: int = USER, cut: int = 4096, **kw: Any
+) -> None:
+    """What Telegram for Android sends for a long text: pieces cut at exactly ``cut``."""
+    for start in range(0, len(text), cut):
+        await api.user_message(chat, user, text=text[start : start + cut], **kw)
+
+
+async def test_a_long_paste_reaches_the_conversation_as_one_text(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    text = typed(10_000)
+    await paste(api, text)  # 4096 + 4096 + 1808
+    await api.user_message(USER, USER, text="/status")
+    calls = await conversation(front).wait(2)
+    assert [(c.method, len(c.args.get("text", ""))) for c in calls] == [("text", 10_000), ("command", 0)]
+    assert calls[0].args["text"] == text
+    await asyncio.sleep(PASTE_WAIT + 0.2)
+    assert len(conversation(front).calls) == 2  # nothing else follows after the wait
+
+
+async def test_a_paste_just_over_the_limit_joins_into_one_prompt(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    text = typed(4100)
+    await paste(api, text)  # 4096 + 4
+    (call,) = await conversation(front).wait(1)
+    assert call.args["text"] == text
+
+
+async def test_a_paste_of_whole_pieces_is_delivered_after_the_wait(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    text = typed(8192)
+    await paste(api, text)  # 4096 + 4096: no shorter last piece says it is complete
+    (call,) = await conversation(front).wait(1)
+    assert call.args["text"] == text
+    started = time.monotonic()
+    await asyncio.sleep(PASTE_WAIT + 0.3)
+    assert len(conversation(front).calls) == 1 and time.monotonic() - started >= PASTE_WAIT
+
+
+async def test_pieces_cut_at_a_word_are_joined_with_a_space(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    # Telegram Desktop cuts at a break in the second half of the limit; the server trims the space.
+    first, second = "a" * 3000, "b" * 900
+    await api.user_message(USER, USER, text=first)
+    await api.user_message(USER, USER, text=second)
+    (call,) = await conversation(front).wait(1)
+    assert call.args["text"] == first + " " + second
+
+
+async def test_pieces_are_measured_as_telegram_counts(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    first = "🎬" * 2048  # 2048 characters, 4096 UTF-16 code units: a full piece
+    await api.user_message(USER, USER, text=first)
+    await api.user_message(USER, USER, text="and then the end")
+    (call,) = await conversation(front).wait(1)
+    assert call.args["text"] == first + "and then the end"
+
+
+async def test_ordinary_prompts_are_not_delayed(api: BotApiStandIn) -> None:
+    async with running(make_config(api), paste_wait=5.0) as front_end:
+        started = time.monotonic()
+        await api.user_message(USER, USER, text=typed(2000))
+        await api.user_message(USER, USER, text="a short one")
+        calls = await conversation(front_end).wait(2, timeout=3)
+        assert [len(c.args["text"]) for c in calls] == [2000, 11]
+        assert time.monotonic() - started < 2.0
+
+
+async def test_other_users_and_commands_are_not_part_of_a_paste(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    text = typed(4096)
+    await api.user_message(GROUP, USER, text=text)
+    await api.user_message(GROUP, 7, text="unrelated chatter")  # someone else, at the same time
+    await api.user_message(GROUP, USER, text="/finish")  # the paste is complete: it goes first
+    calls = await conversation(front).wait(3)
+    assert [(c.method, c.user_id, c.args.get("text", c.args.get("name"))) for c in calls] == [
+        ("text", "7", "unrelated chatter"),
+        ("text", str(USER), text),
+        ("command", str(USER), "finish"),
+    ]
+
+
+async def test_a_paste_as_replies_joins_too(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    asked = int(await front.port.send_text(ChatRef("telegram", str(GROUP)), "What happens next?"))
+    text = typed(5000)
+    await paste(api, text, chat=GROUP, reply_to=asked)
+    (call,) = await conversation(front).wait(1)
+    assert call.args["text"] == text
+
+
+async def test_a_caption_that_fills_its_limit_begins_a_paste(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    picture, text = png(), typed(3000)
+    await api.user_message(USER, USER, photo=picture, caption=text[:1024])
+    await api.user_message(USER, USER, text=text[1024:])
+    calls = await conversation(front).wait(2)
+    assert [(c.method, c.args.get("image"), c.args.get("text")) for c in calls] == [
+        ("image", picture, None),
+        ("text", None, text),
+    ]
+
+
+async def test_a_start_caption_that_fills_its_limit_begins_a_paste(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    picture, prompt = png(), typed(2500)
+    caption = ("/start " + prompt)[:1024]
+    await api.user_message(USER, USER, photo=picture, caption=caption)
+    await api.user_message(USER, USER, text=prompt[1024 - len("/start ") :])
+    (call,) = await conversation(front).wait(1)
+    assert call.method == "start" and call.args["image"] == picture and call.args["prompt"] == prompt
+
+
+async def test_a_start_text_that_fills_the_limit_begins_a_paste(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    prompt = typed(6000)
+    whole = "/start " + prompt
+    await paste(api, whole)
+    (call,) = await conversation(front).wait(1)
+    assert call.method == "start" and call.args["prompt"] == prompt
+
+
+async def test_a_paste_ending_on_its_wait_is_handled_in_the_chats_order(
+    api: BotApiStandIn, front: TelegramFrontEnd
+) -> None:
+    text = typed(4096)
+    await api.user_message(USER, USER, text=text)
+    await asyncio.sleep(PASTE_WAIT + 0.3)
+    await api.user_message(USER, USER, text="the next prompt")
+    calls = await conversation(front).wait(2)
+    assert [c.args["text"] for c in calls] == [text, "the next prompt"]
+
+
+async def test_a_regenerate_with_a_long_new_prompt_joins_too(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    prompt = typed(5000)
+    await paste(api, "/regenerate " + prompt)
+    (call,) = await conversation(front).wait(1)
+    assert (call.method, call.args["name"], call.args["argument"]) == ("command", "regenerate", prompt)
+
+
+async def test_a_paste_that_fails_after_its_wait_is_apologised_for(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    text = typed(4096)
+    conversation(front).fail_on_text = text
+    await api.user_message(USER, USER, text=text)
+    (apology,) = await api.wait_for("sendMessage")
+    assert apology.params["text"].startswith("Sorry, something went wrong") and apology.params["chat_id"] == USER
 
 
 # --- review ------------------------------------------------------------------------------------
@@ -322,12 +562,143 @@ async def test_reactions_approve_and_regenerate(api: BotApiStandIn, front: Teleg
     assert calls[0].chat == private()
 
 
+async def test_every_press_is_answered_exactly_once(
+    api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path
+) -> None:
+    posted = await front.port.post_segment(ChatRef("telegram", str(GROUP)), segment_post(tmp_path, 31))
+    video_id = int(posted["video"])
+    silent = await api.press(GROUP, USER, video_id, control_id(31, Action.APPROVE))  # the service says nothing
+    (answer,) = await api.wait_for("answerCallbackQuery")
+    assert answer.params.get("text") is None and api.query_answered(silent)
+
+    conversation(front).private_answer = "That take is no longer up for review."
+    conversation(front).second_answer = "Segment 1 is already approved."  # a second note for one press
+    await api.press(GROUP, USER, video_id, control_id(31, Action.UNDO))
+    await conversation(front).wait(2)
+    await asyncio.sleep(0.3)
+    answers = api.sent("answerCallbackQuery", ok_only=False)
+    assert [(a.ok, a.params.get("text")) for a in answers] == [
+        (True, None),
+        (True, "That take is no longer up for review."),
+    ]
+    assert api.sent("sendMessage") == []  # notes for the presser never go into the chat
+
+
+async def test_a_strangers_press_gets_the_refusal_as_its_toast(
+    api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path
+) -> None:
+    posted = await front.port.post_segment(ChatRef("telegram", str(GROUP)), segment_post(tmp_path, 31))
+    conversation(front).private_answer = "Only the person who started this session can do that."
+    query = await api.press(GROUP, 555, int(posted["video"]), control_id(31, Action.APPROVE_FINISH))
+    (answer,) = await api.wait_for("answerCallbackQuery")
+    assert answer.params["text"] == "Only the person who started this session can do that."
+    assert answer.params.get("show_alert") is not True and api.query_answered(query)
+    (call,) = conversation(front).calls
+    assert (call.user_id, call.args["action"]) == ("555", Action.APPROVE_FINISH)
+    assert api.sent("sendMessage") == []
+
+
+async def test_a_long_note_is_an_alert(api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path) -> None:
+    posted = await front.port.post_segment(private(), segment_post(tmp_path, 31))
+    conversation(front).private_answer = "x" * 150
+    await api.press(USER, USER, int(posted["video"]), control_id(31, Action.FINISH))
+    (answer,) = await api.wait_for("answerCallbackQuery")
+    assert answer.params["show_alert"] is True and answer.params["text"] == "x" * 150
+
+
+async def test_a_press_that_fails_is_answered_and_apologised_for(
+    api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path
+) -> None:
+    posted = await front.port.post_segment(private(), segment_post(tmp_path, 31))
+    conversation(front).fail = True
+    query = await api.press(USER, USER, int(posted["video"]), control_id(31, Action.APPROVE))
+    (apology,) = await api.wait_for("sendMessage")
+    assert apology.params["text"].startswith("Sorry, something went wrong")
+    assert api.query_answered(query) and len(api.sent("answerCallbackQuery")) == 1
+
+
+async def test_reactions_finish_and_their_notes_stay_out_of_the_chat(
+    api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path
+) -> None:
+    posted = await front.port.post_segment(private(), segment_post(tmp_path))
+    conversation(front).private_answer = "Segment 2 is already approved."
+    await api.react(USER, USER, int(posted["video"]), ["🏆"])  # Telegram's reaction set has no 🏁
+    await api.react(USER, USER, int(posted["frame"]), ["🏁"])
+    calls = await conversation(front).wait(2)
+    assert [(c.method, c.args["action"]) for c in calls] == [("reaction", Action.FINISH)] * 2
+    await asyncio.sleep(0.2)
+    assert api.sent("sendMessage") == []
+
+
 async def test_close_controls_leaves_the_note(api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path) -> None:
     posted = await front.port.post_segment(private(), segment_post(tmp_path))
     await front.port.close_controls(private(), posted, "✅ Approved")
     await front.port.close_controls(private(), posted, "✅ Approved")  # "not modified" is fine
     markup = api.message(USER, int(posted["video"]))["reply_markup"]
     assert markup["inline_keyboard"] == [[{"text": "✅ Approved", "callback_data": "noop"}]]
+
+
+async def test_each_message_is_reported_as_soon_as_telegram_accepted_it(
+    api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path
+) -> None:
+    reported: list[tuple[str, str, list[str]]] = []
+
+    async def sent(role: str, message_id: str) -> None:
+        reported.append((role, message_id, [c.method for c in api.sent() if c.method in ("sendVideo", "sendPhoto")]))
+
+    posted = await front.port.post_segment(private(), segment_post(tmp_path), sent)
+    assert reported == [
+        ("video", posted["video"], ["sendVideo"]),  # recorded before the frame is sent
+        ("frame", posted["frame"], ["sendVideo", "sendPhoto"]),
+    ]
+
+    reported.clear()
+    parts = (tiny_mp4(tmp_path / "part1.mp4"), tiny_mp4(tmp_path / "part2.mp4"))
+    ids = await front.port.post_final(private(), FinalPost(parts=parts, caption="Your video"), sent)
+    assert [(role, n) for role, _, n in reported] == [
+        ("final.1", ["sendVideo", "sendPhoto", "sendVideo"]),
+        ("final.2", ["sendVideo", "sendPhoto", "sendVideo", "sendVideo"]),
+    ]
+    assert [message_id for _, message_id, _ in reported] == ids
+
+
+async def test_what_was_posted_before_a_restart_is_not_posted_again(
+    api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path
+) -> None:
+    post = segment_post(tmp_path)
+    posted = await front.port.post_segment(private(), replace(post, already=frozenset({"video"})))
+    (photo,) = api.sent("sendPhoto")
+    assert posted == {"frame": str(photo.result["message_id"])} and api.sent("sendVideo") == []
+    assert await front.port.post_segment(private(), replace(post, already=frozenset({"video", "frame"}))) == {}
+    assert len(api.sent("sendPhoto")) == 1 and api.sent("sendVideo") == []
+
+    parts = (tiny_mp4(tmp_path / "part1.mp4"), tiny_mp4(tmp_path / "part2.mp4", frames=33))
+    ids = await front.port.post_final(private(), FinalPost(parts=parts, caption="Your video", already=frozenset({1})))
+    (video,) = api.sent("sendVideo")
+    assert ids == [str(video.result["message_id"])] and video.params["caption"] == "Part 2 of 2\nYour video"
+    assert video.file("video").data == parts[1].read_bytes()  # type: ignore[union-attr]
+
+
+async def test_delete_message(api: BotApiStandIn, front: TelegramFrontEnd) -> None:
+    message_id = await front.port.send_text(private(), "Queued")
+    await front.port.delete_message(private(), message_id)
+    (call,) = api.sent("deleteMessage")
+    assert (call.params["chat_id"], call.params["message_id"]) == (USER, int(message_id))
+    with pytest.raises(KeyError):
+        api.message(USER, int(message_id))
+    await front.port.delete_message(private(), message_id)  # gone already (a restart): fine
+
+
+async def test_approve_and_finish_renders_two_buttons_a_row(
+    api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path
+) -> None:
+    post = segment_post(tmp_path, 9)
+    controls = (("✅ Approve & finish", control_id(9, Action.APPROVE_FINISH)), *post.controls)
+    await front.port.post_segment(private(), replace(post, controls=controls))
+    (video,) = api.sent("sendVideo")
+    rows = video.params["reply_markup"]["inline_keyboard"]
+    assert [len(row) for row in rows] == [2, 2, 1]
+    assert rows[0][0] == {"text": "✅ Approve & finish", "callback_data": "seg:9:apfin"}
 
 
 # --- progress, final video, failures -----------------------------------------------------------

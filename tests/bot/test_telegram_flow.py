@@ -39,10 +39,10 @@ class Bot:
 
 
 @contextlib.asynccontextmanager
-async def bot_process(config: Config, config_path: Path) -> AsyncIterator[Bot]:
+async def bot_process(config: Config, config_path: Path, *, paste_wait: float = 0.5) -> AsyncIterator[Bot]:
     async with Store.open(config.database_path) as store:
         service = ConversationService(store, config, progress_interval=0.0)
-        front = build_telegram(config, service, retry=FAST, poll_timeout=2)
+        front = build_telegram(config, service, retry=FAST, poll_timeout=2, paste_wait=paste_wait)
         service.add_port(front.port)
 
         def make_worker(device: str) -> WorkerProcess:
@@ -157,11 +157,15 @@ async def session(
         "the first take's hand-off frame",
     )
 
-    # Bob's press and reaction on Alice's take change nothing.
-    await api.press(GROUP, BOB, take1.result["message_id"], control_id(first, Action.APPROVE))
+    # Bob's press and reaction on Alice's take change nothing; his press is answered (once),
+    # and nothing about either appears in the chat.
+    in_chat = len(api.sent("sendMessage"))
+    bob = await api.press(GROUP, BOB, take1.result["message_id"], control_id(first, Action.APPROVE))
     await api.react(GROUP, BOB, take1.result["message_id"], ["👍"])
     await settle(api)
     assert (await bot.store.get_segment(first)).status is SegmentStatus.DONE
+    assert api.query_answered(bob) and len(api.sent("answerCallbackQuery", ok_only=False)) == 1
+    assert len(api.sent("sendMessage")) == in_chat + 1  # settle's /status only
 
     # Regenerate, with Telegram's flood control hitting a progress edit: the second take comes,
     # the first take's buttons go.
@@ -263,3 +267,81 @@ async def test_a_session_on_the_tiny_wan_model(tmp_path: Path, tiny_wan_dir: Pat
         path = tmp_path / "final.mp4"
         path.write_bytes(api.sent("sendVideo")[1].file("video").data)  # type: ignore[union-attr]
         assert probe(path).frames == 33
+
+
+def keyboard_labels(markup: dict[str, Any] | None) -> list[str]:
+    return [button["text"] for row in (markup or {}).get("inline_keyboard", []) for button in row]
+
+
+def keyboard_data(markup: dict[str, Any] | None, ending: str) -> str:
+    return next(
+        button["callback_data"]
+        for row in (markup or {}).get("inline_keyboard", [])
+        for button in row
+        if button["callback_data"].endswith(ending)
+    )
+
+
+def texts(api: BotApiStandIn) -> list[str]:
+    return [c.params["text"] for c in api.sent("sendMessage")]
+
+
+async def test_long_pastes_and_the_settings_keyboard(tmp_path: Path) -> None:
+    async with BotApiStandIn() as api:
+        config, config_path = telegram_config(tmp_path, api)
+        config_path.write_text(config_path.read_text() + "[limits]\nprompt_chars = 5000\n")
+        config = load_config(config_path, env={})
+        async with bot_process(config, config_path) as bot:
+            await api.user_message(GROUP, ALICE, photo=picture_bytes(), caption="/start")
+            await until(lambda: len(api.sent("sendMessage")) == 1, "the request for a prompt")
+
+            # The settings keyboard shows the values in use, and what a tap changed.
+            await api.user_message(GROUP, ALICE, text="/settings")
+            (keyboard,) = await api.wait_for("sendMessage", where=lambda c: "reply_markup" in c.params)
+            marked = [label for label in keyboard_labels(keyboard.params["reply_markup"]) if label.startswith("• ")]
+            assert marked == ["• 2 s", "• 4 steps", "• 🎲 Random seed"]
+            keyboard_id = keyboard.result["message_id"]
+            three = keyboard_data(keyboard.params["reply_markup"], ":seconds=3")
+            await api.press(GROUP, ALICE, keyboard_id, three)
+            await api.wait_for("editMessageReplyMarkup")
+            assert "• 3 s" in keyboard_labels(api.message(GROUP, keyboard_id)["reply_markup"])
+            row = await bot.store.find_active_session("telegram", str(GROUP), "", str(ALICE))
+            assert row is not None and row.settings["seconds"] == 3
+
+            # Bob's tap changes nothing and is answered privately, once.
+            in_chat = len(api.sent("sendMessage"))
+            bob = await api.press(GROUP, BOB, keyboard_id, keyboard_data(keyboard.params["reply_markup"], ":seconds=5"))
+            answers = await api.wait_for("answerCallbackQuery", 2)
+            await settle(api)
+            assert api.query_answered(bob) and len(api.sent("answerCallbackQuery", ok_only=False)) == 2
+            assert answers[1].params["text"] == "Only the person who started this session can do that."
+            in_chat += 1  # settle's /status
+            assert (await bot.store.get_session(row.id)).settings["seconds"] == 3
+            assert len(api.sent("sendMessage")) == in_chat
+
+            # A 10,000-character paste arrives as 4096 + 4096 + 1808: one refusal, nothing made.
+            sentence = "The camera glides over misty hills while a red kite circles above the valley. "
+            long = (sentence * 200)[:10_000]
+            for start in range(0, len(long), 4096):
+                await api.user_message(GROUP, ALICE, text=long[start : start + 4096])
+            await until(lambda: any("characters" in t for t in texts(api)), "the refusal")
+            await asyncio.sleep(1.0)  # longer than the paste wait: nothing else follows
+            (refusal,) = [t for t in texts(api) if "characters" in t]
+            assert "10000 characters" in refusal and "limit is 5000" in refusal
+            assert await bot.store.list_segments(row.id) == []
+
+            # A 4100-character prompt under the 5000 limit, cut 4096 + 4: one take of the whole.
+            prompt = (sentence * 60)[:4100]
+            await api.user_message(GROUP, ALICE, text=prompt[:4096])
+            await api.user_message(GROUP, ALICE, text=prompt[4096:])
+            await until(lambda: len(takes(api)) == 1, "the take")
+            (segment,) = await bot.store.list_segments(row.id)
+            assert segment.prompt == prompt and segment.params["frames"] == 49  # the 3 s chosen on the keyboard
+
+            # After /cancel, a tap closes the keyboard with a note.
+            await api.user_message(GROUP, ALICE, text="/cancel")
+            await until(lambda: any(t.startswith("Cancelled") for t in texts(api)), "the cancellation")
+            late = await api.press(GROUP, ALICE, keyboard_id, three)
+            await until(lambda: api.query_answered(late), "the answer to the late tap")
+            closed = api.message(GROUP, keyboard_id)
+            assert "reply_markup" not in closed and "ended" in closed["text"]
