@@ -240,7 +240,10 @@ class Via(StrEnum):
 
     COMMAND = "command"  # a typed or slash command: a stranger gets a short refusal
     MESSAGE = "message"  # a plain message or picture: chatter, strangers are ignored
-    CONTROL = "control"  # a button or reaction: strangers are ignored
+    CONTROL = "control"  # a button: a stranger is told privately that it is not theirs
+    #: A reaction: visible to everyone already, so an accepted one gets no confirmation and a
+    #: stranger's is ignored; a stale one is still answered privately.
+    REACTION = "reaction"
 
 
 @dataclass(frozen=True)

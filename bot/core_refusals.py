@@ -34,7 +34,7 @@ STALE = "That take is no longer up for review."
 
 
 def refuse_stranger(event: UserEvent) -> list[Effect]:
-    if event.via is Via.MESSAGE:
+    if event.via in (Via.MESSAGE, Via.REACTION):
         return []
     return [Say("Only the person who started this session can do that.", ephemeral=True)]
 

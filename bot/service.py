@@ -212,6 +212,7 @@ class ConversationService:
         *,
         is_admin: bool = False,
         reply: PrivateReply | None = None,
+        via: Via = Via.CONTROL,
     ) -> None:
         try:
             segment = await self.store.get_segment(segment_id)
@@ -223,17 +224,17 @@ class ConversationService:
         key = core.SegmentKey(segment.idx, segment.attempt)
         event: core.Event
         if action is Action.APPROVE:
-            event = core.Approve(user_id=user_id, via=Via.CONTROL, segment=key)
+            event = core.Approve(user_id=user_id, via=via, segment=key)
         elif action is Action.REGENERATE:
             if user_id == row.owner_id and not await self._queue_has_room(row, chat):
                 return
-            event = core.Regenerate(user_id=user_id, via=Via.CONTROL, segment=key)
+            event = core.Regenerate(user_id=user_id, via=via, segment=key)
         elif action is Action.UNDO:
-            event = core.Undo(user_id=user_id, via=Via.CONTROL, segment=key)
+            event = core.Undo(user_id=user_id, via=via, segment=key)
         elif action is Action.APPROVE_FINISH:
-            event = core.ApproveAndFinish(user_id=user_id, via=Via.CONTROL, segment=key)
+            event = core.ApproveAndFinish(user_id=user_id, via=via, segment=key)
         else:
-            event = core.Finish(user_id=user_id, via=Via.CONTROL, segment=key)
+            event = core.Finish(user_id=user_id, via=via, segment=key)
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
     async def reaction(
@@ -248,7 +249,7 @@ class ConversationService:
     ) -> None:
         segment = await self.store.find_segment_by_message(chat.platform, chat.chat_id, message_id)
         if segment is not None:
-            await self.control(chat, user_id, segment.id, action, is_admin=is_admin, reply=reply)
+            await self.control(chat, user_id, segment.id, action, is_admin=is_admin, reply=reply, via=Via.REACTION)
 
     async def command(
         self,

@@ -227,6 +227,16 @@ def test_a_strangers_press_is_refused_privately_and_a_strangers_message_ignored(
     assert run(s, PromptText(user_id=STRANGER, text="hi")) == (s, [])
 
 
+def test_a_reaction_is_not_confirmed_and_a_strangers_reaction_is_ignored() -> None:
+    # A reaction shows itself in the chat: no private confirmation (a DM per ✅ would be noise),
+    # and a stranger's emoji is chatter. A stale one is still explained to its author.
+    s = reviewing(1)
+    after, fx = run(s, Approve(user_id=OWNER, via=Via.REACTION, segment=SegmentKey(1, 1)))
+    assert after.state is State.AWAITING_PROMPT and private(fx) == []
+    assert run(s, Approve(user_id=STRANGER, via=Via.REACTION, segment=SegmentKey(1, 1))) == (s, [])
+    assert run(after, Regenerate(user_id=OWNER, via=Via.REACTION, segment=SegmentKey(1, 1)))[1] != []
+
+
 # -- invisible prompts -----------------------------------------------------------------------------
 
 INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u200e\u200f", "\u202a\u202c", "\u3000"]
