@@ -6,7 +6,8 @@ Wan2.2 A14B in bfloat16 is two 28.6 GB experts, an 11 GB text encoder and a smal
                     everything resident on the GPU in bfloat16
     expert_offload  20-70 GiB free: RTX 3090/4090 (24 GB), 5090 (32 GB), A6000/L40S (48 GB)
                     each model moves to the GPU when it runs (model CPU offload), so one expert
-                    is resident at a time; expert weights stored in fp8, computed in bfloat16
+                    is resident at a time; fp8_scaled experts stay in their fp8 with scales
+                    (worker.wan.fp8), bf16 ones are stored in fp8 and computed in bfloat16
                     (enable_layerwise_casting)
     group_offload   below 20 GiB: 12-16 GB cards
                     layers stream in from CPU memory on a CUDA stream, overlapped with compute;
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 import torch
 
+from worker.wan.fp8 import has_scaled_fp8
 from worker.wan.options import MemoryProfile
 
 Placement = Literal["cpu", "full", "expert_offload", "group_offload"]
@@ -55,15 +57,42 @@ def compute_dtype(placement: Placement) -> torch.dtype:
     return torch.float32 if placement == "cpu" else torch.bfloat16
 
 
+def vae_dtype(choice: str, placement: Placement) -> torch.dtype:
+    """float32 (diffusers' advice for the Wan VAE: each hand-off frame is re-encoded, so its error
+    compounds along a chain) unless asked otherwise or the card is a small one (group_offload)."""
+    if choice == "float32" or placement == "cpu":
+        return torch.float32
+    if choice == "bfloat16":
+        return torch.bfloat16
+    return torch.bfloat16 if placement == "group_offload" else torch.float32
+
+
 def is_quantized(model: Any) -> bool:
     # GGUF weights are already stored small; layerwise casting would fight their quantizer.
     return getattr(model, "hf_quantizer", None) is not None or bool(getattr(model, "is_quantized", False))
 
 
+def _layerwise_cast(model: Any) -> bool:
+    registry = getattr(model, "_diffusers_hook", None)
+    return registry is not None and registry.get_hook("layerwise_casting") is not None
+
+
+def store_expert(model: Any, placement: Placement, device: torch.device) -> None:
+    """Put one freshly loaded expert in its storage form at once, before the next one loads, so
+    load-time RAM holds one expert in full precision at most: on the GPU for "full", in fp8 for
+    "expert_offload" (fp8_scaled experts already are)."""
+    if placement == "full" and device.type == "cuda":
+        model.to(device)
+    elif placement == "expert_offload" and not is_quantized(model) and not has_scaled_fp8(model):
+        model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype(placement))
+
+
 def _store_experts_in_fp8(pipe: Any, dtype: torch.dtype) -> None:
+    """bf16/fp16 experts are stored in fp8 per tensor, without a scale (layerwise casting);
+    fp8_scaled experts already are fp8, with their scales, and are left as they are."""
     for name in ("transformer", "transformer_2"):
         model = getattr(pipe, name, None)
-        if model is not None and not is_quantized(model):
+        if model is not None and not is_quantized(model) and not has_scaled_fp8(model) and not _layerwise_cast(model):
             model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
 
 
