@@ -29,7 +29,7 @@ MAX_BACKOFF = 60.0
 #: another process for a while); one that reported bad_input (a missing or wrong model file, a
 #: missing package, a bad setting) is not restarted at all: only the operator can fix that.
 MAX_OOM_STARTS = 3
-UNAVAILABLE = "the GPU is unavailable (the operator has been told why)"
+UNAVAILABLE = "the GPU worker could not start, and the GPU is unavailable until the operator fixes its setup"
 
 
 @dataclass
