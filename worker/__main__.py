@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             preflight(generation)
         except ModelFileError as exc:
             log.error("cannot start the wan backend: %s", exc)
-            return _refuse(out, FailureKind.BAD_INPUT, str(exc))
+            return _refuse(out, FailureKind.BAD_INPUT, f"could not load backend {backend_name}: {exc}")
 
     # 2. Load (torch, diffusers and the weights).
     from worker.factory import build_backend, resolve_device
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.exception("could not load the %s backend", backend_name)
         else:
             log.error("could not load the %s backend: %s", backend_name, message)
-        return _refuse(out, kind, f"could not load the {backend_name} backend: {message}")
+        return _refuse(out, kind, f"could not load backend {backend_name}: {message}")
 
     # 3. Serve.
     if serve_forever(backend, device=device, stdin=sys.stdin, stdout=out, info=info):
