@@ -15,9 +15,9 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 
-from bot.worker_client import ProgressHandler, WorkerDied, WorkerError, WorkerProcess
+from bot.worker_client import ProgressHandler, WorkerDied, WorkerError, WorkerProcess, WorkerStartError
 from shared.protocol import Done, Failed, FailureKind, Generate, Progress
 
 log = logging.getLogger("framechain.dispatcher")
@@ -25,6 +25,11 @@ log = logging.getLogger("framechain.dispatcher")
 #: A job is tried at most this often (the first run plus one retry after a worker death).
 MAX_TRIES = 2
 MAX_BACKOFF = 60.0
+#: A worker whose start ran out of memory is tried this many times (the memory may be held by
+#: another process for a while); one that reported bad_input (a missing or wrong model file, a
+#: missing package, a bad setting) is not restarted at all: only the operator can fix that.
+MAX_OOM_STARTS = 3
+UNAVAILABLE = "the GPU worker could not start, and the GPU is unavailable until the operator fixes its setup"
 
 
 @dataclass
@@ -147,6 +152,8 @@ class Dispatcher:
         self._slots: list[asyncio.Task[None]] = []
         self._positions: dict[str, int] = {}
         self._reports: set[asyncio.Task[None]] = set()
+        #: Devices whose worker cannot start until the operator fixes something, with the reason.
+        self.unavailable: dict[str, str] = {}
 
     # --- control ----------------------------------------------------------------------------
 
@@ -172,6 +179,8 @@ class Dispatcher:
             return False
         await self.queue.put(Job(message=message, owner=owner))
         await self._announce_positions()
+        if len(self.unavailable) == len(self.devices):
+            await _quietly(self.listener.job_delayed(message.job_id, UNAVAILABLE))
         return True
 
     async def cancel(self, job_id: str) -> bool:
@@ -214,8 +223,24 @@ class Dispatcher:
 
     # --- slots ------------------------------------------------------------------------------
 
+    async def _give_up(self, device: str, exc: WorkerStartError) -> NoReturn:
+        """Stop restarting ``device``'s worker: log the fix, tell the waiting users, wait for stop()."""
+        self.unavailable[device] = str(exc)
+        log.error(
+            "worker on %s cannot start: %s. Restarting will not help: fix this (configuration, model files "
+            "or packages) and restart framechain.",
+            device,
+            exc,
+        )
+        if len(self.unavailable) == len(self.devices):
+            for job in self.queue.order():
+                await _quietly(self.listener.job_delayed(job.job_id, UNAVAILABLE))
+        await asyncio.Future()  # parked until stop() cancels the slot
+        raise AssertionError("unreachable")
+
     async def _ensure_worker(self, device: str) -> WorkerProcess:
         failures = 0
+        oom_starts = 0
         while True:
             worker = self.workers.get(device)
             if worker is not None and worker.alive:
@@ -226,6 +251,13 @@ class Dispatcher:
             try:
                 await worker.start()
             except WorkerError as exc:
+                kind = exc.kind if isinstance(exc, WorkerStartError) else None
+                oom_starts += kind is FailureKind.OOM
+                if isinstance(exc, WorkerStartError) and (
+                    kind is FailureKind.BAD_INPUT or oom_starts >= MAX_OOM_STARTS
+                ):
+                    self.workers[device] = None
+                    await self._give_up(device, exc)
                 failures += 1
                 delay = min(MAX_BACKOFF, self.restart_backoff * 2 ** (failures - 1))
                 log.error("worker on %s did not start (%s); retrying in %.0f s", device, exc, delay)

@@ -29,6 +29,7 @@ from bot.dispatcher import Dispatcher
 from bot.pictures import picture_problem
 from bot.ports import Action, ChatPort, ChatRef, FinalPost, PrivateReply, SegmentPost, control_id
 from bot.store import Conflict, NotFound, SegmentRow, SegmentStatus, SessionRow, SessionState, Store
+from shared import memory_plan
 from shared.config import Config
 from shared.params import SECONDS_TO_FRAMES
 from shared.protocol import Done, Failed, FailureKind, Generate
@@ -79,6 +80,23 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+def _memory_max_pixels(config: Config) -> int:
+    """The largest /settings size the GPU can take under the configured profile (shared.memory_plan);
+    no further limit where the card is unknown."""
+    g = config.generation
+    fits = memory_plan.max_pixels_for(
+        backend=g.backend,
+        profile=g.memory_profile,
+        transformer=g.transformer,
+        transformer_2=g.transformer_2,
+        vae_dtype=g.vae_dtype,
+        low_ram=g.low_ram,
+    )
+    if fits is not None and fits < config.limits.max_pixels:
+        log.info("memory plan: sizes above %d pixels per frame do not fit this GPU under %s", fits, g.memory_profile)
+    return config.limits.max_pixels if fits is None else min(fits, config.limits.max_pixels)
+
+
 class ConversationService:
     def __init__(
         self,
@@ -101,7 +119,7 @@ class ConversationService:
             max_steps=lim.max_steps,
             size=(g.width, g.height),
             size_mode=g.size_mode,
-            max_pixels=max(lim.max_pixels, g.width * g.height),
+            max_pixels=max(_memory_max_pixels(config), g.width * g.height),
         )
         self._progress: dict[int, _Progress] = {}
         self._locks: dict[str, _Lock] = {}

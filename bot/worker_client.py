@@ -18,6 +18,7 @@ from shared.protocol import Cancel as CancelMessage
 from shared.protocol import (
     Done,
     Failed,
+    FailureKind,
     Generate,
     Message,
     Progress,
@@ -41,7 +42,12 @@ class WorkerError(Exception):
 
 
 class WorkerStartError(WorkerError):
-    """The worker exited or reported a failure before it was ready."""
+    """The worker exited or reported a failure before it was ready. ``kind`` is the failure kind
+    the worker reported (None when it just exited or timed out)."""
+
+    def __init__(self, message: str, kind: FailureKind | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class WorkerDied(WorkerError):
@@ -115,7 +121,7 @@ class WorkerProcess:
                         return event
                     if isinstance(event, Failed):
                         await self.kill()
-                        raise WorkerStartError(f"{self.name}: {event.message}")
+                        raise WorkerStartError(f"{self.name}: {event.message}", kind=event.kind)
         except TimeoutError:
             await self.kill()
             raise WorkerStartError(f"{self.name} was not ready after {timeout:.0f} s") from None

@@ -123,6 +123,11 @@ class GenerationConfig:
     lora_guidance: float = 1.0
     #: Seconds the preview backend waits per step, to rehearse progress messages at a model's pace.
     preview_step_delay: float = 0.0
+    #: For 32 GB machines: fp8_scaled experts stay in memory maps of their files (at most about one
+    #: expert in RAM; the idle one is read back from disk when its turn comes, see the memory plan).
+    low_ram: bool = False
+    #: VAE precision: "auto" = float32 where the memory plan allows it, else bfloat16.
+    vae_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     @property
     def sampling_steps(self) -> int:
@@ -377,6 +382,13 @@ def _check(config: Config, source: str) -> None:
     ):
         if not 0.0 <= fvalue <= 30.0:
             fail(key, f"must be between 0 and 30, got {fvalue}")
+    if g.guidance <= 1.0 < g.guidance_2:
+        # diffusers turns CFG on for both experts only when the first guidance is above 1.
+        fail(
+            "generation.guidance_2",
+            f"{g.guidance_2} has no effect while generation.guidance is {g.guidance}"
+            " (a guidance <= 1 turns CFG off for both experts)",
+        )
     if g.shift <= 0:
         fail("generation.shift", f"must be positive, got {g.shift}")
     if not 0.0 <= g.boundary_ratio <= 1.0:

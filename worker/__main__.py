@@ -1,8 +1,15 @@
-"""``python -m worker``: one worker process on one device (see worker.process)."""
+"""``python -m worker``: one worker process on one device (see worker.process).
+
+Every way a start can fail ends in one ``failed`` message (``job_id`` null) with one sentence,
+then exit status 1, instead of a traceback: a bad configuration or a missing, unreadable or
+corrupt model file is ``bad_input`` (found before torch is imported), running out of memory is
+``oom``, anything else ``internal``. The dispatcher decides from the kind whether to try again.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -11,10 +18,18 @@ from collections.abc import Sequence
 from shared.config import ConfigError, load_config
 from shared.logs import setup_logging
 from shared.protocol import Failed, FailureKind
-from worker.errors import GenerationError
-from worker.process import ProtocolOut, claim_stdout, serve_forever
+from worker.errors import load_failure
+from worker.model_check import ModelFileError, preflight
+from worker.process import ParentGone, ProtocolOut, claim_stdout, serve_forever
 
 log = logging.getLogger("framechain.worker")
+
+
+def _refuse(out: ProtocolOut, kind: FailureKind, message: str) -> int:
+    """Tell the parent why there will be no ``ready``; it decides whether to retry."""
+    with contextlib.suppress(ParentGone):
+        out.send(Failed(job_id=None, kind=kind, message=message))
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,11 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="overrides generation.model")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
-    protocol_out = claim_stdout()
+    out = ProtocolOut(claim_stdout())
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"worker: {exc}", file=sys.stderr)
+        _refuse(out, FailureKind.BAD_INPUT, str(exc))
         return 2
     setup_logging(args.log_level or config.log_level, process="worker")
     generation = config.generation
@@ -37,23 +53,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         generation = dataclasses.replace(generation, model=args.model)
     backend_name = args.backend or config.generation.backend
     device = args.device or config.workers.devices[0]
+    if device.startswith("comfyui:"):
+        backend_name = "comfyui"  # a server's slot, also beside local devices
 
+    # 1. Cheap checks first: a missing file is found in milliseconds, not after the heavy imports.
+    if backend_name == "wan":
+        try:
+            preflight(generation)
+        except ModelFileError as exc:
+            log.error("cannot start the wan backend: %s", exc)
+            return _refuse(out, FailureKind.BAD_INPUT, f"could not load backend {backend_name}: {exc}")
+
+    # 2. Load (torch, diffusers and the weights).
     from worker.factory import build_backend, resolve_device
 
     try:
         device = resolve_device(device, backend_name)
         log.info("loading %s backend on %s", backend_name, device)
-        if device.startswith("comfyui:"):
-            backend_name = "comfyui"  # a server's slot, also beside local devices
         backend, info = build_backend(generation, backend_name, device, comfyui=config.comfyui)
-    except (GenerationError, OSError, ValueError) as exc:
-        # Tell the parent why there will be no `ready`, then exit: it decides whether to retry.
-        log.exception("could not load the %s backend", backend_name)
-        kind = exc.kind if isinstance(exc, GenerationError) else FailureKind.INTERNAL
-        ProtocolOut(protocol_out).send(Failed(job_id=None, kind=kind, message=f"could not load backend: {exc}"))
-        return 1
-    serve_forever(backend, device=device, stdin=sys.stdin, stdout=protocol_out, info=info)
-    log.info("worker stopped")
+    except Exception as exc:
+        kind, message = load_failure(exc)
+        if kind is FailureKind.INTERNAL:
+            log.exception("could not load the %s backend", backend_name)
+        else:
+            log.error("could not load the %s backend: %s", backend_name, message)
+        return _refuse(out, kind, f"could not load backend {backend_name}: {message}")
+
+    # 3. Serve.
+    if serve_forever(backend, device=device, stdin=sys.stdin, stdout=out, info=info):
+        log.info("worker stopped")
+    else:
+        log.warning("the parent process is gone; worker exiting")
     return 0
 
 

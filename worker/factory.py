@@ -46,8 +46,24 @@ def build_backend(
             "no CUDA device: the wan backend runs on the CPU in float32, which is only practical for tiny "
             'test models; use backend = "preview" to try framechain without a GPU'
         )
+    import torch
+
+    from shared.memory_plan import ram_available
     from worker.wan.backend import WanBackend
+    from worker.wan.loader import plan_for
+    from worker.wan.memory import check_memory_plan
     from worker.wan.options import wan_options_from_config
 
-    wan = WanBackend(wan_options_from_config(generation, device=device))
+    options = wan_options_from_config(generation, device=device)
+    plan = plan_for(options)
+    vram_total = torch.cuda.mem_get_info(plan.device)[1] if plan.device.type == "cuda" else None
+    # Before any weight loads: a profile that cannot fit is refused in one line, not killed.
+    check_memory_plan(
+        options,
+        plan.placement,
+        ram=ram_available(),
+        vram_total=vram_total,
+        size=(generation.width, generation.height, generation.frames),
+    )
+    wan = WanBackend(options, plan=plan)
     return wan, wan.describe()

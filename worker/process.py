@@ -9,6 +9,7 @@ corrupt the stream.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -46,18 +47,35 @@ log = logging.getLogger("framechain.worker")
 MAX_IMAGE_PIXELS = 100_000_000
 
 
+class ParentGone(Exception):
+    """The process reading our stdout is gone (EPIPE): nobody is left to report to."""
+
+
 class ProtocolOut:
     """Writes protocol messages, one line each, from any thread."""
 
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
         self._lock = threading.Lock()
+        self.gone = False
 
     def send(self, message: Message) -> None:
         line = encode(message)
         with self._lock:
-            self._stream.write(line)
-            self._stream.flush()
+            if self.gone:
+                raise ParentGone
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except (BrokenPipeError, ConnectionResetError, ValueError):
+                # ValueError: the stream was closed. Point the descriptor at /dev/null so the
+                # interpreter's own flush at exit does not print a BrokenPipeError either.
+                self.gone = True
+                with contextlib.suppress(OSError, ValueError):
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, self._stream.fileno())
+                    os.close(devnull)
+                raise ParentGone from None
 
 
 def claim_stdout() -> IO[str]:
@@ -84,11 +102,32 @@ class Worker:
         self._running: _Running | None = None
         self._cancelled_ids: set[str] = set()
         self._lock = threading.Lock()
+        #: stdin ended without a ``shutdown``, or stdout broke: the parent was killed.
+        self.parent_gone = False
+
+    def _send(self, message: Message) -> None:
+        try:
+            self.out.send(message)
+        except ParentGone:
+            self.parent_gone = True
+            raise
 
     # --- input ------------------------------------------------------------------------------
 
     def read_loop(self, stream: IO[str]) -> None:
         """Runs on the reader thread until stdin closes or ``shutdown`` arrives."""
+        try:
+            self._read(stream)
+        except ParentGone:
+            pass
+        finally:
+            # EOF or shutdown: stop the running job and let the main loop end after it.
+            with self._lock:
+                if self._running is not None:
+                    self._running.cancel.set()
+            self.jobs.put(None)
+
+    def _read(self, stream: IO[str]) -> None:
         for raw in stream:
             line = raw.strip()
             if not line:
@@ -97,27 +136,24 @@ class Worker:
                 message = decode(line)
             except ProtocolError as exc:
                 log.warning("skipping malformed line: %s", exc)
-                self.out.send(Failed(job_id=None, kind=FailureKind.BAD_INPUT, message=f"malformed line: {exc}"))
+                self._send(Failed(job_id=None, kind=FailureKind.BAD_INPUT, message=f"malformed line: {exc}"))
                 continue
             if isinstance(message, Generate):
                 self.jobs.put(message)
             elif isinstance(message, Cancel):
                 self.cancel(message.job_id)
             elif isinstance(message, Shutdown):
-                break
+                return
             else:
-                self.out.send(
+                self._send(
                     Failed(
                         job_id=None,
                         kind=FailureKind.BAD_INPUT,
                         message=f"{message.type} is not a message a worker accepts",
                     )
                 )
-        # EOF or shutdown: stop the running job and let the main loop end after it.
-        with self._lock:
-            if self._running is not None:
-                self._running.cancel.set()
-        self.jobs.put(None)
+        # EOF without a shutdown: whoever started us is gone (a clean stop sends shutdown first).
+        self.parent_gone = True
 
     def cancel(self, job_id: str) -> None:
         with self._lock:
@@ -127,7 +163,7 @@ class Worker:
                 return
             # Not running: remember it so a queued generate for it is dropped, and acknowledge.
             self._cancelled_ids.add(job_id)
-        self.out.send(Failed(job_id=job_id, kind=FailureKind.CANCELLED, message="cancelled before it started"))
+        self._send(Failed(job_id=job_id, kind=FailureKind.CANCELLED, message="cancelled before it started"))
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -142,7 +178,9 @@ class Worker:
                     continue
                 self._running = _Running(job.job_id, threading.Event())
             try:
-                self.out.send(self.run_job(job, self._running.cancel))
+                self._send(self.run_job(job, self._running.cancel))
+            except ParentGone:
+                return
             finally:
                 with self._lock:
                     self._running = None
@@ -154,7 +192,10 @@ class Worker:
             reference = load_start_image(job.color_reference) if job.color_reference else None
 
             def on_step(step: int, total: int) -> bool:
-                self.out.send(Progress(job_id=job.job_id, step=step, total=total))
+                try:
+                    self._send(Progress(job_id=job.job_id, step=step, total=total))
+                except ParentGone:
+                    return True  # nobody to deliver to: stop at once
                 return cancel.is_set()
 
             if cancel.is_set():
@@ -186,7 +227,9 @@ class Worker:
         except BackendLost:
             raise  # ends the worker: the dispatcher retries the job on a fresh one
         except GenerationError as exc:
-            if exc.kind is FailureKind.INTERNAL:
+            if self.parent_gone:
+                pass  # stopped because the parent is gone; nothing worth a log line
+            elif exc.kind is FailureKind.INTERNAL:
                 log.exception("job %s failed", job.job_id)
             else:
                 log.info("job %s: %s: %s", job.job_id, exc.kind.value, exc)
@@ -222,10 +265,17 @@ def load_start_image(path: str) -> Image.Image:
         raise BadInput(f"not a readable image: {Path(path).name} ({exc})") from None
 
 
-def serve_forever(backend: Backend, *, device: str, stdin: IO[str], stdout: IO[str], info: dict[str, object]) -> None:
-    out = ProtocolOut(stdout)
+def serve_forever(
+    backend: Backend, *, device: str, stdin: IO[str], stdout: IO[str] | ProtocolOut, info: dict[str, object]
+) -> bool:
+    """Serve until shutdown or EOF; returns False when it stopped because the parent is gone."""
+    out = stdout if isinstance(stdout, ProtocolOut) else ProtocolOut(stdout)
     worker = Worker(backend, out, device=device)
-    out.send(Ready(backend=backend.name, device=device, preview=backend.preview, info=dict(info)))
+    try:
+        worker._send(Ready(backend=backend.name, device=device, preview=backend.preview, info=dict(info)))
+    except ParentGone:
+        return False
     reader = threading.Thread(target=worker.read_loop, args=(stdin,), name="stdin-reader", daemon=True)
     reader.start()
     worker.serve()
+    return not worker.parent_gone

@@ -4,9 +4,10 @@ test_service.py; here no worker is started)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
-from bot.dispatcher import Dispatcher, FairQueue, Job
+from bot.dispatcher import MAX_OOM_STARTS, UNAVAILABLE, Dispatcher, FairQueue, Job
 from bot.worker_client import WorkerProcess
 from shared.protocol import Done, Failed, FailureKind, Generate
 
@@ -126,5 +127,54 @@ async def test_waiting_jobs_hear_when_no_worker_can_start() -> None:
         await asyncio.sleep(0.3)  # further failures in the streak say nothing more
         assert listener.delayed == [("1", "the GPU worker could not start")]
         assert dispatcher.position("1") == 1 and listener.finished == []  # still queued, not lost
+    finally:
+        await dispatcher.stop()
+
+
+def reporting_failure(kind: str, starts: list[str]):  # type: ignore[no-untyped-def]
+    """Workers that report ``failed`` with ``kind`` at start, as `python -m worker` does."""
+    line = json.dumps({"type": "failed", "job_id": None, "kind": kind, "message": "generation.transformer x is gone"})
+
+    def make(device: str) -> WorkerProcess:
+        starts.append(device)
+        return WorkerProcess([sys.executable, "-c", f"print({line!r}); import sys; sys.exit(1)"], name="w")
+
+    return make
+
+
+async def wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_a_start_that_failed_on_bad_input_is_not_retried() -> None:
+    listener = Recorder()
+    starts: list[str] = []
+    dispatcher = Dispatcher(["cpu"], reporting_failure("bad_input", starts), listener, restart_backoff=0.01)
+    await dispatcher.submit(job("1", "A").message, "A")
+    await dispatcher.start()
+    try:
+        await wait_for(lambda: bool(listener.delayed))
+        await asyncio.sleep(0.5)  # a retrying slot would have started several more by now
+        assert starts == ["cpu"]
+        assert listener.delayed == [("1", UNAVAILABLE)] and "cpu" in dispatcher.unavailable
+        await dispatcher.submit(job("2", "B").message, "B")  # later arrivals hear it at once
+        assert listener.delayed[-1] == ("2", UNAVAILABLE)
+        assert listener.finished == []  # still queued: they run once the operator fixes it
+    finally:
+        await dispatcher.stop()
+
+
+async def test_a_start_that_ran_out_of_memory_is_tried_a_few_times() -> None:
+    listener = Recorder()
+    starts: list[str] = []
+    dispatcher = Dispatcher(["cpu"], reporting_failure("oom", starts), listener, restart_backoff=0.01)
+    await dispatcher.start()
+    try:
+        await wait_for(lambda: "cpu" in dispatcher.unavailable)
+        await asyncio.sleep(0.3)
+        assert len(starts) == MAX_OOM_STARTS
     finally:
         await dispatcher.stop()

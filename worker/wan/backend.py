@@ -9,7 +9,9 @@ GenerationError.
 from __future__ import annotations
 
 import gc
+import logging
 import secrets
+import traceback
 from typing import Any
 
 import numpy as np
@@ -17,10 +19,12 @@ import torch
 from PIL import Image
 
 from worker.backend import SegmentFrames, StepCallback, check_inputs
-from worker.errors import BadInput, Cancelled, GenerationError, OutOfMemory
+from worker.errors import BadInput, Cancelled, GenerationError, OutOfMemory, is_out_of_memory
 from worker.images import prepare_start_image
 from worker.wan.loader import Plan, load_pipeline, plan_for
 from worker.wan.options import WanOptions
+
+log = logging.getLogger("framechain.worker")
 
 #: Seeds drawn when none is given stay below 2**53 so they survive any JSON reader intact.
 _SEED_RANGE = 2**53
@@ -102,7 +106,9 @@ class WanBackend:
                 raise _StopRequested
             return tensors
 
-        # 5. Denoise and decode.
+        # 5. Denoise and decode. The pipeline's frames (and their tensors) must be gone before
+        #    memory is released, so the failure is raised after the except block, unchained.
+        failure: GenerationError | None = None
         try:
             output = self.pipe(
                 image=start,
@@ -119,14 +125,17 @@ class WanBackend:
                 callback_on_step_end=step_end,
             )
         except _StopRequested:
-            self._recover()
-            raise Cancelled(f"stopped on request after step {done} of {steps}") from None
-        except (torch.OutOfMemoryError, MemoryError) as exc:
-            self._recover()
-            raise OutOfMemory(f"out of memory generating {width}x{height}x{frames}: {exc}") from exc
+            failure = Cancelled(f"stopped on request after step {done} of {steps}")
         except Exception as exc:
+            if is_out_of_memory(exc):  # also cuDNN/cuBLAS allocation failures
+                failure = OutOfMemory(f"out of memory generating {width}x{height}x{frames}: {exc}")
+            else:
+                # As text: a record holding exc_info would keep the failed call's frames alive.
+                log.error("generation failed:\n%s", "".join(traceback.format_exception(exc)).rstrip())
+                failure = GenerationError(f"generation failed: {type(exc).__name__}: {exc}")
+        if failure is not None:
             self._recover()
-            raise GenerationError(f"generation failed: {type(exc).__name__}: {exc}") from exc
+            raise failure
 
         # 6. float [0, 1] -> uint8, the way diffusers turns arrays into images.
         video = np.asarray(output.frames[0])

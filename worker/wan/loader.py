@@ -5,7 +5,8 @@ Single-file experts come in three shapes, all read here without any download:
 - original Wan / ComfyUI key layout ``.safetensors`` (ComfyUI's carry ``model.diffusion_model.``);
   diffusers converts the keys;
 - ``*_fp8_scaled.safetensors``: fp8 weights plus a ``scale_weight`` per weight. diffusers would load
-  the fp8 values and drop the scales, giving wrong weights, so we multiply them back first;
+  the fp8 values and drop the scales, giving wrong weights; worker.wan.expert_file keeps the
+  weights in fp8 with their scales and dequantises per layer at compute time;
 - ``.gguf``: loaded quantized through ``GGUFQuantizationConfig``.
 The architecture is read from the file's own tensor shapes (worker.wan.detect), unless a
 diffusers config is configured. The VAE and the text encoder may be single files too
@@ -25,6 +26,7 @@ import torch
 from diffusers import GGUFQuantizationConfig, WanImageToVideoPipeline, WanTransformer3DModel
 from safetensors import safe_open
 
+from worker.model_check import read_safetensors_header
 from worker.wan.components import (
     config_folder,
     expert_config_file,
@@ -34,7 +36,18 @@ from worker.wan.components import (
 )
 from worker.wan.detect import SHIPPED_TRANSFORMER_CONFIG as SHIPPED_TRANSFORMER_CONFIG
 from worker.wan.detect import ExpertArchitecture
-from worker.wan.memory import Placement, apply_memory_profile, choose_memory_profile, compute_dtype, is_quantized
+from worker.wan.expert_file import load_scaled_fp8_expert
+from worker.wan.fp8 import has_scaled_fp8
+from worker.wan.lora_fp8 import log_dropped_lora_keys, merge_lora_at_compute_time
+from worker.wan.memory import (
+    Placement,
+    apply_memory_profile,
+    choose_memory_profile,
+    compute_dtype,
+    is_quantized,
+    store_expert,
+    vae_dtype,
+)
 from worker.wan.options import LoraSpec, WanOptions
 from worker.wan.schedule import make_scheduler
 
@@ -159,8 +172,13 @@ def read_safetensors(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor] 
         return out
 
 
-def load_transformer_file(path: str | Path, *, config: Path, dtype: torch.dtype) -> WanTransformer3DModel:
-    """One expert from a single file (.safetensors in original/ComfyUI layout, fp8_scaled, or .gguf)."""
+def load_transformer_file(
+    path: str | Path, *, config: Path, dtype: torch.dtype, mapped: bool = False
+) -> WanTransformer3DModel:
+    """One expert from a single file (.safetensors in original/ComfyUI layout, fp8_scaled, or .gguf).
+
+    An ``fp8_scaled`` file stays fp8 with its scales (worker.wan.expert_file); ``mapped`` leaves its
+    fp8 weights in a memory map of the file (the low-RAM option)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"transformer file {str(path)!r} does not exist")
@@ -173,10 +191,10 @@ def load_transformer_file(path: str | Path, *, config: Path, dtype: torch.dtype)
                 **common,
             )
         else:
-            state_dict = read_safetensors(path, dtype)
-            model = WanTransformer3DModel.from_single_file(
-                state_dict if state_dict is not None else str(path), **common
-            )
+            header = read_safetensors_header(path, "transformer file")
+            if header.is_scaled_fp8:
+                return load_scaled_fp8_expert(path, config=config, dtype=dtype, mapped=mapped, header=header)
+            model = WanTransformer3DModel.from_single_file(str(path), **common)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise ValueError(f"could not load transformer file {str(path)!r} with config {str(config)!r}: {exc}") from exc
     return cast(WanTransformer3DModel, model)
@@ -185,22 +203,32 @@ def load_transformer_file(path: str | Path, *, config: Path, dtype: torch.dtype)
 def load_loras(pipe: Any, loras: tuple[LoraSpec, ...]) -> None:
     """Load each LoRA into the expert(s) it targets, at its scale.
 
-    The options are fixed for the worker's life, so LoRAs are fused into the expert's weights and
-    the adapter layers dropped: no extra matmuls per step, and fp8 storage (expert_offload) then
-    rounds the fused weight instead of flushing the tiny LoRA factors to zero. GGUF experts cannot
-    take fused weights; they keep the LoRAs as adapters."""
+    The options are fixed for the worker's life, so LoRAs are fused into a bf16/fp32 expert's
+    weights and the adapter layers dropped: no extra matmuls per step. On an fp8_scaled expert
+    they are merged per layer into the dequantised weight at compute time (worker.wan.fp8 says
+    why). GGUF experts cannot take fused weights; they keep the LoRAs as adapters."""
     per_expert: dict[str, tuple[list[str], list[float]]] = {"high": ([], []), "low": ([], [])}
     for index, lora in enumerate(loras):
         path = Path(lora.path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"lora file {lora.path!r} does not exist")
+        converted: dict[str, torch.Tensor] | None = None
         for expert in ("high", "low"):
             if lora.target not in ("both", expert):
+                continue
+            model = pipe.transformer if expert == "high" else pipe.transformer_2
+            if has_scaled_fp8(model):
+                if converted is None:
+                    converted = pipe.lora_state_dict(str(path))
+                    log_dropped_lora_keys(path, converted)
+                merge_lora_at_compute_time(model, converted, lora.scale, name=f"{path.name} ({expert})")
                 continue
             name = f"lora{index}_{expert}"
             pipe.load_lora_weights(str(path), adapter_name=name, load_into_transformer_2=expert == "low")
             per_expert[expert][0].append(name)
             per_expert[expert][1].append(lora.scale)
+        if converted is None:
+            log_dropped_lora_keys(path, pipe.lora_state_dict(str(path)))
     for expert, model_name in (("high", "transformer"), ("low", "transformer_2")):
         names, weights = per_expert[expert]
         if not names:
@@ -241,14 +269,21 @@ def load_pipeline(options: WanOptions, plan: Plan | None = None) -> WanImageToVi
 
     # 1. Single-file experts, when given, replace the folder's (which then need not exist). Their
     #    architecture comes from a configured config, else from the file's own tensor shapes.
+    #    One at a time, each put in its storage form before the next loads (a LoRA to fuse into a
+    #    bf16 expert needs its full-precision weights, so that expert waits for step 4).
     experts: dict[str, WanTransformer3DModel] = {}
     with config_folder() as folder:
         for name, architecture in inspection.experts.items():
             path = files.get(name)
             assert path is not None  # inspected experts all have files
             config = _expert_config(options, name, path, architecture, Path(folder))
-            experts[name] = load_transformer_file(path, config=config, dtype=plan.dtype)
+            model = load_transformer_file(path, config=config, dtype=plan.dtype, mapped=options.low_ram)
             log.info("%s: %s", name, path)
+            expert = "high" if name == "transformer" else "low"
+            if has_scaled_fp8(model) or not any(lo.target in ("both", expert) for lo in options.loras):
+                store_expert(model, plan.placement, plan.device)
+            experts[name] = model
+            gc.collect()
 
     # 2. The VAE and text encoder from their single files.
     components.update(experts)
@@ -271,6 +306,7 @@ def load_pipeline(options: WanOptions, plan: Plan | None = None) -> WanImageToVi
         )
     if pipe.transformer is None or pipe.transformer_2 is None:
         raise ValueError(f"model {options.model!r} lacks transformer or transformer_2: not a Wan2.2 A14B I2V model")
+    pipe.vae.to(vae_dtype(options.vae_dtype, plan.placement))  # (memory) VAE precision
     pipe.register_to_config(boundary_ratio=options.boundary_ratio)
     pipe.scheduler = make_scheduler(options.sampler, options.shift)
     pipe.set_progress_bar_config(disable=True)

@@ -6,7 +6,8 @@ Wan2.2 A14B in bfloat16 is two 28.6 GB experts, an 11 GB text encoder and a smal
                     everything resident on the GPU in bfloat16
     expert_offload  20-70 GiB free: RTX 3090/4090 (24 GB), 5090 (32 GB), A6000/L40S (48 GB)
                     each model moves to the GPU when it runs (model CPU offload), so one expert
-                    is resident at a time; expert weights stored in fp8, computed in bfloat16
+                    is resident at a time; fp8_scaled experts stay in their fp8 with scales
+                    (worker.wan.fp8), bf16 ones are stored in fp8 and computed in bfloat16
                     (enable_layerwise_casting)
     group_offload   below 20 GiB: 12-16 GB cards
                     layers stream in from CPU memory on a CUDA stream, overlapped with compute;
@@ -19,21 +20,28 @@ reached where CUDA is present.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from worker.wan.options import MemoryProfile
+from shared import memory_plan
+from worker.errors import OutOfMemory
+from worker.wan.fp8 import has_scaled_fp8
+from worker.wan.options import MemoryProfile, WanOptions
+
+log = logging.getLogger("framechain.worker")
 
 Placement = Literal["cpu", "full", "expert_offload", "group_offload"]
 
-GIB = 1024**3
+GIB = memory_plan.GIB
 #: Free memory from which both experts, the text encoder and the activations of a 640x640x81
-#: segment fit at once (~57 + 11 + a few GB).
-FULL_MIN_FREE = 70 * GIB
-#: Free memory from which one fp8 expert (~14 GB) plus activations fits while the other waits on
-#: the CPU: a 24 GB card.
-EXPERT_OFFLOAD_MIN_FREE = 20 * GIB
+#: segment fit at once; from which one fp8 expert (~14 GB) plus activations fits while the other
+#: waits on the CPU (a 24 GB card). Shared with the bot's plan.
+FULL_MIN_FREE = memory_plan.FULL_MIN_FREE
+EXPERT_OFFLOAD_MIN_FREE = memory_plan.EXPERT_OFFLOAD_MIN_FREE
 
 
 def choose_memory_profile(requested: MemoryProfile, *, cuda_available: bool, free_bytes: int = 0) -> Placement:
@@ -55,15 +63,42 @@ def compute_dtype(placement: Placement) -> torch.dtype:
     return torch.float32 if placement == "cpu" else torch.bfloat16
 
 
+def vae_dtype(choice: str, placement: Placement) -> torch.dtype:
+    """float32 (diffusers' advice for the Wan VAE: each hand-off frame is re-encoded, so its error
+    compounds along a chain) unless asked otherwise or the card is a small one (group_offload)."""
+    if choice == "float32" or placement == "cpu":
+        return torch.float32
+    if choice == "bfloat16":
+        return torch.bfloat16
+    return torch.bfloat16 if placement == "group_offload" else torch.float32
+
+
 def is_quantized(model: Any) -> bool:
     # GGUF weights are already stored small; layerwise casting would fight their quantizer.
     return getattr(model, "hf_quantizer", None) is not None or bool(getattr(model, "is_quantized", False))
 
 
+def _layerwise_cast(model: Any) -> bool:
+    registry = getattr(model, "_diffusers_hook", None)
+    return registry is not None and registry.get_hook("layerwise_casting") is not None
+
+
+def store_expert(model: Any, placement: Placement, device: torch.device) -> None:
+    """Put one freshly loaded expert in its storage form at once, before the next one loads, so
+    load-time RAM holds one expert in full precision at most: on the GPU for "full", in fp8 for
+    "expert_offload" (fp8_scaled experts already are)."""
+    if placement == "full" and device.type == "cuda":
+        model.to(device)
+    elif placement == "expert_offload" and not is_quantized(model) and not has_scaled_fp8(model):
+        model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype(placement))
+
+
 def _store_experts_in_fp8(pipe: Any, dtype: torch.dtype) -> None:
+    """bf16/fp16 experts are stored in fp8 per tensor, without a scale (layerwise casting);
+    fp8_scaled experts already are fp8, with their scales, and are left as they are."""
     for name in ("transformer", "transformer_2"):
         model = getattr(pipe, name, None)
-        if model is not None and not is_quantized(model):
+        if model is not None and not is_quantized(model) and not has_scaled_fp8(model) and not _layerwise_cast(model):
             model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
 
 
@@ -96,3 +131,42 @@ def apply_memory_profile(pipe: Any, placement: Placement, device: torch.device) 
         )
     else:
         raise ValueError(f"unknown memory profile {placement!r}")
+
+
+def check_memory_plan(
+    options: WanOptions, placement: Placement, *, ram: int | None, vram_total: int | None, size: tuple[int, int, int]
+) -> memory_plan.Plan | None:
+    """Compare what ``placement`` needs (shared.memory_plan, from the experts' file sizes) with
+    the machine, before any weight loads; raise OutOfMemory with one line when it cannot fit.
+    Only single-file experts have known sizes; a diffusers folder is not planned here."""
+    if placement == "cpu" and not (options.transformer or options.transformer_2):
+        return None
+    sizes = memory_plan.file_sizes(options.transformer, options.transformer_2)
+    folder = Path(options.model).expanduser()
+    if folder.is_dir():  # the text encoder and VAE come from a diffusers folder: its sizes
+        widen = 2 if placement == "cpu" else 1  # float32 on the CPU, files in bf16
+        te = sum(f.stat().st_size for f in (folder / "text_encoder").glob("*.safetensors")) * widen
+        vae = sum(f.stat().st_size for f in (folder / "vae").glob("*.safetensors")) // 2
+        sizes = dataclasses.replace(sizes, text_encoder=te, vae_params=vae)
+    profile = "expert_offload" if placement == "cpu" else placement  # the CPU holds what offload holds
+    width, height, frames = size
+    vae_bytes = 4 if vae_dtype(options.vae_dtype, placement) == torch.float32 else 2
+    need = memory_plan.plan(
+        profile, width, height, frames, sizes, vae_bytes_per_value=vae_bytes, low_ram=options.low_ram
+    )
+    log.info("memory plan: %s", need.describe())
+    if ram is not None and need.ram > ram:
+        hint = ""
+        if placement == "expert_offload" and not options.low_ram:
+            low = memory_plan.plan(profile, width, height, frames, sizes, vae_bytes_per_value=vae_bytes, low_ram=True)
+            hint = f"; generation.low_ram = true needs {low.ram / GIB:.0f} GiB"
+        raise OutOfMemory(
+            f"the {profile} profile needs ~{need.ram / GIB:.0f} GiB of RAM for these model files and this "
+            f"machine has {ram / GIB:.0f} GiB available{hint}"
+        )
+    if placement != "cpu" and vram_total is not None and need.vram > memory_plan.usable_vram(vram_total):
+        raise OutOfMemory(
+            f"the {profile} profile needs ~{need.vram / GIB:.0f} GiB of GPU memory at {width}x{height}x{frames} "
+            f"and the card has {vram_total / GIB:.0f} GiB: choose a smaller memory_profile or size"
+        )
+    return need

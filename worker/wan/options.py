@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 Sampler = Literal["euler", "unipc"]
 MemoryProfile = Literal["auto", "full", "expert_offload", "group_offload"]
 LoraTarget = Literal["both", "high", "low"]
+VaeDtype = Literal["auto", "float32", "bfloat16"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
@@ -71,6 +72,11 @@ class WanOptions:
     loras: tuple[LoraSpec, ...] = ()
     #: "auto" (first CUDA device, else the CPU), "cpu", "cuda" or "cuda:N".
     device: str = "auto"
+    #: Keep fp8_scaled experts' weights in a memory map of their files instead of in RAM: the
+    #: kernel holds what fits and reads the rest back when that expert's turn comes.
+    low_ram: bool = False
+    #: Precision of the VAE; "auto" = float32 (diffusers' advice for Wan) unless memory is short.
+    vae_dtype: VaeDtype = "auto"
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -88,6 +94,8 @@ class WanOptions:
             )
         if not _DEVICE.match(self.device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.vae_dtype not in get_args(VaeDtype):
+            raise ValueError(f"vae_dtype must be 'auto', 'float32' or 'bfloat16', got {self.vae_dtype!r}")
         for lora in self.loras:
             if not isinstance(lora, LoraSpec):
                 raise ValueError(f"loras must be LoraSpec values, got {type(lora).__name__}")
@@ -112,4 +120,6 @@ def wan_options_from_config(generation: GenerationConfig, *, device: str = "auto
         compile=generation.compile,
         loras=tuple(LoraSpec(path=lo.path, scale=lo.scale, target=lo.target) for lo in generation.loras),
         device=device,
+        low_ram=generation.low_ram,
+        vae_dtype=generation.vae_dtype,
     )
