@@ -247,9 +247,9 @@ def test_stranger_changes_nothing(name: str, state: State, outcome: str) -> None
     assert after == before
     if isinstance(event, Status):
         assert kinds(effects) == [Say]  # anyone may look
-    elif event.via is not Via.MESSAGE:  # a typed command, a button or a reaction: told privately
+    elif event.via in (Via.COMMAND, Via.CONTROL):  # a typed command or a button: told privately
         assert effects == [Say("Only the person who started this session can do that.", ephemeral=True)]
-    else:  # messages and pictures from others are chatter
+    else:  # messages, pictures and reactions from others are chatter
         assert effects == []
 
 
@@ -259,7 +259,8 @@ def test_stranger_refusal_depends_on_how_the_event_came(via: Via) -> None:
     assert s.current is not None
     after, effects = step(s, Approve(user_id=STRANGER, segment=s.current.key, via=via))
     assert after == s
-    assert (effects != []) == (via is not Via.MESSAGE)
+    # Typed commands and buttons are told; messages and reactions (visible chatter) are not.
+    assert (effects != []) == (via in (Via.COMMAND, Via.CONTROL))
 
 
 def test_stranger_may_view_settings_but_not_change_them() -> None:
