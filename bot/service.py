@@ -28,7 +28,7 @@ from bot import core
 from bot.core import State, Via
 from bot.dispatcher import Dispatcher
 from bot.ports import Action, ChatPort, ChatRef, FinalPost, PrivateReply, SegmentPost, control_id
-from bot.store import Conflict, NotFound, SegmentRow, SegmentStatus, SessionRow, SessionState, Store
+from bot.store import PENDING, Conflict, NotFound, SegmentRow, SegmentStatus, SessionRow, SessionState, Store
 from shared.config import Config
 from shared.params import SECONDS_TO_FRAMES
 from shared.protocol import Done, Failed, FailureKind, Generate
@@ -570,12 +570,14 @@ class ConversationService:
         return True
 
     async def _queue_position(self, session_id: str) -> int | None:
+        """For /status: 0 while the session's job runs, its 1-based place in the queue while it
+        waits (1: next in line, also when no worker is up to take it), None when unknown."""
         if self.dispatcher is None:
             return None
-        for segment in await self.store.list_segments(session_id, (SegmentStatus.QUEUED, SegmentStatus.RUNNING)):
+        for segment in await self.store.list_segments(session_id, PENDING):
             position = self.dispatcher.position(str(segment.id))
             if position is not None:
-                return max(position - 1, 0) if position else 0
+                return position
         return None
 
     # --- posting ----------------------------------------------------------------------------
