@@ -93,6 +93,7 @@ async def test_strangers_are_ignored_and_bad_input_is_answered(tmp_path: Path) -
         assert "10000 characters" in chat.texts()[-1]
         await svc.text(CHAT, OWNER, "waves roll in")
         [seg] = await segment_posts(bot, 1)
+        await chat.wait_for("delete")  # the progress message goes once the take is up
         before = len(chat.sent)
         await svc.control(CHAT, "intruder", seg, Action.APPROVE)
         await svc.reaction(CHAT, "intruder", chat.of("segment")[0].message_id, Action.APPROVE)
