@@ -42,6 +42,8 @@ UPLOAD_MARGIN = 0.95
 
 #: The task that retries unposted deliveries (see keep_posting).
 KEEP_POSTING = "keep-posting"
+#: Seconds a shutdown waits for progress edits and deletions still going out.
+COSMETIC_WAIT = 5.0
 #: The answer to a user action while the bot shuts down.
 RESTARTING = "I'm restarting — please send that again in a minute."
 
@@ -137,11 +139,15 @@ class ConversationService:
         close() and redone on the next start (a join) or left as it is (a cosmetic edit)."""
         for task in [t for t in self._tasks if t.get_name() == KEEP_POSTING]:
             task.cancel()
-        pending = [*self._assemblies.values(), *self._tasks]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._assemblies:  # each posts its video itself once joined
+            _, late = await asyncio.wait(list(self._assemblies.values()), timeout=timeout)
             if late:
-                log.warning("%d task(s) still running after %.0f s; stopping them", len(late), timeout)
+                log.warning("a join still runs after %.0f s; it is redone on the next start", timeout)
+        cosmetic = [t for t in self._tasks if not t.done()]
+        if cosmetic:  # progress edits and deletions: a few seconds at most (a flood wait may be long)
+            await asyncio.wait(cosmetic, timeout=max(0.0, min(COSMETIC_WAIT, deadline - loop.time())))
 
     async def close(self) -> None:
         """Cancel whatever still runs. The platforms must still be open only for drain()."""
@@ -498,6 +504,13 @@ class ConversationService:
                     await self._perform(row, new, effect, ids)
                 except Exception:
                     log.exception("effect %s of session %s failed", type(effect).__name__, session_id)
+            if new.state is State.CANCELLED and session.state is not State.CANCELLED and new.approved:
+                # The session is over: the Finish kept on its last approved take goes too.
+                chat = ChatRef(row.platform.value, row.chat_id, row.thread_id)
+                try:
+                    await self._close_controls(chat, ids[new.approved[-1].key], APPROVED)
+                except Exception:
+                    log.exception("closing the controls of cancelled session %s failed", session_id)
 
     async def _persist(
         self,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class FakeFrontEnd:
     conversation: Conversation
     events: list[str] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    #: What users do while the bot shuts down, before this front end stops taking updates.
+    last_updates: Callable[[], Awaitable[None]] | None = None
 
     @property
     def port(self) -> ChatPort:
@@ -44,6 +47,8 @@ class FakeFrontEnd:
         self.started.set()
 
     async def stop(self) -> None:
+        if self.last_updates is not None:
+            await self.last_updates()
         self.events.append("front end stopped")
         self.chat.closed = True
 
@@ -116,16 +121,17 @@ async def test_input_during_shutdown_is_refused_and_changes_nothing(tmp_path: Pa
     serving = await deployment.run(stop)
     bot, chat = deployment.fronts[-1].conversation, deployment.chat
     await bot.start(CHAT, OWNER, picture_bytes(), None)
-    stop.set()
-    await asyncio.sleep(0)  # serve() is now shutting down; the front end is not stopped yet
-    assert deployment.fronts[-1].events == []
-    await bot.text(CHAT, OWNER, "a prompt sent while stopping")
     private: list[str] = []
 
     async def reply(text: str) -> None:
         private.append(text)
 
-    await bot.command(CHAT, OWNER, "cancel", reply=reply)
+    async def while_stopping() -> None:
+        await bot.text(CHAT, OWNER, "a prompt sent while stopping")
+        await bot.command(CHAT, OWNER, "cancel", reply=reply)
+
+    deployment.fronts[-1].last_updates = while_stopping
+    stop.set()
     await asyncio.wait_for(serving, 60)
     assert "restarting" in chat.texts()[-1] and private and "restarting" in private[-1]
     state, _, _ = await session_row(deployment.config)

@@ -95,6 +95,16 @@ async def test_one_message_per_take_plus_its_frame_and_a_finish_on_the_approved_
         assert Counter(deleted(chat)) == Counter(s.message_id for s in progress_messages(chat))
 
 
+async def test_cancelling_closes_the_finish_of_the_approved_take(tmp_path: Path) -> None:
+    async with running_bot(write_config(tmp_path)) as bot:
+        await bot.service.start(CHAT, OWNER, picture_bytes(), "one")
+        [take] = await bot.chat.wait_for("segment")
+        await bot.service.control(CHAT, OWNER, take.post.segment_id, Action.APPROVE)
+        assert bot.chat.controls_of(take.message_id) == (("🏁 Finish", f"seg:{take.post.segment_id}:finish"),)
+        await bot.service.command(CHAT, OWNER, "cancel")
+        assert bot.chat.controls_of(take.message_id) == ()
+
+
 async def test_a_job_interrupted_by_a_restart_says_so(tmp_path: Path) -> None:
     config = write_config(tmp_path, step_delay=0.3)
     chat = FakeChat()
