@@ -507,10 +507,7 @@ class ConversationService:
             if new.state is State.CANCELLED and session.state is not State.CANCELLED and new.approved:
                 # The session is over: the Finish kept on its last approved take goes too.
                 chat = ChatRef(row.platform.value, row.chat_id, row.thread_id)
-                try:
-                    await self._close_controls(chat, ids[new.approved[-1].key], APPROVED)
-                except Exception:
-                    log.exception("closing the controls of cancelled session %s failed", session_id)
+                await self._close_controls(chat, ids[new.approved[-1].key], APPROVED)
 
     async def _persist(
         self,
@@ -607,9 +604,9 @@ class ConversationService:
             if session.approved and session.state is State.AWAITING_PROMPT:
                 await self._close_controls(chat, ids[session.approved[-1].key], APPROVED, finish=True)
         elif isinstance(effect, core.StartAssembly):
+            self._start_assembly(row, effect.segments)
             if effect.segments:
                 await self._close_controls(chat, ids[effect.segments[-1].key], APPROVED)
-            self._start_assembly(row, effect.segments)
         elif isinstance(effect, core.CancelAssembly):
             task = self._assemblies.pop(row.id, None)
             if task is not None:
@@ -760,12 +757,16 @@ class ConversationService:
         self._spawn(retire(), f"retire-progress-{segment_id}")
 
     async def _close_controls(self, chat: ChatRef, segment_id: int, note: str, *, finish: bool = False) -> None:
-        """The take's review is over: its controls go, but for a Finish when ``finish``."""
+        """The take's review is over: its controls go, but for a Finish when ``finish``. Best
+        effort: a control left up is refused by the core when pressed."""
         segment = await self.store.get_segment(segment_id)
         messages = delivery.control_messages(segment.posted)
         if messages:
             keep = ((FINISH_LABEL, control_id(segment_id, Action.FINISH)),) if finish else ()
-            await self._port(chat).close_controls(chat, messages, note, keep=keep)
+            try:
+                await self._port(chat).close_controls(chat, messages, note, keep=keep)
+            except Exception:
+                log.exception("closing the controls of segment %s failed", segment_id)
 
     async def _fit_video(self, video: Path, limit: int) -> Path:
         from worker.video import join_segments  # numpy + ffmpeg only; no torch
