@@ -1,5 +1,7 @@
 """bootstrap: builds the store, the service, the dispatcher and the chat front ends, runs them
-until stopped, and closes them in reverse order. No module globals: everything is made here."""
+until stopped, then shuts down in the order that loses nothing: stop taking input, stop the
+running generation (re-queued on the next start), let a join in progress finish and its video be
+posted (bounded), and only then close the platforms. No module globals: everything is made here."""
 
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ log = logging.getLogger("framechain")
 
 #: Seconds between attempts to reach a chat platform that is down at start-up, doubled up to 5 min.
 RECONNECT_DELAY = 5.0
+#: Seconds a shutdown waits for a join in progress and the posts that follow it; a join cut off
+#: is redone on the next start. Under systemd's default stop timeout (90 s).
+SHUTDOWN_WAIT = 45.0
 
 
 class FrontEnd(Protocol):
@@ -29,6 +34,10 @@ class FrontEnd(Protocol):
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
+
+
+#: Builds the front ends that talk to the platforms (tests pass their own).
+FrontEndFactory = Callable[[Config, Conversation], list[FrontEnd]]
 
 
 def build_front_ends(config: Config, conversation: Conversation) -> list[FrontEnd]:
@@ -78,7 +87,14 @@ async def _first_of(*waits: Awaitable[object], timeout: float) -> None:
         task.cancel()
 
 
-async def serve(config: Config, stop: asyncio.Event, *, config_path: str | Path | None = None) -> None:
+async def serve(
+    config: Config,
+    stop: asyncio.Event,
+    *,
+    config_path: str | Path | None = None,
+    front_ends_for: FrontEndFactory = build_front_ends,
+    shutdown_wait: float = SHUTDOWN_WAIT,
+) -> None:
     """Run until ``stop`` is set (SIGINT/SIGTERM)."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     async with Store.open(config.database_path) as store:
@@ -91,7 +107,7 @@ async def serve(config: Config, stop: asyncio.Event, *, config_path: str | Path 
             restart_backoff=config.workers.restart_backoff,
         )
         service.attach(dispatcher)
-        front_ends = build_front_ends(config, service)
+        front_ends = front_ends_for(config, service)
         for front in front_ends:
             service.add_port(front.port)
         starting = [asyncio.create_task(_keep_started(front, stop)) for front in front_ends]
@@ -109,8 +125,10 @@ async def serve(config: Config, stop: asyncio.Event, *, config_path: str | Path 
         finally:
             for task in starting:
                 task.cancel()
+            service.stop_input()
+            await dispatcher.stop()  # a job cut off stays running in the store: re-queued on start
+            await service.drain(shutdown_wait)
             for front in reversed(front_ends):
                 with contextlib.suppress(Exception):
                     await front.stop()
-            await dispatcher.stop()
             await service.close()

@@ -324,7 +324,8 @@ class Cancel(UserEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class Status(UserEvent):
-    #: Filled in by the service from the dispatcher: 0 running now, k jobs ahead, None unknown.
+    #: Filled in by the service from the dispatcher: 0 running now, k >= 1 the k-th in the
+    #: queue (1: next in line), None unknown.
     queue_position: int | None = None
 
 

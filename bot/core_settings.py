@@ -147,8 +147,11 @@ def status_text(s: Session, queue_position: int | None = None) -> str:
             where = "queued or running"
         elif queue_position == 0:
             where = "running now"
+        elif queue_position == 1:
+            where = "queued, next in line"
         else:
-            where = f"queued, {queue_position} job{'' if queue_position == 1 else 's'} ahead"
+            ahead = queue_position - 1
+            where = f"queued, {ahead} job{'' if ahead == 1 else 's'} ahead"
         return f"{so_far}. Segment {cur.number} (take {cur.attempt}) is {where}."
     if s.state is State.REVIEWING and cur is not None:
         return f"{so_far}. Segment {cur.number} is ready for review."

@@ -122,8 +122,13 @@ class ChatPort(Protocol):
         """Remove a message the bot sent (a progress message once its result is posted)."""
         ...
 
-    async def close_controls(self, chat: ChatRef, message_ids: dict[str, str], note: str) -> None:
-        """The review is over (approved/replaced): remove or disable the controls, add ``note``."""
+    async def close_controls(
+        self, chat: ChatRef, message_ids: dict[str, str], note: str, keep: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        """The review is over (approved/replaced): remove or disable the controls, add ``note``.
+        The ``keep`` controls, (label, control id) pairs like those of ``SegmentPost.controls``,
+        stay (or come back) on the message that carried the controls: a 🏁 Finish on the take
+        just approved. Closing the same message again with the same note changes nothing."""
         ...
 
     async def post_final(self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT) -> list[str]:

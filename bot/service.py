@@ -16,19 +16,19 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageOps
 
-from bot import core
-from bot.core import Via
+from bot import core, delivery, progress
+from bot.core import State, Via
 from bot.dispatcher import Dispatcher
 from bot.pictures import picture_problem
-from bot.ports import Action, ChatPort, ChatRef, FinalPost, PrivateReply, SegmentPost, control_id
-from bot.store import Conflict, NotFound, SegmentRow, SegmentStatus, SessionRow, SessionState, Store
+from bot.ports import Action, ChatPort, ChatRef, FinalPost, PrivateReply, SegmentPost, Sent, control_id
+from bot.store import PENDING, Conflict, NotFound, SegmentRow, SegmentStatus, SessionRow, SessionState, Store
 from shared import memory_plan
 from shared.config import Config
 from shared.params import SECONDS_TO_FRAMES
@@ -38,6 +38,17 @@ log = logging.getLogger("framechain.service")
 
 #: Leave room under a platform's upload limit for multipart overhead and rounding.
 UPLOAD_MARGIN = 0.95
+
+#: The task that retries unposted deliveries (see keep_posting).
+KEEP_POSTING = "keep-posting"
+#: Seconds a shutdown waits for progress edits and deletions still going out.
+COSMETIC_WAIT = 5.0
+#: The answer to a user action while the bot shuts down.
+RESTARTING = "I'm restarting — please send that again in a minute."
+
+#: Shown once a take is approved, and while its Finish is the next thing to do.
+APPROVED = "✅ Approved"
+FINISH_LABEL = "🏁 Finish"
 
 HELP = (
     "framechain makes a long video one short segment at a time.\n"
@@ -58,6 +69,8 @@ class _Progress:
     chat: ChatRef
     message_id: str | None
     label: str
+    #: The job was interrupted by a restart and queued again (said until it starts).
+    restarted: bool = False
     started: float | None = None
     last_edit: float = float("-inf")
     last_text: str = ""
@@ -70,14 +83,6 @@ class _Progress:
 class _Lock:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _memory_max_pixels(config: Config) -> int:
@@ -125,6 +130,10 @@ class ConversationService:
         self._locks: dict[str, _Lock] = {}
         self._assemblies: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Segments whose progress message is being deleted.
+        self._retiring: set[int] = set()
+        #: Shutting down: user actions are no longer taken (stop_input).
+        self._closing = False
 
     # --- wiring -----------------------------------------------------------------------------
 
@@ -134,12 +143,48 @@ class ConversationService:
     def attach(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 
+    # --- shutdown, in this order (bot.app.serve): stop_input, drain, close ----------------------
+
+    def stop_input(self) -> None:
+        """From now on user actions are answered "restarting" and change nothing, so that what
+        runs can finish against a store nobody else changes."""
+        self._closing = True
+
+    async def drain(self, timeout: float) -> None:
+        """Let a join in progress finish and its video be posted, and outstanding progress edits
+        and deletions go out, for at most ``timeout`` seconds; what is left is cancelled by
+        close() and redone on the next start (a join) or left as it is (a cosmetic edit)."""
+        for task in [t for t in self._tasks if t.get_name() == KEEP_POSTING]:
+            task.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._assemblies:  # each posts its video itself once joined
+            _, late = await asyncio.wait(list(self._assemblies.values()), timeout=timeout)
+            if late:
+                log.warning("a join still runs after %.0f s; it is redone on the next start", timeout)
+        cosmetic = [t for t in self._tasks if not t.done()]
+        if cosmetic:  # progress edits and deletions: a few seconds at most (a flood wait may be long)
+            await asyncio.wait(cosmetic, timeout=max(0.0, min(COSMETIC_WAIT, deadline - loop.time())))
+
     async def close(self) -> None:
+        """Cancel whatever still runs. The platforms must still be open only for drain()."""
+        self._closing = True
         for task in [*self._assemblies.values(), *self._tasks]:
             task.cancel()
         for task in [*self._assemblies.values(), *self._tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    async def _refuse_while_closing(self, chat: ChatRef, row: SessionRow | None, user_id: str) -> None:
+        """A message to a session while shutting down: its owner is told to send it again."""
+        if row is not None and row.owner_id == user_id:
+            await self._say(chat, RESTARTING)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def default_settings(self) -> core.Settings:
         g = self.config.generation
@@ -167,6 +212,9 @@ class ConversationService:
         is_admin: bool = False,
         reply: PrivateReply | None = None,
     ) -> None:
+        if self._closing:
+            await self._answer(chat, RESTARTING, reply)
+            return
         row = await self.store.find_active_session(chat.platform, chat.chat_id, chat.thread_id, user_id)
         if row is None:
             if image is not None:
@@ -196,6 +244,9 @@ class ConversationService:
         row = await self._session_for(chat, user_id)
         if row is None:
             return  # a picture in a chat without a session is not for us (/start begins one)
+        if self._closing:
+            await self._refuse_while_closing(chat, row, user_id)
+            return
         if user_id != row.owner_id:
             return  # chatter the core ignores (no admins here): nothing is written for it
         picture = await self._save_picture(chat, row.id, image)
@@ -204,6 +255,9 @@ class ConversationService:
 
     async def text(self, chat: ChatRef, user_id: str, text: str) -> None:
         row = await self._session_for(chat, user_id)
+        if self._closing:
+            await self._refuse_while_closing(chat, row, user_id)
+            return
         if row is None:
             # In a thread (a finished session's, on Discord) chatter is left alone.
             if not chat.thread_id:
@@ -350,36 +404,35 @@ class ConversationService:
     # --- dispatcher listener ----------------------------------------------------------------
 
     async def job_position(self, job_id: str, position: int) -> None:
-        progress = self._progress.get(int(job_id))
-        if progress is not None:
-            ahead = "next in line" if position == 1 else f"{position - 1} ahead in the queue"
-            await self._edit_progress(int(job_id), f"⏳ {progress.label} — queued, {ahead}.", force=True)
+        shown = self._progress.get(int(job_id))
+        if shown is not None:
+            text = progress.queued(shown.label, position, restarted=shown.restarted)
+            await self._edit_progress(int(job_id), text, force=True)
 
     async def job_delayed(self, job_id: str, reason: str) -> None:
-        progress = self._progress.get(int(job_id))
-        if progress is not None:
-            text = f"⚠️ {progress.label} — still queued: {reason}. It will start when the worker is back."
-            await self._edit_progress(int(job_id), text, force=True)
+        shown = self._progress.get(int(job_id))
+        if shown is not None:
+            await self._edit_progress(int(job_id), progress.delayed(shown.label, reason), force=True)
 
     async def job_started(self, job_id: str, device: str) -> None:
         segment_id = int(job_id)
         with contextlib.suppress(Conflict, NotFound):
             await self.store.start_segment(segment_id)
-        progress = self._progress.get(segment_id)
-        if progress is not None:
-            progress.started = self.clock()
-            await self._edit_progress(segment_id, f"🎬 {progress.label} — starting…", force=True)
+        shown = self._progress.get(segment_id)
+        if shown is not None:
+            shown.started = self.clock()
+            shown.restarted = False
+            await self._edit_progress(segment_id, progress.starting(shown.label), force=True)
 
     async def job_progress(self, job_id: str, step: int, total: int) -> None:
         segment_id = int(job_id)
-        progress = self._progress.get(segment_id)
-        if progress is None:
+        shown = self._progress.get(segment_id)
+        if shown is None:
             return
-        text = f"🎬 {progress.label} — step {step}/{total}"
-        if progress.started is not None and step > 0:
-            elapsed = self.clock() - progress.started
-            text += f" · about {_duration(elapsed / step * (total - step))} left"
-        await self._edit_progress(segment_id, text)
+        left = None
+        if shown.started is not None and step > 0:
+            left = (self.clock() - shown.started) / step * (total - step)
+        await self._edit_progress(segment_id, progress.step(shown.label, step, total, left))
 
     async def job_finished(self, job_id: str, result: Done | Failed) -> None:
         segment_id = int(job_id)
@@ -388,7 +441,8 @@ class ConversationService:
         except NotFound:
             return
         key = core.SegmentKey(segment.idx, segment.attempt)
-        progress = self._progress.pop(segment_id, None)
+        # Kept while the result is posted: the post retires the progress message (_retire_progress).
+        shown = self._progress.get(segment_id)
         if isinstance(result, Done):
             params = dict(segment.params) | {"preview": result.preview, "seconds_taken": result.seconds}
             try:
@@ -397,9 +451,10 @@ class ConversationService:
                     await self.store.update_segment(segment_id, seed=result.seed, params=params)
             except Conflict:
                 log.info("segment %s finished after it was stopped; ignoring", segment_id)
+                self._progress.pop(segment_id, None)
                 return
-            if progress is not None:
-                self._queue_edit(progress, f"✅ {progress.label} — ready ({_duration(result.seconds)}).")
+            if shown is not None:
+                self._queue_edit(shown, progress.ready(shown.label, result.seconds))
             event: core.Event = core.JobDone(
                 segment=key,
                 video=result.video,
@@ -413,11 +468,13 @@ class ConversationService:
                     await self.store.fail_segment(segment_id, f"{result.kind.value}: {result.message}")
             if result.kind is FailureKind.INTERNAL:
                 log.error("segment %s failed: %s", segment_id, result.message)
-            if progress is not None:
-                word = "stopped" if result.kind is FailureKind.CANCELLED else "failed"
-                self._queue_edit(progress, f"⏹ {progress.label} — {word}.")
+            if shown is not None:
+                self._queue_edit(shown, progress.ended(shown.label, cancelled=result.kind is FailureKind.CANCELLED))
             event = core.JobFailed(segment=key, kind=result.kind, message=result.message)
-        await self._apply(segment.session_id, event)
+        try:
+            await self._apply(segment.session_id, event)
+        finally:
+            self._progress.pop(segment_id, None)
 
     # --- recovery ---------------------------------------------------------------------------
 
@@ -437,9 +494,15 @@ class ConversationService:
             if segment.status is SegmentStatus.RUNNING:
                 segment = await self.store.requeue_segment(segment.id)
             chat = ChatRef(row.platform.value, row.chat_id, row.thread_id)
-            self._progress[segment.id] = _Progress(
-                chat=chat, message_id=_str_or_none(segment.posted.get("progress")), label=_label(segment)
+            shown = _Progress(
+                chat=chat,
+                message_id=_str_or_none(segment.posted.get(delivery.PROGRESS)),
+                label=_label(segment),
+                restarted=True,
             )
+            self._progress[segment.id] = shown
+            # Not a silent jump back to "queued": the user sees why the job starts over.
+            self._queue_edit(shown, progress.queued(shown.label, restarted=True))
             await self._submit(row, segment)
         for row in await self.store.list_sessions((SessionState.ASSEMBLING,)):
             _, session, _ = await self._load(row.id)
@@ -474,15 +537,17 @@ class ConversationService:
                 current = session.current
                 if row.state is not SessionState.REVIEWING or current is None:
                     continue
-                if "video" not in _row_for(rows, current.key).posted:
+                seg_row = _row_for(rows, current.key)
+                if not delivery.segment_delivered(seg_row.posted) or seg_row.posted.get(delivery.PROGRESS):
                     try:
-                        await self._post_segment(row, session, current, core.review_caption(current))
+                        # With the caption it was first posted with; only what has no record is sent.
+                        await self._post_segment(row, current)
                     except Exception as exc:
                         log.warning("segment of session %s still not posted: %s", row.id, exc)
         for row in await self.store.list_sessions((SessionState.FINISHED,)):
-            if row.final_video is not None and "final" not in row.posted:
+            if row.final_video is not None and delivery.FINAL not in row.posted:
                 async with self._session_lock(row.id):
-                    await self._post_final(row, "Here's your video.", retrying=True)
+                    await self._post_final(row, retrying=True)
 
     def keep_posting(self, interval: float = 60.0) -> None:
         """Retry posting what could not be posted, every ``interval`` seconds, until close()."""
@@ -495,15 +560,17 @@ class ConversationService:
                 except Exception:
                     log.exception("retrying unposted deliveries failed")
 
-        task = asyncio.create_task(loop(), name="keep-posting")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(loop(), KEEP_POSTING)
 
     # --- the core loop ----------------------------------------------------------------------
 
     async def _apply(
         self, session_id: str, event: core.Event, *, is_admin: bool = False, reply: PrivateReply | None = None
     ) -> None:
+        if self._closing and isinstance(event, core.UserEvent):
+            row = await self.store.get_session(session_id)
+            await self._answer(ChatRef(row.platform.value, row.chat_id, row.thread_id), RESTARTING, reply)
+            return
         user = getattr(event, "user_id", None)
         admins = frozenset({user}) if (is_admin and user) else frozenset()
         async with self._session_lock(session_id):
@@ -520,6 +587,10 @@ class ConversationService:
                     await self._perform(row, new, effect, ids)
                 except Exception:
                     log.exception("effect %s of session %s failed", type(effect).__name__, session_id)
+            if new.state is State.CANCELLED and session.state is not State.CANCELLED and new.approved:
+                # The session is over: the Finish kept on its last approved take goes too.
+                chat = ChatRef(row.platform.value, row.chat_id, row.thread_id)
+                await self._close_controls(chat, ids[new.approved[-1].key], APPROVED)
 
     async def _persist(
         self,
@@ -565,6 +636,11 @@ class ConversationService:
                     segment = await self.store.get_segment(ids[effect.segment])
                     if segment.status in (SegmentStatus.QUEUED, SegmentStatus.RUNNING):
                         await self.store.update_segment(segment.id, status=SegmentStatus.CANCELLED)
+                # A post cut short (a crash, the platform down) is resumed with the same caption.
+                elif isinstance(effect, core.PostSegment):
+                    await self.store.update_segment(ids[effect.segment.key], caption=effect.caption)
+                elif isinstance(effect, core.PostFinal):
+                    await self.store.update_session(row.id, final_caption=effect.caption)
             if new != old:
                 await self.store.update_session(
                     row.id,
@@ -584,31 +660,43 @@ class ConversationService:
             await self._say(chat, effect.text)
         elif isinstance(effect, core.EnqueueSegment):
             segment = await self.store.get_segment(ids[effect.segment.key])
-            progress = _Progress(chat=chat, message_id=None, label=_label(segment))
-            self._progress[segment.id] = progress
+            shown = _Progress(chat=chat, message_id=None, label=_label(segment))
+            self._progress[segment.id] = shown
             with contextlib.suppress(Exception):
-                progress.message_id = await self._port(chat).send_text(chat, f"⏳ {progress.label} — queued.")
-                progress.last_text = f"⏳ {progress.label} — queued."
-                await self.store.record_posted(segment.id, "progress", progress.message_id)
+                text = progress.queued(shown.label)
+                shown.message_id = await self._port(chat).send_text(chat, text)
+                shown.last_text = text
+                await self.store.record_posted(segment.id, delivery.PROGRESS, shown.message_id)
             await self._submit(row, segment)
         elif isinstance(effect, core.CancelJob):
             if self.dispatcher is not None:
                 await self.dispatcher.cancel(str(ids[effect.segment]))
         elif isinstance(effect, core.PostSegment):
-            await self._post_segment(row, session, effect.segment, effect.caption)
-        elif isinstance(effect, (core.ApproveSegment, core.RejectSegment)):
-            note = "✅ Approved" if isinstance(effect, core.ApproveSegment) else "🗑 Discarded"
-            await self._close_controls(chat, ids[effect.segment], note)
+            await self._post_segment(row, effect.segment, effect.caption)
+        elif isinstance(effect, core.ApproveSegment):
+            # The approved take keeps a Finish while finishing is what comes next; the take
+            # approved before it loses its own.
+            if len(session.approved) > 1:
+                await self._close_controls(chat, ids[session.approved[-2].key], APPROVED)
+            finish_next = core.Control.FINISH in effect.keep_controls and session.state is State.AWAITING_PROMPT
+            await self._close_controls(chat, ids[effect.segment], APPROVED, finish=finish_next)
+        elif isinstance(effect, core.RejectSegment):
+            await self._close_controls(chat, ids[effect.segment], "🗑 Discarded")
+        elif isinstance(effect, core.DropLastApproved):
+            await self._close_controls(chat, ids[effect.segment], "↩ Undone")
+            if session.approved and session.state is State.AWAITING_PROMPT:
+                await self._close_controls(chat, ids[session.approved[-1].key], APPROVED, finish=True)
         elif isinstance(effect, core.StartAssembly):
             self._start_assembly(row, effect.segments)
+            if effect.segments:
+                await self._close_controls(chat, ids[effect.segments[-1].key], APPROVED)
         elif isinstance(effect, core.CancelAssembly):
             task = self._assemblies.pop(row.id, None)
             if task is not None:
                 task.cancel()
         elif isinstance(effect, core.PostFinal):
             await self._post_final(row, effect.caption)
-        # UpdateProgress is handled by job_progress directly (it needs no store change);
-        # DropLastApproved needs nothing beyond the store.
+        # UpdateProgress is handled by job_progress directly (it needs no store change).
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -653,23 +741,31 @@ class ConversationService:
         return True
 
     async def _queue_position(self, session_id: str) -> int | None:
+        """For /status: 0 while the session's job runs, its 1-based place in the queue while it
+        waits (1: next in line, also when no worker is up to take it), None when unknown."""
         if self.dispatcher is None:
             return None
-        for segment in await self.store.list_segments(session_id, (SegmentStatus.QUEUED, SegmentStatus.RUNNING)):
+        for segment in await self.store.list_segments(session_id, PENDING):
             position = self.dispatcher.position(str(segment.id))
             if position is not None:
-                return max(position - 1, 0) if position else 0
+                return position
         return None
 
     # --- posting ----------------------------------------------------------------------------
 
-    async def _post_segment(self, row: SessionRow, session: core.Session, segment: core.Segment, caption: str) -> None:
+    async def _post_segment(self, row: SessionRow, segment: core.Segment, caption: str | None = None) -> None:
+        """Post a take for review, or the rest of it after a crash (only the roles with no
+        record), with the caption stored when the post was decided. Each message is recorded
+        the moment the platform accepted it. Once the post is whole, the progress message goes."""
         chat = ChatRef(row.platform.value, row.chat_id, row.thread_id)
         rows = await self.store.list_segments(row.id)
         seg_row = _row_for(rows, segment.key)
-        if "video" in seg_row.posted:
+        already = delivery.segment_already(seg_row.posted)
+        if already == delivery.SEGMENT_ROLES:
+            self._retire_progress(chat, seg_row.id)
             return  # posted before a restart: never twice
         assert seg_row.video is not None and seg_row.last_frame is not None
+        caption = seg_row.caption or caption or core.review_caption(segment)
         port = self._port(chat)
         video = seg_row.video
         limit = int(port.upload_limit(chat) * UPLOAD_MARGIN)
@@ -701,18 +797,59 @@ class ConversationService:
             seconds=frames / self.config.generation.fps,
             preview=bool(seg_row.params.get("preview")),
             controls=controls,
+            already=already,
         )
-        posted = await port.post_segment(chat, post)
-        for key, message_id in posted.items():
+        posted = await port.post_segment(chat, post, self._recorder(seg_row.id))
+        for key, message_id in posted.items():  # again, for a port that does not call back
             await self.store.record_posted(seg_row.id, key, message_id)
-        if "video" not in posted:
-            await self.store.record_posted(seg_row.id, "video", next(iter(posted.values()), ""))
+        for role in delivery.SEGMENT_ROLES - already - posted.keys():
+            # The port chose not to send it (a hand-off frame the platform refused): not retried.
+            await self.store.record_posted(seg_row.id, role, "")
+        self._retire_progress(chat, seg_row.id)
 
-    async def _close_controls(self, chat: ChatRef, segment_id: int, note: str) -> None:
+    def _recorder(self, segment_id: int) -> Sent:
+        async def sent(role: str, message_id: str) -> None:
+            await self.store.record_posted(segment_id, role, message_id)
+
+        return sent
+
+    def _retire_progress(self, chat: ChatRef, segment_id: int) -> None:
+        """The take's result is up: its progress message goes, once its last edit is out. Best
+        effort and tried once (the id is then recorded as gone), in the background."""
+        shown = self._progress.pop(segment_id, None)
+        if segment_id in self._retiring:
+            return
+        self._retiring.add(segment_id)
+
+        async def retire() -> None:
+            try:
+                if shown is not None and shown.sender is not None:
+                    with contextlib.suppress(Exception):
+                        await shown.sender
+                message_id = (await self.store.get_segment(segment_id)).posted.get(delivery.PROGRESS)
+                if message_id is None:
+                    return
+                try:
+                    await self._port(chat).delete_message(chat, str(message_id))
+                except Exception as exc:
+                    log.info("progress message %s not deleted: %s", message_id, exc)
+                await self.store.record_posted(segment_id, delivery.PROGRESS, None)
+            finally:
+                self._retiring.discard(segment_id)
+
+        self._spawn(retire(), f"retire-progress-{segment_id}")
+
+    async def _close_controls(self, chat: ChatRef, segment_id: int, note: str, *, finish: bool = False) -> None:
+        """The take's review is over: its controls go, but for a Finish when ``finish``. Best
+        effort: a control left up is refused by the core when pressed."""
         segment = await self.store.get_segment(segment_id)
-        posted = {k: str(v) for k, v in segment.posted.items() if k != "progress"}
-        if posted:
-            await self._port(chat).close_controls(chat, posted, note)
+        messages = delivery.control_messages(segment.posted)
+        if messages:
+            keep = ((FINISH_LABEL, control_id(segment_id, Action.FINISH)),) if finish else ()
+            try:
+                await self._port(chat).close_controls(chat, messages, note, keep=keep)
+            except Exception:
+                log.exception("closing the controls of segment %s failed", segment_id)
 
     async def _fit_video(self, video: Path, limit: int) -> Path:
         from worker.video import join_segments  # numpy + ffmpeg only; no torch
@@ -747,51 +884,66 @@ class ConversationService:
             self._assemblies.pop(row.id, None)
         await self._apply(row.id, event)
 
-    async def _post_final(self, row: SessionRow, caption: str, *, retrying: bool = False) -> None:
+    async def _post_final(self, row: SessionRow, caption: str | None = None, *, retrying: bool = False) -> None:
+        """Post the final video, or the parts of it a crash left unsent, with the caption stored
+        when the post was decided. The part files are chosen once and recorded, so a restart
+        sends the same parts; each part is recorded the moment the platform accepted it."""
         row = await self.store.get_session(row.id)
-        if row.final_video is None or "final" in row.posted:
+        if row.final_video is None or delivery.FINAL in row.posted:
             return
+        caption = row.final_caption or caption or "Here's your video."
         chat = ChatRef(row.platform.value, row.chat_id, row.thread_id)
         port = self._port(chat)
         limit = int(port.upload_limit(chat) * UPLOAD_MARGIN)
-        try:
-            parts, caption = await self._fit_final(row.final_video, limit, caption)
-        except Exception:
-            # It cannot be made to fit: say so once and stop trying.
-            log.exception("the final video of session %s cannot be made to fit %d bytes", row.id, limit)
-            await self._say(
-                chat,
-                f"Your video is ready ({row.final_video.name} on the server) but it is too large to send "
-                "here, even in parts. Ask the bot's operator for the file.",
-            )
-            await self.store.record_session_posted(row.id, "final", "unsendable")
-            return
-        try:
-            posted = await port.post_final(chat, FinalPost(parts=parts, caption=caption))
-        except Exception as exc:
-            # The platform may be unreachable for now: keep it unposted, so it is retried.
-            log.warning("posting the final video of session %s failed: %s", row.id, exc)
-            if not retrying:
-                await self._say(chat, "Your video is ready, but sending it failed; I'll try again in a minute.")
-            return
-        await self.store.record_session_posted(row.id, "final", posted)
+        parts = _recorded_parts(row)
+        if parts is None:
+            try:
+                parts = await self._fit_final(row.final_video, limit)
+            except Exception:
+                # It cannot be made to fit: say so once and stop trying.
+                log.exception("the final video of session %s cannot be made to fit %d bytes", row.id, limit)
+                await self._say(
+                    chat,
+                    f"Your video is ready ({row.final_video.name} on the server) but it is too large to send "
+                    "here, even in parts. Ask the bot's operator for the file.",
+                )
+                await self.store.record_session_posted(row.id, delivery.FINAL, "unsendable")
+                return
+            row = await self.store.record_session_posted(row.id, delivery.FINAL_PARTS, [str(p) for p in parts])
+        assert row.final_video is not None
+        caption += _fit_note(row.final_video, parts, limit)
+        already = delivery.final_already(row.posted, len(parts))
+        if len(already) < len(parts):
 
-    async def _fit_final(self, final: Path, limit: int, caption: str) -> tuple[tuple[Path, ...], str]:
+            async def sent(role: str, message_id: str) -> None:
+                await self.store.record_session_posted(row.id, role, message_id)
+
+            try:
+                posted = await port.post_final(chat, FinalPost(parts=parts, caption=caption, already=already), sent)
+            except Exception as exc:
+                # The platform may be unreachable for now: keep it unposted, so it is retried.
+                log.warning("posting the final video of session %s failed: %s", row.id, exc)
+                if not retrying:
+                    await self._say(chat, "Your video is ready, but sending it failed; I'll try again in a minute.")
+                return
+            missing = sorted(set(range(1, len(parts) + 1)) - already)
+            for number, message_id in zip(missing, posted, strict=False):  # for a port that does not call back
+                await self.store.record_session_posted(row.id, delivery.part_key(number), message_id)
+        row = await self.store.get_session(row.id)
+        ids = [row.posted.get(delivery.part_key(n), "") for n in range(1, len(parts) + 1)]
+        await self.store.record_session_posted(row.id, delivery.FINAL, ids)
+
+    async def _fit_final(self, final: Path, limit: int) -> tuple[Path, ...]:
         """The final as it can be uploaded: whole, re-encoded to fit, or in parts."""
         from worker.video import join_segments, split_to_fit
 
-        parts: tuple[Path, ...] = (final,)
-        if final.stat().st_size > limit:
-            fitted = final.with_name("final-fit.mp4")
-            result = await asyncio.to_thread(join_segments, [final], fitted, self.config.generation.fps, limit)
-            if result.within_budget:
-                parts = (fitted,)
-                caption += f"\n(re-encoded to fit the {limit // 1_000_000} MB upload limit)"
-            else:
-                pieces = await asyncio.to_thread(split_to_fit, final, limit)
-                parts = tuple(pieces)
-                caption += f"\n(too large to send whole: in {len(parts)} parts)"
-        return parts, caption
+        if final.stat().st_size <= limit:
+            return (final,)
+        fitted = final.with_name("final-fit.mp4")
+        result = await asyncio.to_thread(join_segments, [final], fitted, self.config.generation.fps, limit)
+        if result.within_budget:
+            return (fitted,)
+        return tuple(await asyncio.to_thread(split_to_fit, final, limit))
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -837,9 +989,7 @@ class ConversationService:
         progress.pending = text
         if progress.message_id is None or (progress.sender is not None and not progress.sender.done()):
             return
-        progress.sender = asyncio.create_task(self._send_edits(progress))
-        self._tasks.add(progress.sender)
-        progress.sender.add_done_callback(self._tasks.discard)
+        progress.sender = self._spawn(self._send_edits(progress), "progress-edits")
 
     async def _send_edits(self, progress: _Progress) -> None:
         while progress.pending is not None and progress.message_id is not None:
@@ -995,8 +1145,25 @@ def _row_for(rows: list[SegmentRow], key: core.SegmentKey) -> SegmentRow:
 
 
 def _label(segment: SegmentRow) -> str:
-    take = f", take {segment.attempt}" if segment.attempt > 1 else ""
-    return f"Segment {segment.idx + 1}{take}"
+    return progress.label(segment.idx, segment.attempt)
+
+
+def _recorded_parts(row: SessionRow) -> tuple[Path, ...] | None:
+    """The part files chosen for the final before a restart, if they are all still there."""
+    recorded = row.posted.get(delivery.FINAL_PARTS)
+    if not isinstance(recorded, list) or not recorded:
+        return None
+    parts = tuple(Path(p) for p in recorded)
+    return parts if all(p.is_file() for p in parts) else None
+
+
+def _fit_note(final: Path, parts: tuple[Path, ...], limit: int) -> str:
+    """What the caption says about how the final was made to fit the upload limit."""
+    if parts == (final,):
+        return ""
+    if len(parts) == 1:
+        return f"\n(re-encoded to fit the {limit // 1_000_000} MB upload limit)"
+    return f"\n(too large to send whole: in {len(parts)} parts)"
 
 
 def _str_or_none(value: object) -> str | None:

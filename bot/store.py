@@ -156,8 +156,19 @@ CREATE TABLE segments (
 CREATE INDEX segments_by_status ON segments (status, queue_seq);
 """
 
+# Migration 2: the caption each post was made with, kept for a re-post after a restart; and
+# each message of a post is recorded as it is sent (video, frame), so a segment counts as posted
+# once both roles have a record. A video posted before this version was posted with everything
+# that went with it: its frame role is recorded as "" (nothing to send).
+_V2 = """
+ALTER TABLE segments ADD COLUMN caption TEXT;
+ALTER TABLE sessions ADD COLUMN final_caption TEXT;
+UPDATE segments SET posted = json_set(posted, '$.frame', '')
+    WHERE json_type(posted, '$.video') IS NOT NULL AND json_type(posted, '$.frame') IS NULL;
+"""
+
 #: ``MIGRATIONS[i]`` brings ``user_version`` from ``i`` to ``i + 1``. Append only.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -190,6 +201,8 @@ class SessionRow:
     posted: Mapping[str, Any]
     created_at: float
     updated_at: float
+    #: The caption the final video is posted with (the same again after a restart).
+    final_caption: str | None = None
 
 
 @dataclass(frozen=True)
@@ -221,6 +234,8 @@ class SegmentRow:
     posted: Mapping[str, Any]
     created_at: float
     updated_at: float
+    #: The caption the take is posted with for review (the same again after a restart).
+    caption: str | None = None
 
 
 def _path(value: str | None) -> Path | None:
@@ -250,6 +265,7 @@ def _session(row: sqlite3.Row) -> SessionRow:
         posted=json.loads(row["posted"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        final_caption=row["final_caption"],
     )
 
 
@@ -276,6 +292,7 @@ def _segment(row: sqlite3.Row) -> SegmentRow:
         posted=json.loads(row["posted"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        caption=row["caption"],
     )
 
 
@@ -619,6 +636,7 @@ class Store:
         start_image: PathArg | _Unset | None = UNSET,
         first_image: PathArg | _Unset | None = UNSET,
         final_video: PathArg | _Unset | None = UNSET,
+        final_caption: str | _Unset | None = UNSET,
     ) -> SessionRow:
         """Change the given columns (``settings`` is replaced whole); returns the new row."""
         columns: dict[str, Any] = {}
@@ -626,6 +644,8 @@ class Store:
             columns["state"] = SessionState(state).value
         if settings is not None:
             columns["settings"] = _json(settings)
+        if not isinstance(final_caption, _Unset):
+            columns["final_caption"] = final_caption
         for name, value in (
             ("start_image", start_image),
             ("first_image", first_image),
@@ -753,6 +773,7 @@ class Store:
         tries: int | None = None,
         started_at: float | _Unset | None = UNSET,
         finished_at: float | _Unset | None = UNSET,
+        caption: str | _Unset | None = UNSET,
     ) -> SegmentRow:
         """Change the given columns (``params`` is replaced whole); returns the new row.
 
@@ -776,6 +797,7 @@ class Store:
             ("error", error),
             ("started_at", started_at),
             ("finished_at", finished_at),
+            ("caption", caption),
         ):
             if not isinstance(value, _Unset):
                 columns[name] = value
@@ -825,7 +847,10 @@ class Store:
         return int(row[0])
 
     async def record_posted(self, segment_id: int, key: str, message_id: Any) -> SegmentRow:
-        """Set ``posted[key] = message_id`` (any JSON value), merging atomically with other keys."""
+        """Set ``posted[key] = message_id`` (any JSON value), merging atomically with other keys.
+
+        ``None`` records that the message is gone (a deleted progress message); a reaction lookup
+        never matches it."""
         row = await self._one(
             "UPDATE segments SET posted = json_set(posted, ?, json(?)), updated_at = ? WHERE id = ? RETURNING *",
             (_json_key(key), json.dumps(message_id), self._now(), segment_id),

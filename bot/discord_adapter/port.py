@@ -109,15 +109,23 @@ class DiscordPort:
                 # costs a shortcut, and must never make the post look failed (and be sent again).
                 log.warning("segment %d: could not add %s: %s", segment_id, emoji, exc)
 
-    async def close_controls(self, chat: ChatRef, message_ids: dict[str, str], note: str) -> None:
-        """Remove the buttons and the bot's own reactions; append ``note`` to the caption."""
+    async def close_controls(
+        self, chat: ChatRef, message_ids: dict[str, str], note: str, keep: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        """Remove the buttons (but the ``keep`` ones, on the video's message) and the bot's own
+        reactions; append ``note`` to the caption once."""
         channel = self._channel(chat)
         me = self._client.user
         for message_id in dict.fromkeys(message_ids.values()):
             message = await channel.fetch_message(int(message_id))
-            content = clip(f"{message.content}\n{note}".strip()) if note else message.content
-            if message.components or content != message.content:
-                await message.edit(content=content, view=None, allowed_mentions=NO_MENTIONS)
+            content = message.content
+            if note and not content.endswith(note):
+                content = clip(f"{content}\n{note}".strip())
+            kept = keep if message_id == message_ids.get("video") else ()
+            if message.components or content != message.content or kept:
+                await message.edit(
+                    content=content, view=review_view(kept) if kept else None, allowed_mentions=NO_MENTIONS
+                )
             if me is None:
                 continue
             for reaction in message.reactions:

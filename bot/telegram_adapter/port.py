@@ -252,16 +252,18 @@ class TelegramPort:
             ),
         )
 
-    async def close_controls(self, chat: ChatRef, message_ids: dict[str, str], note: str) -> None:
-        """Replace the review buttons by one inert button showing ``note`` (or by nothing)."""
+    async def close_controls(
+        self, chat: ChatRef, message_ids: dict[str, str], note: str, keep: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        """Replace the review buttons by one inert button showing ``note`` (or by nothing), and
+        a row with the ``keep`` buttons."""
         target = message_ids.get("video")
         if not target:
             return
-        markup = (
-            InlineKeyboardMarkup([[InlineKeyboardButton(clip(note, BUTTON_TEXT_LIMIT), callback_data=NOOP)]])
-            if note.strip()
-            else None
-        )
+        rows = [[InlineKeyboardButton(clip(note, BUTTON_TEXT_LIMIT), callback_data=NOOP)]] if note.strip() else []
+        if keep:
+            rows.append([InlineKeyboardButton(label, callback_data=data) for label, data in keep])
+        markup = InlineKeyboardMarkup(rows) if rows else None
         try:
             await self._call(
                 "editMessageReplyMarkup",

@@ -2,7 +2,10 @@
 chat platform that appends what it is sent to a JSON-lines file and takes user actions as JSON
 lines on stdin. Tests kill it with SIGKILL and start another on the same data.
 
-    python -m tests.bot.crash_bot CONFIG SENT_LOG
+    python -m tests.bot.crash_bot CONFIG SENT_LOG [DIE_AFTER]
+
+With DIE_AFTER (a role: ``video``, ``frame``, ``final.1``…) the process SIGKILLs itself right after
+the platform accepted that message and the service was told of it: a crash in the middle of a post.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ import asyncio
 import itertools
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from bot.ports import Action, ChatRef, FinalPost, SegmentPost
+from bot.ports import IGNORE_SENT, Action, ChatRef, FinalPost, SegmentPost, Sent
 from bot.service import ConversationService
 from bot.store import Store
 from shared.config import load_config
@@ -28,8 +32,9 @@ class FileChat:
 
     platform = PLATFORM
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, die_after: str = "") -> None:
         self.log_path = log_path
+        self.die_after = die_after
         self._ids = itertools.count(int.from_bytes(os.urandom(3), "big") * 1000)
 
     def _write(self, record: dict[str, Any]) -> str:
@@ -50,18 +55,39 @@ class FileChat:
     async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None:
         self._write({"kind": "edit", "text": text, "target": message_id})
 
-    async def post_segment(self, chat: ChatRef, post: SegmentPost) -> dict[str, str]:
-        video = self._write({"kind": "segment", "segment_id": post.segment_id, "video": str(post.video)})
-        return {"video": video}
+    async def _accepted(self, role: str, message_id: str, sent: Sent) -> None:
+        await sent(role, message_id)
+        if role == self.die_after:
+            os.kill(os.getpid(), signal.SIGKILL)
 
-    async def close_controls(self, chat: ChatRef, message_ids: dict[str, str], note: str) -> None:
-        self._write({"kind": "close", "text": note, "target": message_ids.get("video")})
+    async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
+        ids: dict[str, str] = {}
+        for role, path in (("video", post.video), ("frame", post.last_frame)):
+            if role not in post.already:
+                record = {"kind": "segment", "role": role, "segment_id": post.segment_id, "path": str(path)}
+                ids[role] = self._write(record | {"caption": post.caption})
+                await self._accepted(role, ids[role], sent)
+        return ids
 
-    async def post_final(self, chat: ChatRef, post: FinalPost) -> list[str]:
-        return [self._write({"kind": "final", "parts": [str(p) for p in post.parts]})]
+    async def delete_message(self, chat: ChatRef, message_id: str) -> None:
+        self._write({"kind": "delete", "target": message_id})
+
+    async def close_controls(
+        self, chat: ChatRef, message_ids: dict[str, str], note: str, keep: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        self._write({"kind": "close", "text": note, "target": message_ids.get("video"), "keep": list(keep)})
+
+    async def post_final(self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT) -> list[str]:
+        ids = []
+        for number, part in enumerate(post.parts, start=1):
+            if number not in post.already:
+                record = {"kind": "final", "part": number, "path": str(part), "caption": post.caption}
+                ids.append(self._write(record))
+                await self._accepted(f"final.{number}", ids[-1], sent)
+        return ids
 
 
-async def main(config_path: str, log_path: str) -> None:
+async def main(config_path: str, log_path: str, die_after: str = "") -> None:
     config = load_config(config_path, env={})
     config.data_dir.mkdir(parents=True, exist_ok=True)
     from bot.app import worker_factory
@@ -69,7 +95,7 @@ async def main(config_path: str, log_path: str) -> None:
 
     async with Store.open(config.database_path) as store:
         service = ConversationService(store, config, progress_interval=0.0)
-        service.add_port(FileChat(Path(log_path)))
+        service.add_port(FileChat(Path(log_path), die_after))
         dispatcher = Dispatcher(config.workers.devices, worker_factory(config_path), service, restart_backoff=0.05)
         service.attach(dispatcher)
         await service.resume()
@@ -99,4 +125,4 @@ async def main(config_path: str, log_path: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(*sys.argv[1:4]))

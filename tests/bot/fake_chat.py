@@ -17,11 +17,19 @@ from bot.ports import Sent as SentCallback
 
 @dataclass
 class Sent:
-    kind: str  # text | edit | segment | close | final
+    kind: str  # text | edit | delete | segment | close | final
     chat: ChatRef
     text: str = ""
     message_id: str = ""
     post: Any = None
+    #: segment: the roles this call sent (video, frame); final: the part numbers it sent.
+    roles: list[Any] = field(default_factory=list)
+    #: close: the controls left on the message.
+    keep: tuple[tuple[str, str], ...] = ()
+
+
+class Crash(Exception):
+    """The bot process 'dies' in the middle of a post (see FakeChat.crash_after)."""
 
 
 @dataclass
@@ -31,6 +39,10 @@ class FakeChat:
     fail_edits: bool = False
     #: The platform is unreachable for posting videos.
     fail_posts: bool = False
+    #: Raise ``crash_with`` right after the message with this role (``video``, ``frame``,
+    #: ``final.1``…) was accepted and reported, once: a crash in the middle of a post.
+    crash_after: str | None = None
+    crash_with: type[BaseException] = Crash
     sent: list[Sent] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -42,6 +54,14 @@ class FakeChat:
         self.sent.append(item)
         async with self._changed:
             self._changed.notify_all()
+
+    async def _accepted(self, record: Sent, role: Any, message_id: str, sent: SentCallback) -> None:
+        record.roles.append(role)
+        role = role if isinstance(role, str) else f"final.{role}"
+        await sent(role, message_id)
+        if self.crash_after == role:
+            self.crash_after = None
+            raise self.crash_with(f"crashed after sending {role}")
 
     async def send_text(self, chat: ChatRef, text: str) -> str:
         message_id = str(next(self._ids))
@@ -57,26 +77,36 @@ class FakeChat:
         if self.fail_posts:
             raise ConnectionError("platform unreachable")
         assert Path(post.video).exists() and Path(post.last_frame).exists()
-        ids = {role: str(next(self._ids)) for role in ("video", "frame") if role not in post.already}
-        await self._record(Sent("segment", chat, text=post.caption, message_id=ids.get("video", ""), post=post))
-        for role, message_id in ids.items():
-            await sent(role, message_id)
+        ids: dict[str, str] = {}
+        record = Sent("segment", chat, text=post.caption, post=post)
+        await self._record(record)
+        for role in ("video", "frame"):
+            if role in post.already:
+                continue
+            ids[role] = str(next(self._ids))
+            if role == "video":
+                record.message_id = ids[role]
+            await self._accepted(record, role, ids[role], sent)
         return ids
 
     async def delete_message(self, chat: ChatRef, message_id: str) -> None:
         await self._record(Sent("delete", chat, message_id=message_id))
 
-    async def close_controls(self, chat: ChatRef, message_ids: dict[str, str], note: str) -> None:
-        await self._record(Sent("close", chat, text=note, message_id=message_ids.get("video", "")))
+    async def close_controls(
+        self, chat: ChatRef, message_ids: dict[str, str], note: str, keep: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        await self._record(Sent("close", chat, text=note, message_id=message_ids.get("video", ""), keep=keep))
 
     async def post_final(self, chat: ChatRef, post: FinalPost, sent: SentCallback = IGNORE_SENT) -> list[str]:
         if self.fail_posts:
             raise ConnectionError("platform unreachable")
-        numbers = [n for n in range(1, len(post.parts) + 1) if n not in post.already]
-        ids = [str(next(self._ids)) for _ in numbers]
-        await self._record(Sent("final", chat, text=post.caption, post=post))
-        for number, message_id in zip(numbers, ids, strict=True):
-            await sent(f"final.{number}", message_id)
+        record = Sent("final", chat, text=post.caption, post=post)
+        await self._record(record)
+        ids = []
+        for number in range(1, len(post.parts) + 1):
+            if number not in post.already:
+                ids.append(str(next(self._ids)))
+                await self._accepted(record, number, ids[-1], sent)
         return ids
 
     # --- for tests ---
@@ -86,6 +116,16 @@ class FakeChat:
 
     def texts(self, chat: ChatRef | None = None) -> list[str]:
         return [s.text for s in self.of("text", chat)]
+
+    def controls_of(self, message_id: str) -> tuple[tuple[str, str], ...] | None:
+        """The controls a segment's video message shows now (None: not a segment video)."""
+        shown = None
+        for s in self.sent:
+            if s.kind == "segment" and s.message_id == message_id:
+                shown = s.post.controls
+            elif s.kind == "close" and s.message_id == message_id:
+                shown = s.keep
+        return shown
 
     async def wait_for(self, kind: str, count: int = 1, chat: ChatRef | None = None, timeout: float = 60) -> list[Sent]:
         async def enough() -> list[Sent]:

@@ -759,8 +759,9 @@ def test_settings_values_are_checked_on_construction() -> None:
     [
         (None, "is queued or running"),
         (0, "is running now"),
-        (1, "is queued, 1 job ahead"),
-        (3, "is queued, 3 jobs ahead"),
+        (1, "is queued, next in line"),
+        (2, "is queued, 1 job ahead"),
+        (4, "is queued, 3 jobs ahead"),
     ],
 )
 def test_status_while_generating(position: int | None, expected: str) -> None:

@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class BotProcess:
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, die_after: str = "") -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.bot.crash_bot", str(config), str(log)],
+            [sys.executable, "-m", "tests.bot.crash_bot", str(config), str(log), die_after],
             cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -39,6 +39,9 @@ class BotProcess:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+    def died(self) -> bool:
+        return self.proc.poll() is not None
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 60) -> Any:
@@ -77,7 +80,7 @@ def test_killed_at_every_state_nothing_lost_nothing_posted_twice(tmp_path: Path)
         return [r[0] for r in query(db, f"SELECT id FROM segments WHERE status = '{status}' ORDER BY id")]
 
     def posted_segments() -> list[int]:
-        return [r["segment_id"] for r in sent(log) if r["kind"] == "segment"]
+        return [r["segment_id"] for r in sent(log) if r["kind"] == "segment" and r["role"] == "video"]
 
     # awaiting_image
     bot = BotProcess(config, log)
@@ -127,9 +130,55 @@ def test_killed_at_every_state_nothing_lost_nothing_posted_twice(tmp_path: Path)
 
     assert len([r for r in sent(log) if r["kind"] == "final"]) == 1
     assert Counter(posted_segments()) == {first: 1, second: 1}
-    assert probe(finals[0]["parts"][0]).frames == 33 + 32
+    assert probe(finals[0]["path"]).frames == 33 + 32
     # Approved segments and their hand-off frames are all there.
     for video, last_frame in query(db, "SELECT video, last_frame FROM segments WHERE status = 'approved'"):
         assert Path(video).exists() and Path(last_frame).exists()
     # No temporary files were left where whole ones are expected.
     assert not [p for p in (tmp_path / "data" / "sessions").rglob("*") if ".tmp" in p.name]
+
+
+def test_killed_between_the_messages_of_a_post_each_is_sent_once(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    db = tmp_path / "data" / "framechain.db"
+    log = tmp_path / "sent.jsonl"
+    image = tmp_path / "start.png"
+    image.write_bytes(picture_bytes())
+
+    def deliveries(kind: str) -> list[dict[str, Any]]:
+        return [r for r in sent(log) if r["kind"] == kind]
+
+    # Killed right after the platform took the segment's video, before its hand-off frame.
+    bot = BotProcess(config, log, die_after="video")
+    bot.send(op="start", image=str(image), prompt="the sun rises")
+    wait_until(bot.died)
+    assert [r["role"] for r in deliveries("segment")] == ["video"]
+
+    # The restart sends the frame only, and the progress message goes.
+    bot = BotProcess(config, log)
+    wait_until(lambda: len(deliveries("segment")) == 2)
+    wait_until(lambda: deliveries("delete"))
+    time.sleep(0.5)
+    video, frame = deliveries("segment")
+    assert (video["role"], frame["role"]) == ("video", "frame") and frame["caption"] == video["caption"]
+    assert len(deliveries("delete")) == 1
+    segment = video["segment_id"]
+    bot.send(op="control", segment=segment, action="approve")
+    bot.kill()
+
+    # Killed right after the final video went out, before the service heard the post was done.
+    bot = BotProcess(config, log, die_after="final.1")
+    bot.send(op="command", name="finish")
+    wait_until(bot.died)
+    assert len(deliveries("final")) == 1
+
+    bot = BotProcess(config, log)
+    wait_until(lambda: query(db, "SELECT json_extract(posted, '$.final') FROM sessions")[0][0] is not None)
+    time.sleep(0.5)
+    bot.kill()
+    [final] = deliveries("final")
+    assert final["caption"].startswith("Here's your video: 1 segment")
+    assert Counter((r["segment_id"], r["role"]) for r in deliveries("segment")) == {
+        (segment, "video"): 1,
+        (segment, "frame"): 1,
+    }

@@ -14,7 +14,7 @@ import simcord
 
 from bot.discord_adapter import DiscordFrontEnd, build_discord
 from bot.dispatcher import Dispatcher
-from bot.ports import ChatRef, parse_control
+from bot.ports import Action, ChatRef, parse_control
 from bot.service import ConversationService
 from bot.store import SegmentStatus, SessionRow, SessionState, Store
 from bot.worker_client import WorkerProcess, worker_command
@@ -78,7 +78,13 @@ def segment_id_of(message: discord.Message) -> int:
 
 
 def has_buttons(message: discord.Message) -> bool:
-    return bool(message.components)
+    """Review buttons are up (an approved take keeps only a 🏁 Finish)."""
+    for row in message.components:
+        for child in getattr(row, "children", []):
+            parsed = parse_control(getattr(child, "custom_id", None) or "")
+            if parsed is not None and parsed[1] is not Action.FINISH:
+                return True
+    return False
 
 
 async def test_a_whole_session_on_discord(tmp_path: Path) -> None:

@@ -98,6 +98,7 @@ async def test_strangers_are_ignored_and_bad_input_is_answered(tmp_path: Path) -
         assert "10000 characters" in chat.texts()[-1]
         await svc.text(CHAT, OWNER, "waves roll in")
         [seg] = await segment_posts(bot, 1)
+        await chat.wait_for("delete")  # the progress message goes once the take is up
         before = len(chat.sent)
         await svc.control(CHAT, "intruder", seg, Action.APPROVE)
         await svc.reaction(CHAT, "intruder", chat.of("segment")[0].message_id, Action.APPROVE)
@@ -329,3 +330,27 @@ async def test_posts_that_failed_are_retried_once_the_platform_is_back(tmp_path:
         await svc.post_unposted()
         assert len(chat.of("final")) == 1
         assert len(chat.of("segment")) == 1
+
+
+async def test_status_tells_running_from_queued_next_in_line(tmp_path: Path) -> None:
+    async with running_bot(write_config(tmp_path, step_delay=0.5)) as bot:
+        svc, chat = bot.service, bot.chat
+        other = ChatRef("telegram", "200", "")
+        await svc.start(CHAT, OWNER, picture_bytes(), "runs first")
+        for _ in range(400):
+            if bot.dispatcher.running:
+                break
+            await asyncio.sleep(0.02)
+        await svc.start(other, "8", picture_bytes(), "waits behind it")
+        await svc.command(CHAT, OWNER, "status")
+        assert chat.texts(CHAT)[-1].endswith("Segment 1 (take 1) is running now.")
+        await svc.command(other, "8", "status")
+        assert chat.texts(other)[-1].endswith("Segment 1 (take 1) is queued, next in line.")
+
+
+async def test_status_with_a_worker_that_cannot_start_says_queued(tmp_path: Path) -> None:
+    config = write_config(tmp_path, backend="wan", model=tmp_path / "no-such-model")
+    async with running_bot(config) as bot:
+        await bot.service.start(CHAT, OWNER, picture_bytes(), "waits for the GPU")
+        await bot.service.command(CHAT, OWNER, "status")
+        assert bot.chat.texts()[-1].endswith("Segment 1 (take 1) is queued, next in line.")

@@ -79,7 +79,13 @@ def _rows_v1(db: sqlite3.Connection) -> None:
     )
 
 
-SAMPLE_ROWS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _rows_v1}
+def _rows_v2(db: sqlite3.Connection) -> None:
+    _rows_v1(db)
+    db.execute("UPDATE segments SET caption = 'Segment 1'")
+    db.execute("UPDATE sessions SET final_caption = 'Here it is'")
+
+
+SAMPLE_ROWS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _rows_v1, 2: _rows_v2}
 
 
 # -- migrations ------------------------------------------------------------------------------
@@ -123,6 +129,45 @@ async def test_upgrade_from_each_earlier_version(tmp_path: Path, version: int) -
         await store.add_segment(new.id, idx=0, prompt="go")
     assert user_version(old) == len(MIGRATIONS)
     assert schema(old) == schema(fresh)
+
+
+async def test_upgrade_to_v2_counts_earlier_posts_as_complete(tmp_path: Path) -> None:
+    """Before v2 a post's ids were recorded only once all of it was sent: a recorded video
+    means its frame went too (or was never going to), so a restart must not send a frame."""
+    path = tmp_path / "v1.db"
+    await create_database_at_version(path, 1)
+    with sqlite3.connect(path) as db:
+        _rows_v1(db)
+        db.execute(
+            "INSERT INTO segments (session_id, idx, attempt, prompt, status, queue_seq, posted,"
+            " created_at, updated_at) VALUES ('s1', 1, 1, 'run', 'done', 2, '{\"video\": 9}', 1.0, 1.0)"
+        )
+    async with Store.open(path) as store:
+        posted = [s.posted for s in await store.list_segments("s1")]
+        assert posted == [{"progress": 5}, {"video": 9, "frame": ""}]
+        assert [s.caption for s in await store.list_segments("s1")] == [None, None]
+        assert (await store.get_session("s1")).final_caption is None
+
+
+async def test_captions_are_kept(store: Store) -> None:
+    session = await store.create_session(platform="telegram", chat_id=1, owner_id=1)
+    seg = await store.add_segment(session.id, idx=0, prompt="p")
+    assert seg.caption is None and session.final_caption is None
+    assert (await store.update_segment(seg.id, caption="Segment 1 · take 1")).caption == "Segment 1 · take 1"
+    assert (await store.get_segment(seg.id)).caption == "Segment 1 · take 1"
+    assert (await store.update_session(session.id, final_caption="Your video")).final_caption == "Your video"
+    assert (await store.update_session(session.id, state=SessionState.FINISHED)).final_caption == "Your video"
+
+
+async def test_a_message_recorded_as_gone_is_never_found_by_a_reaction(store: Store) -> None:
+    session = await store.create_session(platform="telegram", chat_id=1, owner_id=1)
+    seg = await store.add_segment(session.id, idx=0, prompt="p")
+    await store.record_posted(seg.id, "progress", "55")
+    assert (await store.find_segment_by_message("telegram", 1, "55")) is not None
+    await store.record_posted(seg.id, "progress", None)
+    assert (await store.get_segment(seg.id)).posted == {"progress": None}
+    assert await store.find_segment_by_message("telegram", 1, "55") is None
+    assert await store.find_segment_by_message("telegram", 1, "None") is None
 
 
 async def test_reopening_a_current_database_changes_nothing(tmp_path: Path) -> None:

@@ -102,7 +102,9 @@ def segment_of(take: Call) -> int:
 
 
 def buttons_closed(api: BotApiStandIn, take: Call) -> bool:
-    return not controls(api.message(GROUP, take.result["message_id"]).get("reply_markup"))
+    """The take's review is over: no controls are left, but a 🏁 Finish on an approved take."""
+    left = controls(api.message(GROUP, take.result["message_id"]).get("reply_markup"))
+    return all(action is Action.FINISH for _, action in left)
 
 
 async def settle(api: BotApiStandIn) -> None:

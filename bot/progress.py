@@ -1,0 +1,62 @@
+"""The texts of a job's progress message: one short line, edited as the job moves on.
+
+The prompt is not repeated here: it is in the take's caption. Every text starts with the same
+label, so a user who sees only the latest edit knows which take it is about.
+"""
+
+from __future__ import annotations
+
+
+def label(idx: int, attempt: int) -> str:
+    return f"Segment {idx + 1} · take {attempt}"
+
+
+def duration(seconds: float) -> str:
+    """An exact length of time: ``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def estimate(seconds: float) -> str:
+    """A rough time left: ``10 s`` steps under a minute, whole minutes under an hour."""
+    seconds = max(0.0, seconds)
+    if seconds < 55:
+        return f"{max(5, round(seconds / 5) * 5)} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def queued(name: str, position: int | None = None, *, restarted: bool = False) -> str:
+    """Waiting for a worker; ``position`` is the 1-based place in the queue when known."""
+    where = "restarted, queued again" if restarted else "queued"
+    if position == 1:
+        where += ", next in line"
+    elif position is not None and position > 1:
+        where += f", {position - 1} ahead in the queue"
+    return f"⏳ {name} — {where}."
+
+
+def delayed(name: str, reason: str) -> str:
+    return f"⚠️ {name} — still queued: {reason}. It will start when the worker is back."
+
+
+def starting(name: str) -> str:
+    return f"⏳ {name} — starting…"
+
+
+def step(name: str, done: int, total: int, left: float | None = None) -> str:
+    text = f"⏳ {name} — step {done}/{total}"
+    return text if left is None else f"{text}, about {estimate(left)} left"
+
+
+def ready(name: str, seconds: float) -> str:
+    return f"✅ {name} — ready ({duration(seconds)})."
+
+
+def ended(name: str, *, cancelled: bool) -> str:
+    return f"⏹ {name} — {'stopped' if cancelled else 'failed'}."
