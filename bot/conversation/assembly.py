@@ -1,0 +1,62 @@
+"""Joining a finished session's approved segments into its final video, off the event loop; the
+outcome goes back to the core as an event (``AssemblyDone`` or ``AssemblyFailed``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bot import core
+from bot.conversation.media import Media
+from bot.store import SessionRow
+from shared.config import Config
+
+log = logging.getLogger("framechain.service")
+
+#: Where a join's outcome goes: the session's id and the event for the core.
+Report = Callable[[str, core.Event], Awaitable[None]]
+
+
+class Assemblies:
+    """The joins running now, one per session at most."""
+
+    def __init__(self, config: Config, media: Media, report: Report) -> None:
+        self.config = config
+        self.media = media
+        self.report = report
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    def running(self) -> list[asyncio.Task[None]]:
+        return list(self._running.values())
+
+    def start(self, row: SessionRow, segments: tuple[core.Segment, ...]) -> None:
+        previous = self._running.pop(row.id, None)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.create_task(self._assemble(row, segments), name=f"assemble-{row.id}")
+        self._running[row.id] = task
+
+    def cancel(self, session_id: str) -> None:
+        task = self._running.pop(session_id, None)
+        if task is not None:
+            task.cancel()
+
+    async def _assemble(self, row: SessionRow, segments: tuple[core.Segment, ...]) -> None:
+        from worker.video import join_segments
+
+        masters = [Path(s.result.video) for s in segments if s.result is not None]
+        out = self.media.session_dir(row.id) / "final.mp4"
+        try:
+            result = await asyncio.to_thread(join_segments, masters, out, self.config.generation.fps)
+            log.info("session %s joined: %d frames, %d bytes", row.id, result.frames, result.bytes)
+            event: core.Event = core.AssemblyDone(path=str(result.path))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("joining session %s failed", row.id)
+            event = core.AssemblyFailed(message="")
+        finally:
+            self._running.pop(row.id, None)
+        await self.report(row.id, event)

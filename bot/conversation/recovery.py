@@ -1,0 +1,133 @@
+"""Picking up after a restart, and retrying what could not be posted.
+
+``resume()`` brings sessions whose state and takes disagree together (a crash between storing a
+take's result and moving its session on), re-queues unfinished jobs in their original order,
+restarts interrupted joins, and posts what was finished but never posted. ``keep_posting()``
+retries those posts while the bot runs, for a platform that was unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from bot import core
+from bot.conversation import delivery
+from bot.conversation.assembly import Assemblies
+from bot.conversation.background import BackgroundTasks
+from bot.conversation.chats import chat_of
+from bot.conversation.jobs import Jobs
+from bot.conversation.locks import SessionLocks
+from bot.conversation.posting import Posting
+from bot.conversation.progress_messages import ProgressMessages
+from bot.conversation.sessions import Sessions, row_for, segment_ids
+from bot.store import SegmentStatus, SessionRow, SessionState, Store
+
+log = logging.getLogger("framechain.service")
+
+#: The task that retries unposted deliveries (see keep_posting).
+KEEP_POSTING = "keep-posting"
+
+#: Performs one effect of a step that is already persisted (the service's ``_perform``).
+Perform = Callable[[SessionRow, core.Session, core.Effect, dict[core.SegmentKey, int]], Awaitable[None]]
+
+
+class Recovery:
+    def __init__(
+        self,
+        store: Store,
+        sessions: Sessions,
+        locks: SessionLocks,
+        *,
+        jobs: Jobs,
+        progress_messages: ProgressMessages,
+        posting: Posting,
+        assemblies: Assemblies,
+        background: BackgroundTasks,
+        perform: Perform,
+    ) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.locks = locks
+        self.jobs = jobs
+        self.progress = progress_messages
+        self.posting = posting
+        self.assemblies = assemblies
+        self.background = background
+        self.perform = perform
+
+    async def resume(self) -> None:
+        """After a restart: bring sessions whose state and takes disagree together, re-queue
+        unfinished jobs in their original order, post finished segments that were never posted,
+        and restart interrupted joins."""
+        for row in await self.store.list_sessions(
+            (SessionState.AWAITING_PROMPT, SessionState.GENERATING, SessionState.REVIEWING)
+        ):
+            try:
+                await self._reconcile(row.id)
+            except Exception:
+                log.exception("could not reconcile session %s", row.id)
+        for segment in await self.store.list_resumable_jobs():
+            row = await self.store.get_session(segment.session_id)
+            if segment.status is SegmentStatus.RUNNING:
+                segment = await self.store.requeue_segment(segment.id)
+            self.progress.resume(chat_of(row), segment)
+            await self.jobs.submit(row, segment)
+        for row in await self.store.list_sessions((SessionState.ASSEMBLING,)):
+            _, session, _ = await self.sessions.load(row.id)
+            self.assemblies.start(row, session.approved)
+        await self.post_unposted()
+
+    async def _reconcile(self, session_id: str) -> None:
+        """A crash between storing a take's result and moving its session on leaves them
+        disagreeing; the core says which state the takes imply. Persist it, then act on it."""
+        async with self.locks.hold(session_id):
+            row = await self.store.get_session(session_id)
+            rows = await self.store.list_segments(session_id)
+            base, take = self.sessions.saved(row, rows)
+            new, effects = core.reconcile(base, row.state, take)
+            if new.state is row.state and not effects:
+                return
+            log.warning("session %s was %s after a restart; now %s", row.id, row.state.value, new.state.value)
+            row = await self.store.update_session(row.id, state=new.state)
+            ids = segment_ids(rows)
+            for effect in effects:
+                try:
+                    await self.perform(row, new, effect, ids)
+                except Exception:
+                    log.exception("effect %s of session %s failed", type(effect).__name__, session_id)
+
+    async def post_unposted(self) -> None:
+        """Post what was finished but never posted: a segment up for review or a final video
+        whose post was cut short by a crash, or failed while the platform was unreachable."""
+        for row in await self.store.list_sessions((SessionState.REVIEWING,)):
+            async with self.locks.hold(row.id):  # not while an action is posting it
+                row, session, rows = await self.sessions.load(row.id)
+                current = session.current
+                if row.state is not SessionState.REVIEWING or current is None:
+                    continue
+                seg_row = row_for(rows, current.key)
+                if not delivery.segment_delivered(seg_row.posted) or seg_row.posted.get(delivery.PROGRESS):
+                    try:
+                        # With the caption it was first posted with; only what has no record is sent.
+                        await self.posting.post_segment(row, current)
+                    except Exception as exc:
+                        log.warning("segment of session %s still not posted: %s", row.id, exc)
+        for row in await self.store.list_sessions((SessionState.FINISHED,)):
+            if row.final_video is not None and delivery.FINAL not in row.posted:
+                async with self.locks.hold(row.id):
+                    await self.posting.post_final(row, retrying=True)
+
+    def keep_posting(self, interval: float = 60.0) -> None:
+        """Retry posting what could not be posted, every ``interval`` seconds, until close()."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await self.post_unposted()
+                except Exception:
+                    log.exception("retrying unposted deliveries failed")
+
+        self.background.spawn(loop(), KEEP_POSTING)

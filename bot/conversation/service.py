@@ -1,0 +1,489 @@
+"""The conversation service: applies the core's decisions to the world.
+
+For every user action or job report it loads the session from the store, asks the pure core
+(``bot.core.step``) what happens, writes the new state and every segment change to the store in
+one transaction (``bot.conversation.persist``), and only then performs the outward effects: chat
+messages through the platform's ``ChatPort`` (``posting``), jobs through the dispatcher
+(``jobs``), joins off the event loop (``assembly``). A crash between the two leaves the store
+right and, at worst, a message unsent; ``resume()`` on the next start (``recovery``) re-queues
+unfinished jobs and posts what was finished but never posted, and nothing that was posted is
+posted again.
+
+This module holds what adapters, the dispatcher and ``bot.app`` call, and the loop itself; the
+collaborators it wires together are built here and get their dependencies explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from bot import core
+from bot.conversation.assembly import Assemblies
+from bot.conversation.background import BackgroundTasks
+from bot.conversation.chats import Chats, chat_of
+from bot.conversation.jobs import Jobs
+from bot.conversation.locks import SessionLocks
+from bot.conversation.media import Media
+from bot.conversation.persist import persist
+from bot.conversation.posting import APPROVED, Posting
+from bot.conversation.progress_messages import ProgressMessages
+from bot.conversation.recovery import KEEP_POSTING, Recovery
+from bot.conversation.sessions import Sessions, settings_json
+from bot.core import State, Via
+from bot.dispatcher import Dispatcher
+from bot.ports import Action, ChatPort, ChatRef, PrivateReply
+from bot.store import NotFound, SessionRow, SessionState, Store
+from shared import memory_plan
+from shared.config import Config
+from shared.protocol import Done, Failed
+
+log = logging.getLogger("framechain.service")
+
+#: Seconds a shutdown waits for progress edits and deletions still going out.
+COSMETIC_WAIT = 5.0
+#: The answer to a user action while the bot shuts down.
+RESTARTING = "I'm restarting — please send that again in a minute."
+
+HELP = (
+    "framechain makes a long video one short segment at a time.\n"
+    "• /start with a picture (optionally with the first prompt) begins a session.\n"
+    "• Then send one prompt per segment: what happens in the next few seconds.\n"
+    "• Each segment comes back for review: ✅ approve it or 🔁 regenerate it "
+    "(/regenerate <new prompt> redoes it with another prompt).\n"
+    "• /undo removes the last segment, /finish joins the approved ones into one video, "
+    "/cancel ends the session, /status shows where things stand.\n"
+    "• /settings shows the settings; /settings seconds=3 steps=20 seed=42 changes them."
+)
+
+
+def _memory_max_pixels(config: Config) -> int:
+    """The largest /settings size the GPU can take under the configured profile (shared.memory_plan);
+    no further limit where the card is unknown."""
+    g = config.generation
+    fits = memory_plan.max_pixels_for(
+        backend=g.backend,
+        profile=g.memory_profile,
+        transformer=g.transformer,
+        transformer_2=g.transformer_2,
+        vae_dtype=g.vae_dtype,
+        low_ram=g.low_ram,
+    )
+    if fits is not None and fits < config.limits.max_pixels:
+        log.info("memory plan: sizes above %d pixels per frame do not fit this GPU under %s", fits, g.memory_profile)
+    return config.limits.max_pixels if fits is None else min(fits, config.limits.max_pixels)
+
+
+class ConversationService:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        *,
+        progress_interval: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.config = config
+        g, lim = config.generation, config.limits
+        self.limits = core.Limits(
+            max_prompt_chars=lim.prompt_chars,
+            max_segments=lim.segments_per_session,
+            max_steps=lim.max_steps,
+            size=(g.width, g.height),
+            size_mode=g.size_mode,
+            max_pixels=max(_memory_max_pixels(config), g.width * g.height),
+        )
+        self.chats = Chats()
+        self.media = Media(config)
+        self.sessions = Sessions(store, config)
+        self.locks = SessionLocks()
+        self.background = BackgroundTasks()
+        self.progress = ProgressMessages(store, self.chats, self.background, interval=progress_interval, clock=clock)
+        self.jobs = Jobs(store, config, self.chats, self.media, self.progress, clock=clock)
+        self.posting = Posting(store, config, self.chats, self.progress)
+        self.assemblies = Assemblies(config, self.media, self._apply)
+        self.recovery = Recovery(
+            store,
+            self.sessions,
+            self.locks,
+            jobs=self.jobs,
+            progress_messages=self.progress,
+            posting=self.posting,
+            assemblies=self.assemblies,
+            background=self.background,
+            perform=self._perform,
+        )
+        #: Shutting down: user actions are no longer taken (stop_input).
+        self._closing = False
+
+    # --- wiring -----------------------------------------------------------------------------
+
+    def add_port(self, port: ChatPort) -> None:
+        self.chats.add(port)
+
+    def attach(self, dispatcher: Dispatcher) -> None:
+        self.jobs.dispatcher = dispatcher
+
+    # --- shutdown, in this order (bot.app.serve): stop_input, drain, close ----------------------
+
+    def stop_input(self) -> None:
+        """From now on user actions are answered "restarting" and change nothing, so that what
+        runs can finish against a store nobody else changes."""
+        self._closing = True
+
+    async def drain(self, timeout: float) -> None:
+        """Let a join in progress finish and its video be posted, and outstanding progress edits
+        and deletions go out, for at most ``timeout`` seconds; what is left is cancelled by
+        close() and redone on the next start (a join) or left as it is (a cosmetic edit)."""
+        for task in self.background.named(KEEP_POSTING):
+            task.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        joins = self.assemblies.running()
+        if joins:  # each posts its video itself once joined
+            _, late = await asyncio.wait(joins, timeout=timeout)
+            if late:
+                log.warning("a join still runs after %.0f s; it is redone on the next start", timeout)
+        cosmetic = self.background.unfinished()
+        if cosmetic:  # progress edits and deletions: a few seconds at most (a flood wait may be long)
+            await asyncio.wait(cosmetic, timeout=max(0.0, min(COSMETIC_WAIT, deadline - loop.time())))
+
+    async def close(self) -> None:
+        """Cancel whatever still runs. The platforms must still be open only for drain()."""
+        self._closing = True
+        for task in [*self.assemblies.running(), *self.background.all()]:
+            task.cancel()
+        for task in [*self.assemblies.running(), *self.background.all()]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _refuse_while_closing(self, chat: ChatRef, row: SessionRow | None, user_id: str) -> None:
+        """A message to a session while shutting down: its owner is told to send it again."""
+        if row is not None and row.owner_id == user_id:
+            await self.chats.say(chat, RESTARTING)
+
+    def default_settings(self) -> core.Settings:
+        return self.sessions.default_settings()
+
+    # --- what adapters call (bot.ports.Conversation) -----------------------------------------
+
+    async def start(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        image: bytes | None,
+        prompt: str | None,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+    ) -> None:
+        if self._closing:
+            await self.chats.answer(chat, RESTARTING, reply)
+            return
+        row = await self.store.find_active_session(chat.platform, chat.chat_id, chat.thread_id, user_id)
+        if row is None:
+            if image is not None:
+                problem = self.media.picture_problem(image)
+                if problem:
+                    await self.chats.say(chat, problem)
+                    return
+            row = await self.store.create_session(
+                platform=chat.platform,
+                chat_id=chat.chat_id,
+                thread_id=chat.thread_id,
+                owner_id=user_id,
+                settings=settings_json(self.default_settings(), None),
+            )
+            log.info("session %s started by %s in %s", row.id, user_id, chat)
+        picture = None
+        if image is not None and row.state is SessionState.AWAITING_IMAGE:  # else the core refuses
+            picture = await self._save_picture(chat, row.id, image)
+            if picture is None:
+                return
+            if prompt and not await self.jobs.has_room(row, chat):
+                prompt = None  # keep the picture; the prompt can be sent again later
+        event = core.Start(user_id=user_id, picture=picture, prompt=prompt)
+        await self._apply(row.id, event, is_admin=is_admin, reply=reply)
+
+    async def image(self, chat: ChatRef, user_id: str, image: bytes) -> None:
+        row = await self.sessions.session_for(chat, user_id)
+        if row is None:
+            return  # a picture in a chat without a session is not for us (/start begins one)
+        if self._closing:
+            await self._refuse_while_closing(chat, row, user_id)
+            return
+        if user_id != row.owner_id:
+            return  # chatter the core ignores (no admins here): nothing is written for it
+        picture = await self._save_picture(chat, row.id, image)
+        if picture is not None:
+            await self._apply(row.id, core.ImageReceived(user_id=user_id, picture=picture))
+
+    async def text(self, chat: ChatRef, user_id: str, text: str) -> None:
+        row = await self.sessions.session_for(chat, user_id)
+        if self._closing:
+            await self._refuse_while_closing(chat, row, user_id)
+            return
+        if row is None:
+            # In a thread (a finished session's, on Discord) chatter is left alone.
+            if not chat.thread_id:
+                await self.chats.say(chat, "Send /start with a picture to begin a video.")
+            return
+        if (
+            row.owner_id == user_id
+            and row.state
+            in (
+                SessionState.AWAITING_PROMPT,
+                SessionState.AWAITING_IMAGE,
+            )
+            and not await self.jobs.has_room(row, chat)
+        ):
+            return
+        await self._apply(row.id, core.PromptText(user_id=user_id, text=text))
+
+    async def control(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        segment_id: int,
+        action: Action,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+        via: Via = Via.CONTROL,
+    ) -> None:
+        try:
+            segment = await self.store.get_segment(segment_id)
+            row = await self.store.get_session(segment.session_id)
+        except NotFound:
+            return
+        if row.platform != chat.platform or row.chat_id != chat.chat_id:
+            return  # a control id forged or carried into another chat
+        key = core.SegmentKey(segment.idx, segment.attempt)
+        event: core.Event
+        if action is Action.APPROVE:
+            event = core.Approve(user_id=user_id, via=via, segment=key)
+        elif action is Action.REGENERATE:
+            if user_id == row.owner_id and not await self.jobs.has_room(row, chat):
+                return
+            event = core.Regenerate(user_id=user_id, via=via, segment=key)
+        elif action is Action.UNDO:
+            event = core.Undo(user_id=user_id, via=via, segment=key)
+        elif action is Action.APPROVE_FINISH:
+            event = core.ApproveAndFinish(user_id=user_id, via=via, segment=key)
+        else:
+            event = core.Finish(user_id=user_id, via=via, segment=key)
+        await self._apply(row.id, event, is_admin=is_admin, reply=reply)
+
+    async def reaction(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        message_id: str,
+        action: Action,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+    ) -> None:
+        segment = await self.store.find_segment_by_message(chat.platform, chat.chat_id, message_id)
+        if segment is not None:
+            await self.control(chat, user_id, segment.id, action, is_admin=is_admin, reply=reply, via=Via.REACTION)
+
+    async def command(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        name: str,
+        argument: str = "",
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+    ) -> None:
+        name = name.lower().lstrip("/")
+        if name == "help":
+            await self.chats.answer(chat, HELP, reply)
+            return
+        row = await self.sessions.session_for(chat, user_id)
+        if row is None:
+            await self.chats.answer(chat, "There's no session here. Send /start with a picture to begin.", reply)
+            return
+        event: core.Event
+        if name == "finish":
+            event = core.Finish(user_id=user_id)
+        elif name == "undo":
+            event = core.Undo(user_id=user_id)
+        elif name == "cancel":
+            event = core.Cancel(user_id=user_id)
+        elif name == "status":
+            event = core.Status(user_id=user_id, queue_position=await self.jobs.queue_position(row.id))
+        elif name in ("regenerate", "regen"):
+            if user_id == row.owner_id and not await self.jobs.has_room(row, chat):
+                return
+            event = core.Regenerate(user_id=user_id, prompt=argument or None)
+        elif name == "approve":
+            event = core.Approve(user_id=user_id)
+        elif name == "settings":
+            try:
+                changes = core.parse_settings(argument)
+            except core.SettingsError as exc:
+                await self.chats.answer(chat, str(exc), reply)
+                return
+            event = core.ChangeSettings(user_id=user_id, changes=changes)
+        else:
+            await self.chats.answer(chat, f"I don't know /{name}. Send /help for the commands.", reply)
+            return
+        await self._apply(row.id, event, is_admin=is_admin, reply=reply)
+
+    async def change_settings(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        changes: tuple[tuple[str, str], ...],
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+    ) -> None:
+        """``/settings`` with its options as values (a slash command), never parsed from text."""
+        row = await self.sessions.session_for(chat, user_id)
+        if row is None:
+            await self.chats.answer(chat, "There's no session here. Send /start with a picture to begin.", reply)
+            return
+        event = core.ChangeSettings(user_id=user_id, changes=changes)
+        await self._apply(row.id, event, is_admin=is_admin, reply=reply)
+
+    async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
+        """The settings of the session a command from ``user_id`` here acts on, or None when no
+        session is live here: ``session`` (its id), ``owner``, ``seconds``, ``steps``, ``seed``
+        (a number or ``random``). Read only; for showing the settings keyboard's choices."""
+        row = await self.sessions.session_for(chat, user_id)
+        if row is None:
+            return None
+        settings = self.sessions.rebuild(row, []).settings
+        return {
+            "session": row.id,
+            "owner": row.owner_id,
+            "seconds": str(settings.seconds),
+            "steps": str(settings.steps),
+            "seed": "random" if settings.seed is None else str(settings.seed),
+        }
+
+    # --- dispatcher listener ----------------------------------------------------------------
+
+    async def job_position(self, job_id: str, position: int) -> None:
+        await self.jobs.position(job_id, position)
+
+    async def job_delayed(self, job_id: str, reason: str) -> None:
+        await self.jobs.delayed(job_id, reason)
+
+    async def job_started(self, job_id: str, device: str) -> None:
+        await self.jobs.started(job_id, device)
+
+    async def job_progress(self, job_id: str, step: int, total: int) -> None:
+        await self.jobs.step(job_id, step, total)
+
+    async def job_finished(self, job_id: str, result: Done | Failed) -> None:
+        reported = await self.jobs.record_result(job_id, result)
+        if reported is None:
+            return
+        session_id, event = reported
+        try:
+            await self._apply(session_id, event)
+        finally:
+            self.progress.forget(int(job_id))
+
+    # --- recovery (bot.conversation.recovery) -----------------------------------------------
+
+    async def resume(self) -> None:
+        """After a restart: bring sessions whose state and takes disagree together, re-queue
+        unfinished jobs in their original order, post finished segments that were never posted,
+        and restart interrupted joins."""
+        await self.recovery.resume()
+
+    async def post_unposted(self) -> None:
+        """Post what was finished but never posted (see Recovery.post_unposted)."""
+        await self.recovery.post_unposted()
+
+    def keep_posting(self, interval: float = 60.0) -> None:
+        """Retry posting what could not be posted, every ``interval`` seconds, until close()."""
+        self.recovery.keep_posting(interval)
+
+    # --- the core loop ----------------------------------------------------------------------
+
+    async def _apply(
+        self, session_id: str, event: core.Event, *, is_admin: bool = False, reply: PrivateReply | None = None
+    ) -> None:
+        if self._closing and isinstance(event, core.UserEvent):
+            row = await self.store.get_session(session_id)
+            await self.chats.answer(chat_of(row), RESTARTING, reply)
+            return
+        user = getattr(event, "user_id", None)
+        admins = frozenset({user}) if (is_admin and user) else frozenset()
+        async with self.locks.hold(session_id):
+            row, session, rows = await self.sessions.load(session_id)
+            new, effects = core.step(session, event, admins=admins, limits=self.limits)
+            ids = await persist(self.store, row, session, new, effects, rows)
+            row = await self.store.get_session(session_id)
+            chat = chat_of(row)
+            for effect in effects:
+                try:
+                    if isinstance(effect, core.Say) and effect.ephemeral:
+                        typed = getattr(event, "via", None) is Via.COMMAND
+                        await self.chats.answer(chat, effect.text, reply, typed=typed)
+                        continue
+                    await self._perform(row, new, effect, ids)
+                except Exception:
+                    log.exception("effect %s of session %s failed", type(effect).__name__, session_id)
+            if new.state is State.CANCELLED and session.state is not State.CANCELLED and new.approved:
+                # The session is over: the Finish kept on its last approved take goes too.
+                await self.posting.close_controls(chat, ids[new.approved[-1].key], APPROVED)
+
+    async def _perform(
+        self, row: SessionRow, session: core.Session, effect: core.Effect, ids: dict[core.SegmentKey, int]
+    ) -> None:
+        chat = chat_of(row)
+        close_controls = self.posting.close_controls
+        if isinstance(effect, core.Say):
+            await self.chats.say(chat, effect.text)
+        elif isinstance(effect, core.EnqueueSegment):
+            await self.jobs.enqueue(row, chat, ids[effect.segment.key])
+        elif isinstance(effect, core.CancelJob):
+            await self.jobs.cancel(ids[effect.segment])
+        elif isinstance(effect, core.PostSegment):
+            await self.posting.post_segment(row, effect.segment, effect.caption)
+        elif isinstance(effect, core.ApproveSegment):
+            # The approved take keeps a Finish while finishing is what comes next; the take
+            # approved before it loses its own.
+            if len(session.approved) > 1:
+                await close_controls(chat, ids[session.approved[-2].key], APPROVED)
+            finish_next = core.Control.FINISH in effect.keep_controls and session.state is State.AWAITING_PROMPT
+            await close_controls(chat, ids[effect.segment], APPROVED, finish=finish_next)
+        elif isinstance(effect, core.RejectSegment):
+            await close_controls(chat, ids[effect.segment], "🗑 Discarded")
+        elif isinstance(effect, core.DropLastApproved):
+            await close_controls(chat, ids[effect.segment], "↩ Undone")
+            if session.approved and session.state is State.AWAITING_PROMPT:
+                await close_controls(chat, ids[session.approved[-1].key], APPROVED, finish=True)
+        elif isinstance(effect, core.StartAssembly):
+            self.assemblies.start(row, effect.segments)
+            if effect.segments:
+                await close_controls(chat, ids[effect.segments[-1].key], APPROVED)
+        elif isinstance(effect, core.CancelAssembly):
+            self.assemblies.cancel(row.id)
+        elif isinstance(effect, core.PostFinal):
+            await self.posting.post_final(row, effect.caption)
+        # UpdateProgress is handled by job_progress directly (it needs no store change).
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def _save_picture(
+        self, chat: ChatRef, session_id: str, data: bytes, *, quiet: bool = False
+    ) -> core.Picture | None:
+        problem = self.media.picture_problem(data)
+        if problem:
+            if not quiet:
+                await self.chats.say(chat, problem)
+            return None
+        return await self.media.save_picture(session_id, data)
