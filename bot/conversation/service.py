@@ -36,7 +36,7 @@ from bot.conversation.sessions import Sessions, settings_json
 from bot.core import State, Via
 from bot.dispatcher import Dispatcher
 from bot.ports import Action, ChatPort, ChatRef, PrivateReply
-from bot.store import NotFound, SessionRow, SessionState, Store
+from bot.store import NotFound, SegmentStatus, SessionRow, SessionState, Store
 from shared import memory_plan
 from shared.config import Config
 from shared.protocol import Done, Failed
@@ -289,8 +289,13 @@ class ConversationService:
         reply: PrivateReply | None = None,
     ) -> None:
         segment = await self.store.find_segment_by_message(chat.platform, chat.chat_id, message_id)
-        if segment is not None:
-            await self.control(chat, user_id, segment.id, action, is_admin=is_admin, reply=reply, via=Via.REACTION)
+        if segment is None:
+            return
+        if action is Action.FINISH and segment.status is SegmentStatus.DONE:
+            # 🏁 on a take under review stands where its 🏁 Approve & finish button is: it means
+            # that, not "finish without this take" (which the core would only question).
+            action = Action.APPROVE_FINISH
+        await self.control(chat, user_id, segment.id, action, is_admin=is_admin, reply=reply, via=Via.REACTION)
 
     async def command(
         self,

@@ -367,3 +367,20 @@ async def test_the_finish_reaction_joins_the_approved_segments(tmp_path: Path) -
             "the final video",
         )
         assert (await s.bot.store.get_session(row.id)).state is SessionState.FINISHED
+
+
+async def test_the_finish_reaction_on_a_take_under_review_approves_and_joins_it(tmp_path: Path) -> None:
+    # 🏁 sits next to ✅ 🔁 on the take under review, where the 🏁 Approve & finish button is.
+    async with studio(tmp_path) as s:
+        thread, row = await s.session("the sun rises")
+        take = await s.first_take(thread)
+
+        await s.alice.react(take, "🏁")
+
+        await until(
+            s.env,
+            lambda: any(m.attachments[0].filename == "framechain.mp4" for m in review_messages(thread)),
+            "the final video",
+        )
+        assert (await s.bot.store.get_session(row.id)).state is SessionState.FINISHED
+        assert (await s.bot.store.get_segment(segment_id_of(take))).status is SegmentStatus.APPROVED
