@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
+from bot.pictures import Accepted, Refused, check_file_size, check_picture
 from bot.worker_client import WorkerError, WorkerProcess, worker_command
 from shared import params
-from shared.config import Config
+from shared.config import Config, LimitsConfig
 from shared.protocol import Done, FailureKind, Generate, Progress
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -41,6 +40,8 @@ class SegmentPlan:
 @dataclass(frozen=True)
 class RenderPlan:
     image: Path
+    #: The start image as the chat would store it (upright RGB PNG); the worker starts from this.
+    picture: Accepted
     out: Path
     backend: str
     model: str | None
@@ -123,22 +124,8 @@ def plan_render(args: argparse.Namespace, config: Config) -> RenderPlan:
         raise RenderInputError("no prompts: give --prompt (once per segment) or [[segment]] entries")
 
     image = Path(image_text)
-    try:
-        with Image.open(image) as img:
-            if img.width * img.height > config.limits.image_pixels:
-                raise RenderInputError(f"image {image} is too large ({img.width}x{img.height} pixels)")
-            img.verify()
-        with Image.open(image) as img:
-            img.load()
-            from PIL import ImageOps
-
-            image_w, image_h = ImageOps.exif_transpose(img).size
-    except FileNotFoundError:
-        raise RenderInputError(f"image not found: {image}") from None
-    except IsADirectoryError:
-        raise RenderInputError(f"image is a directory: {image}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError):
-        raise RenderInputError(f"not a readable image: {image}") from None
+    picture = load_picture(image, config.limits)
+    image_w, image_h = picture.width, picture.height
 
     where = "settings"
     backend = args.backend or _typed(settings, "backend", str, where) or g.backend
@@ -187,6 +174,7 @@ def plan_render(args: argparse.Namespace, config: Config) -> RenderPlan:
     model = args.model or _typed(settings, "model", str, "settings")
     return RenderPlan(
         image=image,
+        picture=picture,
         out=out,
         backend=backend,
         model=model,
@@ -195,6 +183,25 @@ def plan_render(args: argparse.Namespace, config: Config) -> RenderPlan:
         fps=fps,
         segments=tuple(plans),
     )
+
+
+def load_picture(path: Path, limits: LimitsConfig) -> Accepted:
+    """An image file checked by the chat's start-picture policy; RenderInputError if refused.
+
+    For the start image and for any other image a storyboard names."""
+    if path.is_dir():
+        raise RenderInputError(f"image is a directory: {path}")
+    try:
+        too_large = check_file_size(path.stat().st_size, limits)
+        data = b"" if too_large else path.read_bytes()
+    except FileNotFoundError:
+        raise RenderInputError(f"image not found: {path}") from None
+    except OSError as exc:
+        raise RenderInputError(f"cannot read image {path}: {exc.strerror}") from None
+    result = too_large or check_picture(data, limits)
+    if isinstance(result, Refused):
+        raise RenderInputError(f"image {path}: {result.reason}")
+    return result
 
 
 def _seed_for(config: Config, seed: int | None, index: int) -> int | None:
@@ -238,10 +245,13 @@ class _Bar:
 
 
 async def render(plan: RenderPlan, config: Config, *, config_path: str | None = None) -> int:
-    from worker.video import join_segments  # imports no torch
+    from worker.files import atomic_write_bytes  # imports no torch
+    from worker.video import join_segments
 
     folder = plan.out.with_suffix("")
     folder.mkdir(parents=True, exist_ok=True)
+    first = (folder / "start.png").resolve()
+    await asyncio.to_thread(atomic_write_bytes, first, plan.picture.png)
     g = config.generation
     negative = g.negative_prompt
     device = config.workers.devices[0]
@@ -257,11 +267,11 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
         ready = await worker.start()
         if ready.preview:
             print("note: preview backend: a stand-in animation, not a Wan generation")
-        start_image = plan.image.resolve()
+        start_image = first
         masters: list[Path] = []
         for index, seg in enumerate(plan.segments, start=1):
             label = f"segment {index}/{total}"
-            reference = {"start": start_image, "first": plan.image.resolve()}.get(g.color_match)
+            reference = {"start": start_image, "first": first}.get(g.color_match)
             job = Generate(
                 job_id=uuid.uuid4().hex,
                 image=str(start_image),

@@ -249,6 +249,11 @@ class LimitsConfig:
     #: Largest start image accepted, in bytes and in pixels (guards against decompression bombs).
     image_bytes: int = 20 * 1024 * 1024
     image_pixels: int = 50_000_000
+    #: Smallest side and most uneven sides (long side / short side) of a start image.
+    image_min_side: int = 64
+    image_max_aspect: float = 4.0
+    #: Most decompressed text (PNG text chunks, an ICC profile) a start image may carry.
+    image_text_bytes: int = 1024 * 1024
     segments_per_session: int = 60
     queued_jobs_per_user: int = 4
     #: Upper bounds a user may choose in /settings.
@@ -367,6 +372,7 @@ def _check(config: Config, source: str) -> None:
         "limits.prompt_chars": limits.prompt_chars,
         "limits.image_bytes": limits.image_bytes,
         "limits.image_pixels": limits.image_pixels,
+        "limits.image_text_bytes": limits.image_text_bytes,
         "limits.segments_per_session": limits.segments_per_session,
         "limits.queued_jobs_per_user": limits.queued_jobs_per_user,
         "limits.max_steps": limits.max_steps,
@@ -375,6 +381,10 @@ def _check(config: Config, source: str) -> None:
     for key, value in positive.items():
         if value <= 0:
             fail(key, f"must be positive, got {value}")
+    if limits.image_min_side < 16:
+        fail("limits.image_min_side", f"must be at least 16 (the smallest segment side), got {limits.image_min_side}")
+    if limits.image_max_aspect < 1.0:
+        fail("limits.image_max_aspect", f"must be at least 1 (a square), got {limits.image_max_aspect}")
     for key, fvalue in (
         ("generation.guidance", g.guidance),
         ("generation.guidance_2", g.guidance_2),

@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _refuse(out, kind, f"could not load backend {backend_name}: {message}")
 
     # 3. Serve.
-    if serve_forever(backend, device=device, stdin=sys.stdin, stdout=out, info=info):
+    if serve_forever(backend, device=device, stdin=sys.stdin, stdout=out, info=info, limits=config.limits):
         log.info("worker stopped")
     else:
         log.warning("the parent process is gone; worker exiting")

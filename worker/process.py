@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from bot.pictures import PictureRefused, read_picture
+from shared.config import LimitsConfig
 from shared.protocol import (
     Cancel,
     Done,
@@ -42,9 +44,6 @@ from worker.errors import BackendLost, BadInput, Cancelled, GenerationError
 from worker.segment_files import write_segment_files
 
 log = logging.getLogger("framechain.worker")
-
-#: Largest start image the worker decodes, in pixels (decompression-bomb guard).
-MAX_IMAGE_PIXELS = 100_000_000
 
 
 class ParentGone(Exception):
@@ -94,8 +93,9 @@ class _Running:
 
 
 class Worker:
-    def __init__(self, backend: Backend, out: ProtocolOut, *, device: str) -> None:
+    def __init__(self, backend: Backend, out: ProtocolOut, *, device: str, limits: LimitsConfig | None = None) -> None:
         self.backend = backend
+        self.limits = limits or LimitsConfig()
         self.out = out
         self.device = device
         self.jobs: queue.Queue[Generate | None] = queue.Queue()
@@ -188,8 +188,8 @@ class Worker:
     def run_job(self, job: Generate, cancel: threading.Event) -> Done | Failed:
         started = time.monotonic()
         try:
-            image = load_start_image(job.image)
-            reference = load_start_image(job.color_reference) if job.color_reference else None
+            image = load_start_image(job.image, self.limits)
+            reference = load_start_image(job.color_reference, self.limits) if job.color_reference else None
 
             def on_step(step: int, total: int) -> bool:
                 try:
@@ -251,26 +251,34 @@ class Worker:
         )
 
 
-def load_start_image(path: str) -> Image.Image:
-    """Open and fully decode an image file; anything wrong with it is BadInput."""
+def load_start_image(path: str, limits: LimitsConfig | None = None) -> Image.Image:
+    """Decode an image file under the start-picture policy's safety rules (bot.pictures, the
+    same code the chat and ``framechain render`` check with) into upright RGB; anything wrong
+    with it is BadInput carrying the policy's sentence."""
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise BadInput(f"image {Path(path).name} is too large ({img.width}x{img.height})")
-            img.load()
-            return img.copy()  # keeps info["exif"], so EXIF orientation is honoured later
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise BadInput(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise BadInput(f"not a readable image: {Path(path).name} ({exc})") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read image {Path(path).name}: {exc.strerror}") from None
+    try:
+        return read_picture(data, limits)
+    except PictureRefused as refusal:
+        raise BadInput(refusal.reason) from None
 
 
 def serve_forever(
-    backend: Backend, *, device: str, stdin: IO[str], stdout: IO[str] | ProtocolOut, info: dict[str, object]
+    backend: Backend,
+    *,
+    device: str,
+    stdin: IO[str],
+    stdout: IO[str] | ProtocolOut,
+    info: dict[str, object],
+    limits: LimitsConfig | None = None,
 ) -> bool:
     """Serve until shutdown or EOF; returns False when it stopped because the parent is gone."""
     out = stdout if isinstance(stdout, ProtocolOut) else ProtocolOut(stdout)
-    worker = Worker(backend, out, device=device)
+    worker = Worker(backend, out, device=device, limits=limits)
     try:
         worker._send(Ready(backend=backend.name, device=device, preview=backend.preview, info=dict(info)))
     except ParentGone:

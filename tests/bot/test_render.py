@@ -126,7 +126,7 @@ def test_the_shipped_example_storyboard_is_valid(tmp_path: Path) -> None:
     ("case", "expected"),
     [
         ("missing", "image not found"),
-        ("not-an-image", "not a readable image"),
+        ("not-an-image", "I couldn't read that as a picture"),
         ("directory", "image is a directory"),
         ("empty-prompt", "segment 1: prompt is empty"),
         ("long-prompt", "over the limit of 2000"),
