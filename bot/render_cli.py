@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.pictures import Accepted, Refused, check_file_size, check_picture
 from bot.worker_client import WorkerError, WorkerProcess, worker_command
 from shared import params
 from shared.config import Config, LimitsConfig
+from shared.pictures import Accepted, Refused, check_file_size, check_picture
 from shared.protocol import Done, FailureKind, Generate, Progress
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2

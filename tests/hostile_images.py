@@ -1,11 +1,11 @@
 """A corpus of hostile and odd start images, built in memory: each case is a name, a way to make
-its bytes, and what the start-picture policy (``bot.pictures``) must answer.
+its bytes, and what the start-picture policy (``shared.pictures``) must answer.
 
 Reusable by any harness (``framechain render``, the chat front ends, a flood benchmark):
 
     for case in IMAGE_CASES:
         data = case.build()
-        ...  # expect case.refusal (a ``bot.pictures.RefusalCode``), or acceptance at case.size
+        ...  # expect case.refusal (a ``shared.pictures.RefusalCode``), or acceptance at case.size
 
 Every case is cheap: the largest build is a 100-megapixel PNG, made as a valid header with an
 image stream that stops short, because the policy refuses it from the header alone.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from bot.pictures import RefusalCode
+from shared.pictures import RefusalCode
 
 
 @dataclass(frozen=True)

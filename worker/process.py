@@ -23,8 +23,8 @@ from typing import IO
 import numpy as np
 from PIL import Image
 
-from bot.pictures import PictureRefused, read_picture
 from shared.config import LimitsConfig
+from shared.pictures import PictureRefused, read_picture
 from shared.protocol import (
     Cancel,
     Done,
@@ -252,7 +252,7 @@ class Worker:
 
 
 def load_start_image(path: str, limits: LimitsConfig | None = None) -> Image.Image:
-    """Decode an image file under the start-picture policy's safety rules (bot.pictures, the
+    """Decode an image file under the start-picture policy's safety rules (shared.pictures, the
     same code the chat and ``framechain render`` check with) into upright RGB; anything wrong
     with it is BadInput carrying the policy's sentence."""
     try:

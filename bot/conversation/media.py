@@ -1,17 +1,15 @@
 """A session's files in the data dir (``sessions/<session_id>/``): its folder, and the pictures
-users send, checked (``bot.pictures``) and written whole."""
+users send, checked once by the start-picture policy (``shared.pictures``, off the event loop)
+and written whole as the normalised PNG it returns."""
 
 from __future__ import annotations
 
 import asyncio
-import io
 from pathlib import Path
 
-from PIL import Image, ImageOps
-
 from bot import core
-from bot.pictures import picture_problem
 from shared.config import Config
+from shared.pictures import Accepted, Refused, check_picture
 
 
 class Media:
@@ -23,19 +21,16 @@ class Media:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def picture_problem(self, data: bytes) -> str | None:
-        return picture_problem(data, self.config.limits)
+    async def check_picture(self, data: bytes) -> Accepted | Refused:
+        """Decode ``data`` once, in a thread: a large picture never stalls the chats."""
+        return await asyncio.to_thread(check_picture, data, self.config.limits)
 
-    async def save_picture(self, session_id: str, data: bytes) -> core.Picture:
-        """Write a picture that passed :meth:`picture_problem` into the session's folder."""
-        with Image.open(io.BytesIO(data)) as img:
-            fmt = (img.format or "png").lower()
-            width, height = ImageOps.exif_transpose(img).size
-        ext = {"jpeg": "jpg", "mpo": "jpg"}.get(fmt, fmt)
-        folder = self.session_dir(session_id)
-        existing = len(list(folder.glob("picture-*")))
-        path = folder / f"picture-{existing + 1}.{ext}"
+    async def save_picture(self, session_id: str, picture: Accepted) -> core.Picture:
+        """Write an accepted picture into the session's folder, under a name of our own."""
         from worker.files import atomic_write_bytes
 
-        await asyncio.to_thread(atomic_write_bytes, path, data)
-        return core.Picture(path=str(path), width=width, height=height)
+        folder = self.session_dir(session_id)
+        existing = len(list(folder.glob("picture-*")))
+        path = folder / f"picture-{existing + 1}.png"
+        await asyncio.to_thread(atomic_write_bytes, path, picture.png)
+        return core.Picture(path=str(path), width=picture.width, height=picture.height)

@@ -39,6 +39,7 @@ from bot.ports import Action, ChatPort, ChatRef, PrivateReply
 from bot.store import NotFound, SegmentStatus, SessionRow, SessionState, Store
 from shared import memory_plan
 from shared.config import Config
+from shared.pictures import Accepted, Refused
 from shared.protocol import Done, Failed
 
 log = logging.getLogger("framechain.service")
@@ -185,12 +186,14 @@ class ConversationService:
             await self.chats.answer(chat, RESTARTING, reply)
             return
         row = await self.store.find_active_session(chat.platform, chat.chat_id, chat.thread_id, user_id)
+        checked: Accepted | None = None
+        if image is not None and (row is None or row.state is SessionState.AWAITING_IMAGE):  # else the core refuses
+            result = await self.media.check_picture(image)
+            if isinstance(result, Refused):
+                await self.chats.say(chat, result.reason)
+                return
+            checked = result
         if row is None:
-            if image is not None:
-                problem = self.media.picture_problem(image)
-                if problem:
-                    await self.chats.say(chat, problem)
-                    return
             row = await self.store.create_session(
                 platform=chat.platform,
                 chat_id=chat.chat_id,
@@ -200,10 +203,8 @@ class ConversationService:
             )
             log.info("session %s started by %s in %s", row.id, user_id, chat)
         picture = None
-        if image is not None and row.state is SessionState.AWAITING_IMAGE:  # else the core refuses
-            picture = await self._save_picture(chat, row.id, image)
-            if picture is None:
-                return
+        if checked is not None:
+            picture = await self.media.save_picture(row.id, checked)
             if prompt and not await self.jobs.has_room(row, chat):
                 prompt = None  # keep the picture; the prompt can be sent again later
         event = core.Start(user_id=user_id, picture=picture, prompt=prompt)
@@ -218,9 +219,12 @@ class ConversationService:
             return
         if user_id != row.owner_id:
             return  # chatter the core ignores (no admins here): nothing is written for it
-        picture = await self._save_picture(chat, row.id, image)
-        if picture is not None:
-            await self._apply(row.id, core.ImageReceived(user_id=user_id, picture=picture))
+        checked = await self.media.check_picture(image)
+        if isinstance(checked, Refused):
+            await self.chats.say(chat, checked.reason)
+            return
+        picture = await self.media.save_picture(row.id, checked)
+        await self._apply(row.id, core.ImageReceived(user_id=user_id, picture=picture))
 
     async def text(self, chat: ChatRef, user_id: str, text: str) -> None:
         row = await self.sessions.session_for(chat, user_id)
@@ -482,13 +486,3 @@ class ConversationService:
         # UpdateProgress is handled by job_progress directly (it needs no store change).
 
     # --- helpers ----------------------------------------------------------------------------
-
-    async def _save_picture(
-        self, chat: ChatRef, session_id: str, data: bytes, *, quiet: bool = False
-    ) -> core.Picture | None:
-        problem = self.media.picture_problem(data)
-        if problem:
-            if not quiet:
-                await self.chats.say(chat, problem)
-            return None
-        return await self.media.save_picture(session_id, data)

@@ -26,9 +26,9 @@ from bot.discord_adapter.commands import build_commands
 from bot.discord_adapter.port import APPROVE_EMOJI, FINISH_EMOJI, NO_MENTIONS, REGENERATE_EMOJI, clip
 from bot.discord_adapter.review import ReviewButton
 from bot.discord_adapter.sync import sync_commands
-from bot.pictures import picture_problem
 from bot.ports import Action, ChatRef, Conversation, PrivateReply
 from shared.config import Config
+from shared.pictures import picture_problem
 
 log = logging.getLogger("framechain.discord")
 
@@ -51,7 +51,7 @@ def _megabytes(size: int) -> str:
 
 def image_problem(attachment: discord.Attachment, limit: int) -> str | None:
     """Why this attachment can't be a start picture, from what Discord says about it (nothing is
-    downloaded), or None. ``bot.pictures.picture_problem`` then checks the bytes themselves."""
+    downloaded), or None. ``shared.pictures.picture_problem`` then checks the bytes themselves."""
     kind = (attachment.content_type or "").split(";")[0].strip().lower()
     if not kind.startswith("image/"):
         return f"{attachment.filename} is not a picture; attach a PNG, JPEG or WebP image."

@@ -31,7 +31,7 @@ STRANGER_NOTE = "Only the person who started this session can do that."
         ("empty.png", b"", "empty.png is empty"),
         ("tiny.png", picture(40, 30), "only 40×30"),
         ("fake.png", b"this is not a PNG at all" * 10, "couldn't read that as a picture"),
-        ("cut.png", picture(96, 96)[:60], "couldn't read that as a picture"),
+        ("cut.png", picture(96, 96)[:60], "damaged or cut off"),
     ],
 )
 async def test_a_bad_start_file_is_answered_privately_and_opens_no_thread(

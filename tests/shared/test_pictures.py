@@ -1,4 +1,4 @@
-"""The start-picture policy (bot.pictures) on the hostile-image corpus, and the worker's last line
+"""The start-picture policy (shared.pictures) on the hostile-image corpus, and the worker's last line
 of defence built on it."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from bot.pictures import (
+from shared.config import LimitsConfig
+from shared.pictures import (
     STORED_PIXELS,
     Accepted,
     PictureRefused,
@@ -21,7 +22,6 @@ from bot.pictures import (
     picture_problem,
     read_picture,
 )
-from shared.config import LimitsConfig
 from shared.protocol import Failed, FailureKind, Generate
 from tests.hostile_images import CASES_BY_NAME, IMAGE_CASES, ImageCase, encode, gradient, png
 from worker.errors import BadInput
