@@ -6,9 +6,11 @@ It writes a Comfy-layout fp8_scaled Wan2.2 I2V expert with the real width (dim 5
 40 heads, text dim 4096, in 36) but only ``--layers`` blocks (2 layers: about 1.2 GB) into a
 temporary folder, loads it through the real loader (``load_transformer_file``, bf16 compute) and
 prints the peak RSS above the process baseline as a multiple of the file size (target: <= 1.3x).
-The peak is the kernel's high-water mark (VmHWM), reset just before the load. The file is
-deleted at the end. Then it prints shared.memory_plan for every profile at 640x640x81,
-832x480x81 and 1280x720x81, and the largest size each fits on a 24 GB card.
+The peak is the kernel's high-water mark (VmHWM), reset just before the load. With ``--mapped``
+(low_ram) it also runs every layer once and reads the file's resident pages (/proc/self/smaps)
+during that turn and after the pages are handed back. The file is deleted at the end. Then it
+prints shared.memory_plan for every profile at 640x640x81, 832x480x81 and 1280x720x81, the
+largest size each fits on a 24 GB card, and per 24/32/48/80 GB card the profile "auto" picks.
 """
 
 from __future__ import annotations
@@ -111,7 +113,29 @@ def measure_load(path: Path, layers: int, mapped: bool) -> None:
     above = (peak - baseline) * 1024
     print(f"peak RSS above baseline: {above / 1e9:.2f} GB = {above / size:.2f}x the file")
     print(f"RSS above baseline after load: {(after - baseline) * 1024 / size:.2f}x the file")
+    if mapped:
+        measure_mapped_turn(model, path, size)
     del model
+
+
+def measure_mapped_turn(model: object, path: Path, size: int) -> None:
+    """low_ram: a forward over every fp8 weight faults the mapped pages in; handing them back
+    after the turn leaves the idle expert with no RAM (the file's RSS, from /proc/self/smaps)."""
+    import torch
+
+    from worker.wan.fp8 import release_mapped_weights, scaled_linears
+    from worker.wan.mapped_file import resident_bytes
+
+    started = time.monotonic()
+    with torch.no_grad():
+        for layer in scaled_linears(model):  # type: ignore[arg-type]
+            layer(torch.zeros(1, layer.in_features, dtype=torch.bfloat16))
+    turn = time.monotonic() - started
+    during = resident_bytes(path)
+    release_mapped_weights(model)  # type: ignore[arg-type]
+    idle = resident_bytes(path)
+    print(f"mapped: a pass over every layer ({turn:.1f} s) leaves {during / size:.2f}x the file resident")
+    print(f"mapped: after its turn the idle expert holds {idle / 1e6:.1f} MB of the file ({idle / size:.3f}x)")
 
 
 def print_plans() -> None:
@@ -122,13 +146,35 @@ def print_plans() -> None:
         for low_ram in (False, True) if profile == "expert_offload" else (False,):
             for w, h in ((640, 640), (832, 480), (1280, 720)):
                 p = memory_plan.plan(profile, w, h, 81, vae_bytes_per_value=vae, low_ram=low_ram)
-                suffix = " (low_ram)" if low_ram else ""
-                print(f"  {p.describe()}{suffix}, vae {'fp32' if vae == 4 else 'bf16'}")
+                print(f"  {p.describe()}, vae {'fp32' if vae == 4 else 'bf16'}")
             largest = memory_plan.largest_pixels(profile, memory_plan.usable_vram(card), 81, vae_bytes_per_value=vae)
             print(f"  -> largest area at 81 frames on a 24 GB card: {largest:,} px ({largest / 1e6:.2f} Mpx)")
     print(
         f"  (a plan may use {memory_plan.USABLE_VRAM:.0%} of the card: {memory_plan.usable_vram(card) / GIB:.1f} GiB)"
     )
+    print("\nper card (auto profile, the four fp8 files, vae fp32 except group_offload):")
+    for name, mib in (("24 GB", 24564), ("32 GB", 32607), ("48 GB", 49140), ("80 GB", 81559)):
+        total = mib * 1024 * 1024
+        profile = memory_plan.auto_profile(total - GIB)  # what the worker sees free at start
+        vae = 2 if profile == "group_offload" else 4
+        largest = memory_plan.largest_pixels(profile, memory_plan.usable_vram(total), 81, vae_bytes_per_value=vae)
+        ram = memory_plan.plan(profile, 640, 640, 81, vae_bytes_per_value=vae).ram
+        low = memory_plan.plan(profile, 640, 640, 81, vae_bytes_per_value=vae, low_ram=True)
+        low_text = f", low_ram {low.ram / GIB:.1f} GiB (reloads ~{low.reload_seconds:.0f} s)" if low.low_ram else ""
+        print(
+            f"  {name}: {profile}, largest 81-frame area {largest:,} px (e.g. {side_16(largest, 16 / 9)} or "
+            f"{side_16(largest, 1.0)}), RAM {ram / GIB:.1f} GiB{low_text}"
+        )
+
+
+def side_16(pixels: int, aspect: float) -> str:
+    """The largest width x height in 16-pixel steps of ``aspect`` within ``pixels``."""
+    height = int((pixels / aspect) ** 0.5) // 16 * 16
+    width = int(height * aspect) // 16 * 16
+    while width * height > pixels:
+        height -= 16
+        width = int(height * aspect) // 16 * 16
+    return f"{width}x{height}"
 
 
 def main() -> None:

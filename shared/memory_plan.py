@@ -61,6 +61,14 @@ class ModelSizes:
     #: Wan 2.1 VAE parameters.
     vae_params: int = 127_000_000
     arch: ExpertArch = field(default_factory=ExpertArch)
+    #: Both experts are fp8_scaled files, which low_ram keeps memory-mapped (else it changes nothing).
+    experts_mapped: bool = True
+    #: Bytes of the text encoder's fp8 weights, which low_ram keeps memory-mapped (the UMT5-XXL
+    #: Linears; the 2.1 GB embedding stays in RAM).
+    text_encoder_mapped: int = 4_630_000_000
+    #: Extra bytes while one expert loads: a bf16/fp16 expert exists in the compute dtype until
+    #: it is cast to its fp8 storage (0 for fp8_scaled and GGUF files).
+    expert_loading: int = 0
 
 
 #: The seed's four files (Comfy-Org repackaged).
@@ -75,8 +83,10 @@ class Plan:
     frames: int
     ram: int
     vram: int
-    #: Seconds spent per segment reading idle experts back from disk (low_ram), else 0.
+    #: Seconds spent per segment reading idle experts (and the text encoder) back from disk
+    #: (low_ram), else 0.
     reload_seconds: float = 0.0
+    low_ram: bool = False
 
     def fits(self, *, ram: int | None, vram: int | None) -> bool:
         return (ram is None or self.ram <= ram) and (vram is None or self.vram <= vram)
@@ -84,7 +94,7 @@ class Plan:
     def describe(self) -> str:
         reload = f", reloads ~{self.reload_seconds:.0f} s per segment" if self.reload_seconds else ""
         return (
-            f"{self.profile} at {self.width}x{self.height}x{self.frames}: "
+            f"{self.profile}{' (low_ram)' if self.low_ram else ''} at {self.width}x{self.height}x{self.frames}: "
             f"{self.ram / GIB:.1f} GiB RAM, {self.vram / GIB:.1f} GiB VRAM{reload}"
         )
 
@@ -122,21 +132,29 @@ def plan(
     dequant = 2 * 2 * sizes.arch.dim * sizes.arch.ffn
     decode = vae_decode(width, height, frames, vae_bytes_per_value)
     reload = 0.0
+    low_ram = low_ram and profile == "expert_offload" and sizes.experts_mapped
+    # Experts load one at a time, each stored before the next: the peak while loading.
+    loading = sum(experts) + sizes.expert_loading
     if profile == "full":
         vram = sum(experts) + te + vae_weights + max(act + dequant, decode)
-        ram = max(experts) + te + vae_weights  # experts go to the GPU one by one as they load
+        # experts go to the GPU one by one as they load
+        ram = max(max(experts) + sizes.expert_loading, te + vae_weights)
     elif profile == "expert_offload":
         vram = max(max(experts) + act + dequant, te + GIB, vae_weights + decode)
         if low_ram:
-            ram = max(experts) + te + vae_weights
-            reload = sum(experts) / DISK_BYTES_PER_SECOND
+            # Mapped weights are handed back after their turn: one expert or the text encoder's
+            # fp8 Linears at a time, beside the encoder's embedding and the VAE; each is read
+            # back (from the page cache if it kept them, else from disk) on its next turn.
+            mapped_te = min(sizes.text_encoder_mapped, te)
+            ram = max(max(experts), mapped_te) + te - mapped_te + vae_weights
+            reload = (sum(experts) + mapped_te) / DISK_BYTES_PER_SECOND
         else:
-            ram = sum(experts) + te + vae_weights
+            ram = max(sum(experts) + te + vae_weights, loading)
     else:
         per_layer = max(experts) // sizes.arch.layers
         vram = vae_weights + max(2 * per_layer + act + dequant, decode)
-        ram = sum(experts) + te + vae_weights
-    return Plan(profile, width, height, frames, ram + RAM_OVERHEAD, vram + VRAM_OVERHEAD, reload)
+        ram = max(sum(experts) + te + vae_weights, loading)
+    return Plan(profile, width, height, frames, ram + RAM_OVERHEAD, vram + VRAM_OVERHEAD, reload, low_ram)
 
 
 def auto_profile(vram: int) -> str:

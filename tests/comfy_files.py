@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import math
+import struct
 from pathlib import Path
 
 import torch
@@ -274,4 +276,62 @@ def write_comfyui_models(root: Path, seed: int = 0, *, spiece: bool = True) -> P
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(state, path)
+    return root
+
+
+# --- real-size files with no data: headers for the memory plan --------------------------------
+
+_ST_BYTES = {"F8_E4M3": 1, "F16": 2, "BF16": 2, "F32": 4, "U8": 1}
+
+
+def write_sparse_safetensors(path: Path, entries: dict[str, tuple[str, tuple[int, ...]]]) -> Path:
+    """A .safetensors file whose header lists ``entries`` (key -> dtype, shape) at real size and
+    whose data is a hole (a sparse file): what the header-only planning and checks read, for
+    almost no disk."""
+    header: dict[str, object] = {}
+    offset = 0
+    for key, (dtype, shape) in entries.items():
+        n = _ST_BYTES[dtype] * math.prod(shape)
+        header[key] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)) + raw)
+        fh.truncate(8 + len(raw) + offset)
+    return path
+
+
+def _scaled_entries(shapes: Shapes) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Comfy's fp8_scaled layout of ``shapes``: linear weights fp8 with 0-d scales, the rest fp16."""
+    out: dict[str, tuple[str, tuple[int, ...]]] = {"scaled_fp8": ("F8_E4M3", (0,))}
+    for key, shape in shapes.items():
+        if key.endswith(".weight") and len(shape) == 2 and not key.endswith(_NOT_LINEAR):
+            base = key.removesuffix(".weight")
+            out |= {key: ("F8_E4M3", shape), base + ".scale_weight": ("F32", ()), base + ".scale_input": ("F32", ())}
+        else:
+            out[key] = ("F16", shape)
+    return out
+
+
+def real_expert_shapes() -> Shapes:
+    """The Wan2.2 I2V A14B expert's tensors in the original layout, from the shipped config."""
+    from worker.wan.detect import SHIPPED_TRANSFORMER_CONFIG
+
+    with torch.device("meta"):
+        model = WanTransformer3DModel.from_config(WanTransformer3DModel.load_config(SHIPPED_TRANSFORMER_CONFIG))
+    return {k: tuple(v.shape) for k, v in to_original_layout(model.state_dict()).items()}
+
+
+def write_real_size_comfyui_models(root: Path) -> Path:
+    """The four reference files at their real sizes (13.3 + 13.3 GB, 242 MB, 6.3 GB) as sparse
+    files: headers as the Comfy-Org files have them, no data."""
+    expert = _scaled_entries(real_expert_shapes())
+    text = _scaled_entries(umt5_comfy_shapes()) | {"spiece_model": ("U8", (4_548_313,))}
+    vae = {k: ("F16", s) for k, s in wan_vae_original_shapes().items()}
+    write_sparse_safetensors(root / "diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors", expert)
+    write_sparse_safetensors(root / "diffusion_models/wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors", expert)
+    write_sparse_safetensors(root / "vae/wan_2.1_vae.safetensors", vae)
+    write_sparse_safetensors(root / "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", text)
     return root

@@ -58,12 +58,12 @@ def build_backend(
     plan = plan_for(options)
     vram_total = torch.cuda.mem_get_info(plan.device)[1] if plan.device.type == "cuda" else None
     # Before any weight loads: a profile that cannot fit is refused in one line, not killed.
-    check_memory_plan(
+    need = check_memory_plan(
         options,
         plan.placement,
         ram=ram_available(),
         vram_total=vram_total,
         size=(generation.width, generation.height, generation.frames),
     )
-    wan = WanBackend(options, plan=plan)
+    wan = WanBackend(options, plan=plan, memory_plan=need.describe())
     return wan, wan.describe()

@@ -97,17 +97,18 @@ def test_guidance_2_without_cfg_is_refused(tmp_path: Path) -> None:
 
 
 def test_worker_refuses_a_plan_that_cannot_fit(tmp_path: Path) -> None:
+    from tests.comfy_files import write_real_size_comfyui_models
     from worker.errors import OutOfMemory
     from worker.wan.memory import check_memory_plan
     from worker.wan.options import WanOptions
 
-    high = tmp_path / "high_fp8_scaled.safetensors"
-    with high.open("wb") as fh:
-        fh.truncate(COMFY_FP8.experts[0])  # sparse: only its size matters to the plan
-    options = WanOptions(transformer=str(high), transformer_2=str(high))
+    models = str(write_real_size_comfyui_models(tmp_path / "models"))  # sparse: only the headers are read
+    options = WanOptions(comfyui_models=models)
     with pytest.raises(OutOfMemory, match=r"needs ~\d+ GiB of RAM.*low_ram = true needs"):
         check_memory_plan(options, "expert_offload", ram=32 * GIB, vram_total=CARD_24GB, size=(640, 640, 81))
-    low = WanOptions(transformer=str(high), transformer_2=str(high), low_ram=True)
-    assert check_memory_plan(low, "expert_offload", ram=32 * GIB, vram_total=CARD_24GB, size=(640, 640, 81))
+    assert check_memory_plan(options, "expert_offload", ram=48 * GIB, vram_total=CARD_24GB, size=(640, 640, 81))
+    low = WanOptions(comfyui_models=models, low_ram=True)
+    need = check_memory_plan(low, "expert_offload", ram=32 * GIB, vram_total=CARD_24GB, size=(640, 640, 81))
+    assert need.low_ram and "(low_ram)" in need.describe() and need.reload_seconds > 0
     with pytest.raises(OutOfMemory, match="GPU memory at 1280x720x81"):
         check_memory_plan(low, "expert_offload", ram=32 * GIB, vram_total=CARD_24GB, size=(1280, 720, 81))

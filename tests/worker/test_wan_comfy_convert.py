@@ -12,7 +12,9 @@ import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from safetensors.torch import save_file
+from transformers import UMT5Config, UMT5EncoderModel
 
+from shared.memory_plan import COMFY_FP8
 from tests.comfy_files import (
     FP8_MAX,
     random_state,
@@ -26,6 +28,7 @@ from tests.comfy_files import (
 from tests.tiny_wan import to_original_layout
 from worker.wan.comfy_state import mismatches
 from worker.wan.comfy_text import (
+    FeedForward,
     build_text_encoder,
     load_text_encoder_file,
     text_encoder_state_keys,
@@ -33,6 +36,7 @@ from worker.wan.comfy_text import (
 )
 from worker.wan.comfy_vae import build_vae, load_vae_file, vae_key_to_diffusers
 from worker.wan.detect import SHIPPED_TRANSFORMER_CONFIG, umt5_encoder, wan_expert, wan_vae
+from worker.wan.fp8 import ScaledFP8Linear, scaled_linears
 
 
 def shapes_of(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
@@ -109,34 +113,89 @@ def test_vae_of_other_sizes_loads_with_no_config(tmp_path: Path) -> None:
     assert vae.config["scale_factor_spatial"] == 4 and vae.config["scale_factor_temporal"] == 2
 
 
-def test_fp8_scaled_text_encoder_weights_are_the_reference_dequantisation(tmp_path: Path) -> None:
+def reference_text_encoder(file: Path, stored: dict[str, torch.Tensor]) -> UMT5EncoderModel:
+    """The same encoder with plain Linears holding ``w_fp8 * scale`` in float32."""
+    reference = UMT5EncoderModel(UMT5Config(**umt5_encoder(file).config)).eval()
+    state = {
+        key: value.to(torch.float32) * stored[key.removesuffix(".weight") + ".scale_weight"]
+        if value.dtype == torch.float8_e4m3fn and key.endswith(".weight")
+        else value.to(torch.float32)
+        for key, value in stored.items()
+        if key in reference.state_dict()
+    }
+    state["encoder.embed_tokens.weight"] = state["shared.weight"]
+    reference.load_state_dict(state)
+    return reference
+
+
+def test_fp8_scaled_text_encoder_stays_fp8_and_computes_with_the_reference_dequantisation(tmp_path: Path) -> None:
     file = tmp_path / "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
     stored = text_encoder_file_state(seed=0)
     save_file(stored, file)
-    model = load_text_encoder_file(file, umt5_encoder(file), dtype=torch.float32)
-    loaded = model.state_dict()
+    model = load_text_encoder_file(file, umt5_encoder(file), dtype=torch.bfloat16)
+    layers = dict(model.named_modules())
     q = "encoder.block.0.layer.0.SelfAttention.q.weight"
     assert stored[q].dtype == torch.float8_e4m3fn and stored[q.replace(".weight", ".scale_weight")].dim() == 0
-    for key, value in stored.items():
-        if key.endswith(".weight") and value.dtype == torch.float8_e4m3fn:
-            scale = stored[key.removesuffix(".weight") + ".scale_weight"]
-            assert torch.equal(loaded[key], value.to(torch.float32) * scale), key
-        elif key in loaded:
-            assert torch.equal(loaded[key], value.to(torch.float32)), key
+    fp8 = [k for k, v in stored.items() if k.endswith(".weight") and v.dtype == torch.float8_e4m3fn]
+    assert len(fp8) == len(scaled_linears(model)) == 2 * 7  # q k v o wi_0 wi_1 wo, two blocks
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    for key in fp8:
+        layer = layers[key.removesuffix(".weight")]
+        assert isinstance(layer, ScaledFP8Linear) and layer.weight.dtype == torch.float8_e4m3fn  # stored as in the file
+        assert torch.equal(layer.weight.view(torch.uint8), stored[key].view(torch.uint8))
+        want = stored[key].to(torch.float32) * stored[key.removesuffix(".weight") + ".scale_weight"]
+        torch.testing.assert_close(layer.dequantized_weight(torch.bfloat16).float(), want, rtol=2**-8, atol=0)
+    assert model.dtype == torch.bfloat16 and model.shared.weight.dtype == torch.bfloat16
     assert model.encoder.embed_tokens.weight.data_ptr() == model.shared.weight.data_ptr()
-    assert not any(p.device.type == "meta" for p in model.parameters())
-    ids = torch.tensor([[5, 6, 7, 1]])
-    assert model(input_ids=ids).last_hidden_state.shape == (1, 4, 32)
-    # the unscaled values would be off by the whole scale
-    assert not torch.allclose(stored[q].to(torch.float32), loaded[q])
+    assert not any(t.device.type == "meta" for t in [*model.parameters(), *model.buffers()])
+    # Outputs: the reference dequantised model run in bf16 too, within bf16 rounding.
+    ids = torch.tensor([[5, 6, 7, 9, 1]])
+    reference = reference_text_encoder(file, stored)
+    with torch.no_grad():
+        got = model(input_ids=ids).last_hidden_state
+        exact = load_text_encoder_file(file, umt5_encoder(file), dtype=torch.float32)(input_ids=ids).last_hidden_state
+        want_exact = reference(input_ids=ids).last_hidden_state
+        want = reference.to(torch.bfloat16)(input_ids=ids).last_hidden_state  # (in place: last)
+    assert got.dtype == torch.bfloat16 and got.shape == (1, 5, 32)
+    torch.testing.assert_close(got, want)  # bf16 tolerances
+    torch.testing.assert_close(exact, want_exact, rtol=1e-5, atol=1e-5)  # float32: the same weights exactly
+
+
+def test_text_encoder_ram_is_the_fp8_files_at_real_size() -> None:
+    """At UMT5-XXL size on the meta device: the Linears stay one byte a weight, the embedding
+    two: 6.73 GB, the Comfy file's size (6.27 GiB), where the bf16 encoder would be 11.4 GB."""
+    from worker.wan.fp8 import swap_in_scaled_linears
+
+    comfy = umt5_comfy_shapes()
+    model = build_text_encoder(umt5_encoder(Path("umt5_xxl.safetensors"), shapes=comfy))
+    linears = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    bf16 = sum(p.numel() for p in model.parameters()) * 2
+    swap_in_scaled_linears(model, linears)
+    kept = {id(t): t for t in [*model.parameters(), *model.buffers()]}.values()
+    resident = sum(t.numel() * t.element_size() for t in kept if t.dtype == torch.float8_e4m3fn)
+    resident += sum(t.numel() * 2 for t in kept if t.dtype != torch.float8_e4m3fn and t.dim() > 0)
+    assert resident == pytest.approx(COMFY_FP8.text_encoder, rel=0.01) and bf16 == pytest.approx(11.4e9, rel=0.01)
 
 
 def test_float16_keeps_the_feed_forward_output_in_float32(tmp_path: Path) -> None:
     file = tmp_path / "umt5.safetensors"
-    save_file(text_encoder_file_state(seed=0), file)
+    stored = text_encoder_file_state(seed=0)
+    save_file(stored, file)
     model = load_text_encoder_file(file, umt5_encoder(file), dtype=torch.float16)
-    assert model.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.float32
-    assert model.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float16
+    ff = model.encoder.block[0].layer[1].DenseReluDense
+    assert isinstance(ff, FeedForward) and ff.float32_output
+    assert model.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float8_e4m3fn
+    seen: list[torch.dtype] = []
+    ff.wo.register_forward_hook(lambda module, args, out: seen.append(args[0].dtype))
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[5, 6, 1]]))
+    assert seen == [torch.float32]  # never rounded to fp8 on the way into wo
+    # a bf16 text encoder file (no scales) keeps transformers' own float32 wo
+    plain = tmp_path / "umt5_bf16.safetensors"
+    dense_state = reference_text_encoder(file, stored).state_dict()
+    save_file({k: v for k, v in dense_state.items() if k != "encoder.embed_tokens.weight"}, plain)
+    dense = load_text_encoder_file(plain, umt5_encoder(plain), dtype=torch.float16)
+    assert dense.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.float32
 
 
 def test_tokenizer_from_spiece_model_matches_sentencepiece() -> None:

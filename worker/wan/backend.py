@@ -21,7 +21,8 @@ from PIL import Image
 from worker.backend import SegmentFrames, StepCallback, check_inputs
 from worker.errors import BadInput, Cancelled, GenerationError, OutOfMemory, is_out_of_memory
 from worker.images import prepare_start_image
-from worker.wan.loader import Plan, load_pipeline, plan_for
+from worker.wan.fp8 import release_mapped_weights
+from worker.wan.loader import Plan, load_model, plan_for
 from worker.wan.options import WanOptions
 
 log = logging.getLogger("framechain.worker")
@@ -39,21 +40,37 @@ class WanBackend:
     name = "wan"
     preview = False
 
-    def __init__(self, options: WanOptions, *, plan: Plan | None = None) -> None:
+    def __init__(self, options: WanOptions, *, plan: Plan | None = None, memory_plan: str = "") -> None:
+        """``memory_plan``: the plan's line (shared.memory_plan.Plan.describe) the worker checked
+        before loading, reported in ``ready``."""
         self.options = options
         self.plan = plan or plan_for(options)
-        self.pipe: Any = load_pipeline(options, self.plan)
+        loaded = load_model(options, self.plan)
+        self.pipe: Any = loaded.pipe
+        self.source = loaded.source
+        self.memory_plan = memory_plan
+        text_encoder: Any = getattr(self.pipe, "text_encoder", None)
+        if options.low_ram and text_encoder is not None:
+            # The prompt is encoded: hand the encoder's mapped fp8 weights back until the next one.
+            def encoded(module: Any, args: Any, out: Any) -> None:
+                release_mapped_weights(module)
+
+            text_encoder.register_forward_hook(encoded)
 
     def describe(self) -> dict[str, Any]:
-        """What the worker's ``ready`` message reports about this backend."""
+        """What the worker's ``ready`` message reports about this backend: among the rest, the
+        model source actually used (each component's file or folder, the tokenizer's origin) and
+        the memory profile with its plan."""
         o = self.options
         return {
-            "model": o.model,
-            "transformer": o.transformer,
-            "transformer_2": o.transformer_2,
+            "model": self.source.model or "not used (all four single files)",
+            **self.source.components,
+            "tokenizer": self.source.tokenizer,
             "device": str(self.plan.device),
             "dtype": str(self.plan.dtype).removeprefix("torch."),
             "memory_profile": self.plan.placement,
+            "low_ram": o.low_ram,
+            "memory_plan": self.memory_plan,
             "sampler": o.sampler,
             "shift": o.shift,
             "boundary_ratio": o.boundary_ratio,
@@ -84,6 +101,12 @@ class WanBackend:
         )  # fmt: skip
         if not isinstance(negative_prompt, str):
             raise BadInput(f"negative_prompt must be a string, got {type(negative_prompt).__name__}")
+        if guidance <= 1.0 < guidance_2:
+            # diffusers runs CFG for both experts only when the first guidance is above 1.
+            raise BadInput(
+                f"guidance_2 {guidance_2} has no effect while guidance is {guidance} (a guidance <= 1 turns CFG "
+                "off for both experts): set guidance above 1, or guidance_2 to 1"
+            )
 
         # 2. Prepare the start image at the exact output size.
         try:
@@ -96,12 +119,15 @@ class WanBackend:
             seed = secrets.randbelow(_SEED_RANGE)
         generator = torch.Generator(device="cpu").manual_seed(seed)
 
-        # 4. Per-step progress; a True from on_step stops at once.
+        # 4. Per-step progress; a True from on_step stops at once. Under low_ram, each model's
+        #    mapped weights are handed back once its turn is over (worker.wan.mapped_file).
         done = 0
 
         def step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             nonlocal done
             done = index + 1
+            if self.options.low_ram:
+                self._release_finished(pipe, index)
             if on_step is not None and on_step(done, steps):
                 raise _StopRequested
             return tensors
@@ -133,6 +159,10 @@ class WanBackend:
                 # As text: a record holding exc_info would keep the failed call's frames alive.
                 log.error("generation failed:\n%s", "".join(traceback.format_exception(exc)).rstrip())
                 failure = GenerationError(f"generation failed: {type(exc).__name__}: {exc}")
+        finally:
+            if self.options.low_ram:
+                for model in (self.pipe.text_encoder, self.pipe.transformer, self.pipe.transformer_2):
+                    release_mapped_weights(model)
         if failure is not None:
             self._recover()
             raise failure
@@ -143,6 +173,14 @@ class WanBackend:
             raise GenerationError(f"pipeline returned shape {video.shape}, expected {(frames, height, width, 3)}")
         pixels = (np.clip(video, 0.0, 1.0) * 255.0).round().astype(np.uint8)
         return SegmentFrames(frames=pixels, seed=seed)
+
+    def _release_finished(self, pipe: Any, index: int) -> None:
+        """After step ``index``: once the last high-noise step has run, the high-noise expert is
+        idle until the next segment."""
+        timesteps = pipe.scheduler.timesteps
+        boundary = pipe.config.boundary_ratio * pipe.scheduler.config.num_train_timesteps
+        if index + 1 < len(timesteps) and timesteps[index] >= boundary > timesteps[index + 1]:
+            release_mapped_weights(pipe.transformer)
 
     def _recover(self) -> None:
         """Leave the pipeline ready for the next call after a failed one."""

@@ -2,7 +2,9 @@
 (``text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors``), with no config and no download.
 
 ComfyUI's T5 uses the Hugging Face names, so the weights go into ``UMT5EncoderModel`` as they
-are, once each scaled-fp8 weight is multiplied by its ``scale_weight``. The file also carries the
+are. Scaled-fp8 weights stay fp8 with their scales, as the experts' do (worker.wan.fp8: each
+Linear dequantised per call): 6.3 GiB resident instead of 11 GB in bf16, and memory-mapped under
+the low-RAM option, so their pages are handed back once the prompt is encoded. The file also carries the
 tokenizer: ``spiece_model``, a serialized sentencepiece model stored as a uint8 tensor, which
 ComfyUI hands to sentencepiece as it is. Here it becomes a ``T5Tokenizer`` with the same pieces,
 scores and normalization (and, like ComfyUI's, no ``<extra_id_N>`` sentinels added).
@@ -18,11 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import AutoTokenizer, T5Tokenizer, UMT5Config, UMT5EncoderModel
 
 from worker.errors import BadInput
-from worker.wan.comfy_state import load_into, read_state_dict
+from worker.model_check import read_safetensors_header
+from worker.wan.comfy_state import SCALE_SUFFIXES, is_weight, load_into, mismatches, read_state_dict
 from worker.wan.detect import TextEncoderArchitecture
+from worker.wan.expert_file import fill_scaled_fp8
+from worker.wan.fp8 import ScaledFP8Linear, scaled_linears
 from worker.wan.safetensors_header import read_bytes, read_header
 
 log = logging.getLogger("framechain.worker")
@@ -42,22 +48,77 @@ def text_encoder_state_keys(key: str) -> str:
     return key
 
 
+class FeedForward(nn.Module):
+    """UMT5's feed-forward (gated or not) over fp8 weights. transformers casts the hidden states to
+    ``wo.weight.dtype`` before ``wo`` (to run an fp32 ``wo`` in fp32); with an fp8 ``wo`` that would
+    round the activations to fp8. Here they stay in the compute dtype, or go to float32 before
+    ``wo`` for float16 compute, where transformers keeps ``wo`` in float32 (it overflows)."""
+
+    def __init__(self, original: nn.Module, *, float32_output: bool) -> None:
+        super().__init__()
+        for name, child in original.named_children():
+            self.add_module(name, child)
+        self.gated = hasattr(original, "wi_0")
+        self.float32_output = float32_output
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        part = self.get_submodule
+        if self.gated:
+            hidden_states = part("act")(part("wi_0")(hidden_states)) * part("wi_1")(hidden_states)
+        else:
+            hidden_states = part("act")(part("wi")(hidden_states))
+        hidden_states = part("dropout")(hidden_states)
+        if self.float32_output:
+            hidden_states = hidden_states.to(torch.float32)
+        out: torch.Tensor = part("wo")(hidden_states)
+        return out
+
+
 def load_text_encoder_file(
-    path: Path, architecture: TextEncoderArchitecture, *, dtype: torch.dtype
+    path: Path, architecture: TextEncoderArchitecture, *, dtype: torch.dtype, mapped: bool = False
 ) -> UMT5EncoderModel:
-    """The UMT5 encoder in ``path``, scaled-fp8 weights dequantized into ``dtype``. As transformers
-    does for float16, the feed-forward output projections stay in float32 there (they overflow)."""
+    """The UMT5 encoder in ``path``. A scaled-fp8 file's Linear weights stay fp8 with their scales
+    (``mapped``: as views of a memory map of the file, the low-RAM option); everything else is in
+    ``dtype``. As transformers does for float16, the feed-forward output stays in float32 there."""
+    fp16 = dtype == torch.float16
+
+    def keep_float32(key: str) -> bool:
+        return fp16 and ".DenseReluDense.wo." in key
+
+    header = read_safetensors_header(path, "text encoder file")
+    if not header.is_scaled_fp8:
+        model = build_text_encoder(architecture)
+        state = read_state_dict(path, rename=text_encoder_state_keys, dtype=dtype, keep_float32=keep_float32)
+        if "shared.weight" in state:
+            state.setdefault("encoder.embed_tokens.weight", state["shared.weight"])  # tied in the model
+        load_into(model, state, path, "a UMT5 encoder")
+        model.tie_weights()
+        return model
+
     model = build_text_encoder(architecture)
-    state = read_state_dict(
-        path,
-        rename=text_encoder_state_keys,
-        dtype=dtype,
-        keep_float32=lambda key: dtype == torch.float16 and ".DenseReluDense.wo." in key,
-    )
-    if "shared.weight" in state:
-        state.setdefault("encoder.embed_tokens.weight", state["shared.weight"])  # tied in the model
-    load_into(model, state, path, "a UMT5 encoder")
+    weights = {k: text_encoder_state_keys(k) for k in header.tensors if is_weight(k)}
+    got = {new: header.tensors[k].shape for k, new in weights.items()}
+    if "shared.weight" in got:
+        got.setdefault("encoder.embed_tokens.weight", got["shared.weight"])  # tied in the model
+    problems = mismatches(got, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise BadInput(f"{path} does not load as a UMT5 encoder: {problems[0]}{more}.")
+    names = weights | {k: k for k in header.tensors if k.endswith(SCALE_SUFFIXES)}
+    fill_scaled_fp8(model, header, names, dtype=dtype, mapped=mapped, keeps_fp32=keep_float32)
+    if model.encoder.embed_tokens.weight.is_meta:
+        model.encoder.embed_tokens.weight = model.shared.weight
     model.tie_weights()
+    for name, module in list(model.named_modules()):
+        if name.endswith(".DenseReluDense") and isinstance(getattr(module, "wo", None), ScaledFP8Linear):
+            parent, _, child = name.rpartition(".")
+            model.get_submodule(parent).add_module(child, FeedForward(module, float32_output=fp16))
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t is not None and t.is_meta]
+    if left:
+        raise BadInput(f"{path} does not load as a UMT5 encoder: it lacks {left[0]}.")
+    model.requires_grad_(False)
+    log.info("%s: %d linear layers kept in fp8 with their scales", path.name, len(scaled_linears(model)))
+    model.train(False)
     return model
 
 

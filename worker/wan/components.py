@@ -80,24 +80,49 @@ def expert_config_file(
     return fallback
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """Where each component actually came from, for the worker's ``ready`` message."""
+
+    #: Per component: its single file, or the ``model`` subfolder it was read from.
+    components: dict[str, str]
+    #: Where the tokenizer came from, in the words of the log.
+    tokenizer: str
+    #: The diffusers folder or hub id, where any part came from it; "" where none did.
+    model: str
+
+
+def model_source(options: WanOptions, files: ModelFiles, tokenizer: str) -> ModelSource:
+    """``tokenizer``: load_single_file_tokenizer's description ("" without a text-encoder file)."""
+    roles = (*EXPERTS, "vae", "text_encoder")
+    where = {role: str(p) if (p := files.get(role)) is not None else f"{options.model} ({role}/)" for role in roles}
+    tokenizer = tokenizer or f"the tokenizer folder of generation.model {options.model}"
+    uses_model = not files.complete or "generation.model" in tokenizer
+    return ModelSource(components=where, tokenizer=tokenizer, model=options.model if uses_model else "")
+
+
 def load_single_file_tokenizer(
     options: WanOptions, inspection: ModelInspection, *, local_model: Path | None
-) -> dict[str, Any]:
-    """The tokenizer that goes with a text-encoder file (``{}`` without one). Light, so it is
-    loaded before the weights: a missing tokenizer is found in a second, not after minutes."""
+) -> tuple[dict[str, Any], str]:
+    """The tokenizer that goes with a text-encoder file (``{}`` without one) and where it came
+    from. Light, so it is loaded before the weights: a missing tokenizer is found in a second,
+    not after minutes."""
     from worker.wan.comfy_text import load_tokenizer
 
     if inspection.files.text_encoder is None:
-        return {}
+        return {}, ""
     source = load_tokenizer(
         inspection.files.text_encoder, tokenizer=options.tokenizer, model=options.model, local_model=local_model
     )
     log.info("tokenizer: %s", source.description)
-    return {"tokenizer": source.tokenizer}
+    return {"tokenizer": source.tokenizer}, source.description
 
 
-def load_single_file_components(inspection: ModelInspection, *, dtype: torch.dtype) -> dict[str, Any]:
-    """The VAE and text encoder that have single files, by pipeline component name."""
+def load_single_file_components(
+    inspection: ModelInspection, *, dtype: torch.dtype, mapped: bool = False
+) -> dict[str, Any]:
+    """The VAE and text encoder that have single files, by pipeline component name; ``mapped``:
+    the text encoder's fp8 weights stay in a memory map of its file (the low-RAM option)."""
     from worker.wan.comfy_text import load_text_encoder_file
     from worker.wan.comfy_vae import load_vae_file
 
@@ -107,7 +132,9 @@ def load_single_file_components(inspection: ModelInspection, *, dtype: torch.dty
         out["vae"] = load_vae_file(files.vae, inspection.vae, dtype=dtype)
         log.info("vae: %s", files.vae)
     if files.text_encoder is not None and inspection.text_encoder is not None:
-        out["text_encoder"] = load_text_encoder_file(files.text_encoder, inspection.text_encoder, dtype=dtype)
+        out["text_encoder"] = load_text_encoder_file(
+            files.text_encoder, inspection.text_encoder, dtype=dtype, mapped=mapped
+        )
         log.info("text encoder: %s", files.text_encoder)
     return out
 

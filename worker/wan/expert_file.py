@@ -8,7 +8,8 @@ that keeps it fp8.
    diffusers keeps a module in float32). Each read fills a fresh buffer with ``readinto``, so the
    process holds the file's bytes once: no memory map whose touched pages would count a second time.
    With ``mapped=True`` (the low-RAM option) the fp8 weights are instead zero-copy views of a
-   private memory map of the file, which the kernel may drop and read again on the next use.
+   private memory map of the file (worker.wan.mapped_file), whose pages are handed back after
+   each turn and read again on the next.
 4. Every parameter and buffer must have come from the file, with the shape the config expects.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import mmap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from torch import nn
 
 from worker.model_check import SafetensorsHeader, TensorEntry, read_safetensors_header
 from worker.wan.fp8 import FP8_DTYPE, ScaledFP8Linear, swap_in_scaled_linears
+from worker.wan.mapped_file import MappedFile
 
 log = logging.getLogger("framechain.worker")
 
@@ -111,36 +113,42 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
         raise ValueError(f"tensor {name} has no place in the model")
 
 
-def load_scaled_fp8_expert(
-    path: Path, *, config: Path, dtype: torch.dtype, mapped: bool = False, header: SafetensorsHeader | None = None
-) -> WanTransformer3DModel:
-    """A Wan expert from an ``fp8_scaled`` file, its Linear weights kept in fp8 (see module doc)."""
-    header = header or read_safetensors_header(path, "transformer file")
-    names = diffusers_names(list(header.tensors))
-    with init_empty_weights():
-        model: Any = WanTransformer3DModel.from_config(json.loads(config.read_text()))  # type: ignore[no-untyped-call]
-
-    # Which Linears stay fp8: those whose weight is fp8 and has a scale beside it.
+def fp8_weights(header: SafetensorsHeader, names: dict[str, str]) -> dict[str, str]:
+    """Model weight name -> model scale name, for each weight stored fp8 with a scale beside it:
+    the Linears that stay fp8."""
     scale_of: dict[str, str] = {}
     for key in header.tensors:
         target = _scale_target(key)
         if target is not None and target in header.tensors and header.tensors[target].dtype == "F8_E4M3":
             scale_of[names[target]] = names[key]
+    return scale_of
+
+
+def fill_scaled_fp8(
+    model: nn.Module,
+    header: SafetensorsHeader,
+    names: dict[str, str],
+    *,
+    dtype: torch.dtype,
+    mapped: bool,
+    keeps_fp32: Callable[[str], bool],
+) -> None:
+    """Fill ``model`` (built on the meta device) from a scaled-fp8 file: swap in a ScaledFP8Linear
+    for each fp8 weight with a scale, then read the tensors one at a time in file order (see the
+    module doc). ``names``: file key -> model name, for every key to load (others are skipped)."""
+    scale_of = fp8_weights(header, names)
     swap_in_scaled_linears(model, {w.removesuffix(".weight") for w in scale_of})
     scales = set(scale_of.values())
-
-    mm = None
-    with path.open("rb") as fh:
-        if mapped:
-            # ACCESS_COPY: a private mapping whose pages stay clean file pages until written (never).
-            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+    mapping = MappedFile(header.path) if mapped else None
+    offsets: dict[str, int] = {}
+    with header.path.open("rb") as fh:
         for key, entry in header.in_file_order():
-            if key in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES):
+            if key in IGNORED_KEYS or key.endswith(IGNORED_SUFFIXES) or key not in names:
                 continue
             name = names[key]
-            if name in scale_of and mm is not None:
-                raw = torch.frombuffer(mm, dtype=torch.uint8, count=entry.nbytes, offset=entry.start)
-                tensor = _typed(raw, entry)
+            if name in scale_of and mapping is not None:
+                tensor = _typed(mapping.bytes_at(entry.start, entry.nbytes), entry)
+                offsets[name.removesuffix(".weight")] = entry.start
             else:
                 tensor = read_tensor(fh, entry)
             if name in scale_of:
@@ -150,12 +158,26 @@ def load_scaled_fp8_expert(
                 tensor = tensor.reshape(()) if tensor.numel() == 1 else tensor.reshape(-1, 1)
                 name = name.rsplit(".", 1)[0] + ".scale_weight"
             else:
-                tensor = tensor.to(torch.float32 if _keeps_fp32(model, name, dtype) else dtype)
+                tensor = tensor.to(torch.float32 if keeps_fp32(name) else dtype)
             _assign(model, name, tensor)
-    if mm is not None:
-        for module in model.modules():
-            if isinstance(module, ScaledFP8Linear):
-                module.host_weight = module.weight
+    if mapping is not None:
+        for module_name, offset in offsets.items():
+            layer = model.get_submodule(module_name)
+            assert isinstance(layer, ScaledFP8Linear)
+            layer.map_weight(mapping, offset)
+
+
+def load_scaled_fp8_expert(
+    path: Path, *, config: Path, dtype: torch.dtype, mapped: bool = False, header: SafetensorsHeader | None = None
+) -> WanTransformer3DModel:
+    """A Wan expert from an ``fp8_scaled`` file, its Linear weights kept in fp8 (see module doc)."""
+    header = header or read_safetensors_header(path, "transformer file")
+    names = diffusers_names(list(header.tensors))
+    with init_empty_weights():
+        model: Any = WanTransformer3DModel.from_config(json.loads(config.read_text()))  # type: ignore[no-untyped-call]
+    fill_scaled_fp8(
+        model, header, names, dtype=dtype, mapped=mapped, keeps_fp32=lambda name: _keeps_fp32(model, name, dtype)
+    )
     missing = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t is not None and t.is_meta]
     if missing:
         raise ValueError(f"the file lacks {len(missing)} tensor(s) the config needs, e.g. {missing[0]}")

@@ -14,8 +14,11 @@ cost is one (out x rank) @ (rank x in) product per layer and step, small beside 
 matmul over tens of thousands of tokens; the factors take ~1 % of the expert's memory at rank 64.
 
 ``host_weight``: where the fp8 weight was read zero-copy from a memory-mapped file (the low-RAM
-option), moving the module back to the CPU re-points it at the mapped pages instead of copying the
-GPU copy back: the kernel may drop those clean pages and reads them again on the next turn.
+option, worker.wan.mapped_file), moving the module to the GPU hands the weight's pages back to the
+kernel as soon as they are copied, and moving it back to the CPU re-points it at the mapped pages
+instead of copying the GPU copy back: the idle expert holds no RAM, and is read again (from the
+page cache, else the disk) on its next turn. On the CPU the weights are used where they are
+mapped; ``release_mapped_weights`` drops them after their turn.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from worker.wan.mapped_file import MappedFile
 
 FP8_DTYPE = torch.float8_e4m3fn
 
@@ -56,6 +61,13 @@ class ScaledFP8Linear(nn.Module):
         self.register_buffer("lora_up", None)
         self.register_buffer("lora_down", None)
         self.host_weight: torch.Tensor | None = None
+        #: The map ``host_weight`` lies in, and where in the file.
+        self.host_file: MappedFile | None = None
+        self.host_offset = 0
+
+    def map_weight(self, mapped: MappedFile, offset: int) -> None:
+        """Mark the (already assigned) fp8 weight as a view of ``mapped`` at ``offset``."""
+        self.host_weight, self.host_file, self.host_offset = self.weight, mapped, offset
 
     def extra_repr(self) -> str:
         rank = 0 if self.lora_down is None else int(self.lora_down.shape[0])
@@ -95,7 +107,10 @@ class ScaledFP8Linear(nn.Module):
             target = fn(torch.empty(0, dtype=host.dtype, device=self.weight.device))
             if target.device.type == "cpu" and target.dtype == host.dtype:
                 self._buffers["weight"] = host  # back to the mapped file: no copy, no new RAM
-        return super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        moved = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        if self.host_file is not None and host is not None and self.weight.device.type != "cpu":
+            self.host_file.release(self.host_offset, host.numel())  # the device copy is the one in use
+        return moved
 
 
 def swap_in_scaled_linears(model: nn.Module, names: set[str]) -> None:
@@ -116,6 +131,15 @@ def swap_in_scaled_linears(model: nn.Module, names: set[str]) -> None:
 
 def scaled_linears(model: nn.Module) -> list[ScaledFP8Linear]:
     return [m for m in model.modules() if isinstance(m, ScaledFP8Linear)]
+
+
+def release_mapped_weights(model: nn.Module) -> int:
+    """Hand back every page of the files ``model``'s fp8 weights are mapped from (low_ram), once
+    its turn is over; returns how many files. A no-op for weights read into RAM."""
+    files = {id(m.host_file): m.host_file for m in scaled_linears(model) if m.host_file is not None}
+    for mapped in files.values():
+        mapped.release()
+    return len(files)
 
 
 def has_scaled_fp8(model: Any) -> bool:

@@ -28,11 +28,14 @@ from safetensors import safe_open
 
 from worker.model_check import read_safetensors_header
 from worker.wan.components import (
+    EXPERTS,
+    ModelSource,
     config_folder,
     expert_config_file,
     inspect_model_files,
     load_single_file_components,
     load_single_file_tokenizer,
+    model_source,
 )
 from worker.wan.detect import SHIPPED_TRANSFORMER_CONFIG as SHIPPED_TRANSFORMER_CONFIG
 from worker.wan.detect import ExpertArchitecture
@@ -253,9 +256,30 @@ def _expert_config(options: WanOptions, name: str, path: Path, architecture: Exp
     return expert_config_file(name, path, architecture, fallback=fallback, folder=folder)
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    pipe: WanImageToVideoPipeline
+    source: ModelSource
+
+
+def _stored(model: Any, name: str, options: WanOptions, plan: Plan) -> Any:
+    """``model`` put in its storage form at once, before the next expert loads (a LoRA to fuse
+    into a bf16 expert needs its full-precision weights, so that expert waits for step 4)."""
+    expert = "high" if name == "transformer" else "low"
+    if has_scaled_fp8(model) or not any(lo.target in ("both", expert) for lo in options.loras):
+        store_expert(model, plan.placement, plan.device)
+    gc.collect()
+    return model
+
+
 def load_pipeline(options: WanOptions, plan: Plan | None = None) -> WanImageToVideoPipeline:
+    """The ready-to-run pipeline for ``options`` (see load_model)."""
+    return load_model(options, plan).pipe
+
+
+def load_model(options: WanOptions, plan: Plan | None = None) -> LoadedModel:
     """The ready-to-run pipeline for ``options``: loaded, LoRAs in, placed per the memory plan,
-    attention backend and compilation applied."""
+    attention backend and compilation applied; and where each part came from."""
     plan = plan or plan_for(options)
 
     # 0. Every single file is read from its header and checked, and the tokenizer found, before
@@ -265,12 +289,11 @@ def load_pipeline(options: WanOptions, plan: Plan | None = None) -> WanImageToVi
     text = inspection.text_encoder
     tokenizer_from_model = text is not None and not text.has_spiece_model and not options.tokenizer
     local = _local_model_path(options.model) if not files.complete or tokenizer_from_model else None
-    components: dict[str, Any] = load_single_file_tokenizer(options, inspection, local_model=local)
+    components, tokenizer_source = load_single_file_tokenizer(options, inspection, local_model=local)
 
     # 1. Single-file experts, when given, replace the folder's (which then need not exist). Their
     #    architecture comes from a configured config, else from the file's own tensor shapes.
-    #    One at a time, each put in its storage form before the next loads (a LoRA to fuse into a
-    #    bf16 expert needs its full-precision weights, so that expert waits for step 4).
+    #    One at a time, each put in its storage form before the next loads.
     experts: dict[str, WanTransformer3DModel] = {}
     with config_folder() as folder:
         for name, architecture in inspection.experts.items():
@@ -279,15 +302,22 @@ def load_pipeline(options: WanOptions, plan: Plan | None = None) -> WanImageToVi
             config = _expert_config(options, name, path, architecture, Path(folder))
             model = load_transformer_file(path, config=config, dtype=plan.dtype, mapped=options.low_ram)
             log.info("%s: %s", name, path)
-            expert = "high" if name == "transformer" else "low"
-            if has_scaled_fp8(model) or not any(lo.target in ("both", expert) for lo in options.loras):
-                store_expert(model, plan.placement, plan.device)
-            experts[name] = model
-            gc.collect()
+            experts[name] = _stored(model, name, options, plan)
+    #    The experts of the diffusers folder (or hub id) that no file replaces, the same way: one
+    #    at a time rather than both in bf16 inside from_pretrained.
+    source = str(local) if local is not None else options.model
+    for name in EXPERTS:
+        if name in experts or (local is not None and not (local / name).is_dir()):
+            continue  # a folder lacking an expert is reported below
+        model = WanTransformer3DModel.from_pretrained(  # type: ignore[no-untyped-call]
+            source, subfolder=name, torch_dtype=plan.dtype, local_files_only=local is not None
+        )
+        log.info("%s: %s (%s/)", name, source, name)
+        experts[name] = _stored(model, name, options, plan)
 
     # 2. The VAE and text encoder from their single files.
     components.update(experts)
-    components.update(load_single_file_components(inspection, dtype=plan.dtype))
+    components.update(load_single_file_components(inspection, dtype=plan.dtype, mapped=options.low_ram))
 
     # 3. Whatever has no file from the diffusers folder or hub id; with all four files, nothing.
     pipe: Any
@@ -326,4 +356,4 @@ def load_pipeline(options: WanOptions, plan: Plan | None = None) -> WanImageToVi
             # Offload and layerwise-casting hooks break graphs; only a resident model compiles whole.
             model.compile_repeated_blocks(fullgraph=plan.placement == "full" and not is_quantized(model))
     gc.collect()
-    return cast(WanImageToVideoPipeline, pipe)
+    return LoadedModel(cast(WanImageToVideoPipeline, pipe), model_source(options, files, tokenizer_source))

@@ -20,9 +20,7 @@ reached where CUDA is present.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -31,6 +29,7 @@ from shared import memory_plan
 from worker.errors import OutOfMemory
 from worker.wan.fp8 import has_scaled_fp8
 from worker.wan.options import MemoryProfile, WanOptions
+from worker.wan.source_sizes import source_sizes
 
 log = logging.getLogger("framechain.worker")
 
@@ -135,19 +134,12 @@ def apply_memory_profile(pipe: Any, placement: Placement, device: torch.device) 
 
 def check_memory_plan(
     options: WanOptions, placement: Placement, *, ram: int | None, vram_total: int | None, size: tuple[int, int, int]
-) -> memory_plan.Plan | None:
-    """Compare what ``placement`` needs (shared.memory_plan, from the experts' file sizes) with
-    the machine, before any weight loads; raise OutOfMemory with one line when it cannot fit.
-    Only single-file experts have known sizes; a diffusers folder is not planned here."""
-    if placement == "cpu" and not (options.transformer or options.transformer_2):
-        return None
-    sizes = memory_plan.file_sizes(options.transformer, options.transformer_2)
-    folder = Path(options.model).expanduser()
-    if folder.is_dir():  # the text encoder and VAE come from a diffusers folder: its sizes
-        widen = 2 if placement == "cpu" else 1  # float32 on the CPU, files in bf16
-        te = sum(f.stat().st_size for f in (folder / "text_encoder").glob("*.safetensors")) * widen
-        vae = sum(f.stat().st_size for f in (folder / "vae").glob("*.safetensors")) // 2
-        sizes = dataclasses.replace(sizes, text_encoder=te, vae_params=vae)
+) -> memory_plan.Plan:
+    """Compare what ``placement`` needs (shared.memory_plan, with the sizes of the configured
+    source read from its files' headers: single files, a diffusers folder, or the published sizes
+    for a hub id) with the machine, before any weight loads; raise OutOfMemory with one line when
+    it cannot fit."""
+    sizes = source_sizes(options, placement)
     profile = "expert_offload" if placement == "cpu" else placement  # the CPU holds what offload holds
     width, height, frames = size
     vae_bytes = 4 if vae_dtype(options.vae_dtype, placement) == torch.float32 else 2
@@ -155,9 +147,11 @@ def check_memory_plan(
         profile, width, height, frames, sizes, vae_bytes_per_value=vae_bytes, low_ram=options.low_ram
     )
     log.info("memory plan: %s", need.describe())
+    if options.low_ram and not need.low_ram and profile == "expert_offload":
+        log.warning("generation.low_ram only maps fp8_scaled expert files; these experts are held in RAM")
     if ram is not None and need.ram > ram:
         hint = ""
-        if placement == "expert_offload" and not options.low_ram:
+        if profile == "expert_offload" and not options.low_ram and sizes.experts_mapped:
             low = memory_plan.plan(profile, width, height, frames, sizes, vae_bytes_per_value=vae_bytes, low_ram=True)
             hint = f"; generation.low_ram = true needs {low.ram / GIB:.0f} GiB"
         raise OutOfMemory(
