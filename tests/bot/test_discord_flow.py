@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import discord
 import simcord
@@ -239,13 +240,14 @@ class Studio:
 
 
 @contextlib.asynccontextmanager
-async def studio(tmp_path: Path) -> AsyncIterator[Studio]:
-    config_path = write_config(tmp_path)
+async def studio(tmp_path: Path, **config: Any) -> AsyncIterator[Studio]:
+    """``config``: ``write_config`` options (frames, step_delay, extra generation keys...)."""
+    config_path = write_config(tmp_path, **config)
     with config_path.open("a") as fh:  # public threads: bob sees the session
         fh.write("[discord]\nprivate_threads = false\n")
-    config = load_config(config_path, env={})
-    config.data_dir.mkdir(parents=True)
-    async with bot_process(config, config_path) as bot, simcord.run(bot.front.client) as env:
+    loaded = load_config(config_path, env={})
+    loaded.data_dir.mkdir(parents=True)
+    async with bot_process(loaded, config_path) as bot, simcord.run(bot.front.client) as env:
         guild = env.create_guild("Studio")
         channel = guild.create_text_channel("animations")
         alice = guild.add_member(env.create_user("alice"))
