@@ -117,6 +117,8 @@ async def session_on_discord(
     (thread,) = channel.threads
     assert thread.name == "the sun rises"
     await until(env, lambda: len(review_messages(thread)) == 1, "the first take")
+    # The bot's reactions follow the post (best effort, once the take is recorded).
+    await until(env, lambda: len(review_messages(thread)[0].reactions) == 3, "the review reactions")
     take1 = review_messages(thread)[0]
     assert [a.filename for a in take1.attachments] == ["segment01_take1.mp4", "segment01_take1_last_frame.png"]
     assert {str(r.emoji) for r in take1.reactions} == {"✅", "🔁", "🏁"}
