@@ -353,6 +353,23 @@ class BotApiStandIn:
     def query_answered(self, query_id: str) -> bool:
         return self._queries.get(query_id, False)
 
+    def answers(self, query_id: str) -> list[Call]:
+        """Every answerCallbackQuery the bot made for one press (accepted or not)."""
+        calls = self.sent("answerCallbackQuery", ok_only=False)
+        return [c for c in calls if str(c.params.get("callback_query_id")) == query_id]
+
+    def toast(self, query_id: str) -> str | None:
+        """The text the presser saw for a press: its one accepted answer's (``""`` when empty)."""
+        accepted = [c for c in self.answers(query_id) if c.ok]
+        return str(accepted[0].params.get("text") or "") if accepted else None
+
+    def bot_messages(self, chat_id: int) -> list[dict[str, Any]]:
+        """What a member sees of the bot in a chat now, oldest first: its messages as edited,
+        without those it deleted."""
+        me = self._me()["id"]
+        ids = sorted(mid for (cid, mid), m in self._messages.items() if cid == chat_id and m["from"]["id"] == me)
+        return [self._messages[(chat_id, mid)] for mid in ids]
+
     @property
     def pending_updates(self) -> int:
         return len(self._updates)

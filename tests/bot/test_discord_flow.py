@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import discord
 import simcord
@@ -116,6 +117,8 @@ async def session_on_discord(
     (thread,) = channel.threads
     assert thread.name == "the sun rises"
     await until(env, lambda: len(review_messages(thread)) == 1, "the first take")
+    # The bot's reactions follow the post (best effort, once the take is recorded).
+    await until(env, lambda: len(review_messages(thread)[0].reactions) == 3, "the review reactions")
     take1 = review_messages(thread)[0]
     assert [a.filename for a in take1.attachments] == ["segment01_take1.mp4", "segment01_take1_last_frame.png"]
     assert {str(r.emoji) for r in take1.reactions} == {"✅", "🔁", "🏁"}
@@ -239,13 +242,14 @@ class Studio:
 
 
 @contextlib.asynccontextmanager
-async def studio(tmp_path: Path) -> AsyncIterator[Studio]:
-    config_path = write_config(tmp_path)
+async def studio(tmp_path: Path, **config: Any) -> AsyncIterator[Studio]:
+    """``config``: ``write_config`` options (frames, step_delay, extra generation keys...)."""
+    config_path = write_config(tmp_path, **config)
     with config_path.open("a") as fh:  # public threads: bob sees the session
         fh.write("[discord]\nprivate_threads = false\n")
-    config = load_config(config_path, env={})
-    config.data_dir.mkdir(parents=True)
-    async with bot_process(config, config_path) as bot, simcord.run(bot.front.client) as env:
+    loaded = load_config(config_path, env={})
+    loaded.data_dir.mkdir(parents=True)
+    async with bot_process(loaded, config_path) as bot, simcord.run(bot.front.client) as env:
         guild = env.create_guild("Studio")
         channel = guild.create_text_channel("animations")
         alice = guild.add_member(env.create_user("alice"))
