@@ -62,7 +62,9 @@ def not_accepted(s: Session, event: Event) -> list[Effect]:
         return [finish_under_review(s, event)]
     if isinstance(event, (Approve, Regenerate, ApproveAndFinish)):
         return [stale_review(s, event.segment)]
-    return [Say(busy_text(s, event), ephemeral=isinstance(event, ChangeSettings))]
+    # A press (a button or a reaction) is answered to its presser alone, as every press is.
+    private = isinstance(event, ChangeSettings) or event.via in (Via.CONTROL, Via.REACTION)
+    return [Say(busy_text(s, event), ephemeral=private)]
 
 
 def stale_review(s: Session, key: SegmentKey | None) -> Say:

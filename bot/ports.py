@@ -118,6 +118,11 @@ class ChatPort(Protocol):
         raises once the video is up."""
         ...
 
+    async def settings_changed(self, chat: ChatRef, session_id: str, current: dict[str, str] | None) -> None:
+        """The session's settings changed (``current``, as ``Conversation.current_settings`` gives
+        them) or it ended (None): refresh or close whatever the platform shows of them."""
+        ...
+
     async def delete_message(self, chat: ChatRef, message_id: str) -> None:
         """Remove a message the bot sent (a progress message once its result is posted)."""
         ...

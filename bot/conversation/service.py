@@ -370,14 +370,7 @@ class ConversationService:
         row = await self.sessions.session_for(chat, user_id)
         if row is None:
             return None
-        settings = self.sessions.rebuild(row, []).settings
-        return {
-            "session": row.id,
-            "owner": row.owner_id,
-            "seconds": str(settings.seconds),
-            "steps": str(settings.steps),
-            "seed": "random" if settings.seed is None else str(settings.seed),
-        }
+        return _settings_view(row, self.sessions.rebuild(row, []).settings)
 
     # --- dispatcher listener ----------------------------------------------------------------
 
@@ -445,6 +438,12 @@ class ConversationService:
                     await self._perform(row, new, effect, ids)
                 except Exception:
                     log.exception("effect %s of session %s failed", type(effect).__name__, session_id)
+            if new.settings != session.settings or (new.state.over and not session.state.over):
+                view = None if new.state.over else _settings_view(row, new.settings)
+                try:
+                    await self.chats.port(chat).settings_changed(chat, row.id, view)
+                except Exception:
+                    log.exception("showing the new settings of session %s failed", session_id)
             if new.state is State.CANCELLED and session.state is not State.CANCELLED and new.approved:
                 # The session is over: the Finish kept on its last approved take goes too.
                 await self.posting.close_controls(chat, ids[new.approved[-1].key], APPROVED)
@@ -486,3 +485,14 @@ class ConversationService:
         # UpdateProgress is handled by job_progress directly (it needs no store change).
 
     # --- helpers ----------------------------------------------------------------------------
+
+
+def _settings_view(row: SessionRow, settings: core.Settings) -> dict[str, str]:
+    """What a settings keyboard shows: the session, its owner and the values a tap can set."""
+    return {
+        "session": row.id,
+        "owner": row.owner_id,
+        "seconds": str(settings.seconds),
+        "steps": str(settings.steps),
+        "seed": "random" if settings.seed is None else str(settings.seed),
+    }

@@ -21,6 +21,7 @@ from typing import Any, Final, Literal
 import discord
 from discord import app_commands
 
+from bot.core import clean_prompt
 from bot.discord_adapter.answers import ANSWER_WITHIN, answer_press, dm_reply, tell
 from bot.discord_adapter.commands import build_commands
 from bot.discord_adapter.port import APPROVE_EMOJI, FINISH_EMOJI, NO_MENTIONS, REGENERATE_EMOJI, clip
@@ -65,7 +66,7 @@ def image_problem(attachment: discord.Attachment, limit: int) -> str | None:
 
 
 def thread_name(prompt: str | None, user: discord.abc.User) -> str:
-    name = " ".join((prompt or "").split()) or f"{user.display_name}'s animation"
+    name = " ".join(clean_prompt(prompt or "").split()) or f"{user.display_name}'s animation"
     return clip(name, THREAD_NAME_CHARS)
 
 

@@ -150,6 +150,9 @@ class DiscordPort:
             await sent(f"final.{number}", ids[-1])
         return ids
 
+    async def settings_changed(self, chat: ChatRef, session_id: str, current: dict[str, str] | None) -> None:
+        """Nothing to refresh: Discord's /settings answers are ephemeral and show no live controls."""
+
     async def delete_message(self, chat: ChatRef, message_id: str) -> None:
         await self._channel(chat).get_partial_message(int(message_id)).delete()
 

@@ -212,6 +212,7 @@ class TelegramFrontEnd:
         )
         self.port = TelegramPort(self.application.bot, telegram, retry)
         self.settings = SettingsKeyboards(self.application.bot, conversation, config.limits, retry)
+        self.port.settings_listener = self.settings.refresh
         download_limit = download_limit_bytes(telegram)
         self.image_limit = min(config.limits.image_bytes, download_limit or config.limits.image_bytes)
         self._admins = frozenset(telegram.admin_ids)
@@ -332,9 +333,10 @@ class TelegramFrontEnd:
         elif command is not None and command.name in FORWARDED:
             await self.conversation.command(chat, user_id, command.name, command.argument, is_admin=admin)
             if command.name == "settings" and not command.argument:
-                keyboard = await self.settings.keyboard(chat, user_id)
-                if keyboard is not None:  # without a session the service said so
-                    await self._reply(message, SETTINGS_HINT, keyboard)
+                current = await self.settings.current(chat, user_id)
+                if current is not None:  # without a session the service said so
+                    sent = await self._reply(message, SETTINGS_HINT, self.settings.keyboard(current))
+                    self.settings.shown(sent, current)
         elif command is not None:
             if message.chat.type == "private":
                 await self._reply(message, f"I don't know /{command.name}. Send /help for the commands.")
@@ -441,9 +443,9 @@ class TelegramFrontEnd:
             reply=_unshown(chat, user_id),
         )
 
-    async def _reply(self, message: Message, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+    async def _reply(self, message: Message, text: str, markup: InlineKeyboardMarkup | None = None) -> Message:
         thread = chat_of(message).thread_id
-        await with_retries(
+        return await with_retries(
             "sendMessage",
             lambda: self.application.bot.send_message(
                 message.chat.id,

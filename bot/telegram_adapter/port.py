@@ -106,6 +106,8 @@ class TelegramPort:
 
     def __init__(self, bot: Bot, config: TelegramConfig, retry: RetryPolicy, *, edit_wait: float = 2.0) -> None:
         self._bot = bot
+        #: Refreshes the /settings keyboards shown for a session (the front end's SettingsKeyboards).
+        self.settings_listener: Callable[[str, dict[str, str] | None], Awaitable[None]] | None = None
         self._upload_limit = upload_limit_bytes(config)
         self._retry = retry
         #: Per message, the newest text not yet sent, and the task sending it.
@@ -290,6 +292,10 @@ class TelegramPort:
                 ids.append(str(message.message_id))
                 await sent(f"final.{number}", ids[-1])
         return ids
+
+    async def settings_changed(self, chat: ChatRef, session_id: str, current: dict[str, str] | None) -> None:
+        if self.settings_listener is not None:
+            await self.settings_listener(session_id, current)
 
     async def delete_message(self, chat: ChatRef, message_id: str) -> None:
         try:

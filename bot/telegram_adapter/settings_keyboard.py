@@ -7,17 +7,20 @@ and a press on someone else's keyboard changes nothing of the presser's own sess
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 
 from bot.ports import ChatRef, Conversation, PrivateReply
 from bot.telegram_adapter.retry import RetryPolicy, with_retries
 from shared.config import LimitsConfig
 from shared.params import SECONDS_TO_FRAMES
+
+log = logging.getLogger("framechain.telegram")
 
 SETTINGS_PREFIX = "set:"
 #: Steps offered on the keyboard (those within limits.max_steps).
@@ -27,6 +30,8 @@ SESSION_PREFIX = 12
 MARK = "• "
 
 SETTINGS_HINT = "Tap to change the settings for the next take, or type them, e.g. /settings seconds=3 steps=8 seed=42"
+#: What a keyboard becomes when its session ends.
+SETTINGS_ENDED = "This session has ended, so its settings are closed."
 SETTINGS_CLOSED = "This session has ended, so its settings are closed. Send /start with a picture to begin a new one."
 OTHER_SESSION = "These settings belong to another session. Send /settings for yours."
 
@@ -81,11 +86,32 @@ class SettingsKeyboards:
         self._conversation = conversation
         self._limits = limits
         self._retry = retry
+        #: The keyboards shown since start, per session id: (chat id, message id). Kept in memory
+        #: only: after a restart an old keyboard still closes itself when pressed.
+        self._shown: dict[str, set[tuple[int, int]]] = {}
 
-    async def keyboard(self, chat: ChatRef, user_id: str) -> InlineKeyboardMarkup | None:
-        """The keyboard for the session ``user_id``'s commands act on; None without a session."""
-        current = await self._conversation.current_settings(chat, user_id)
-        return None if current is None else settings_keyboard(self._limits, current)
+    def shown(self, message: Message, current: Mapping[str, str]) -> None:
+        """Remember a keyboard just sent, so it follows its session's changes."""
+        self._shown.setdefault(current["session"], set()).add((message.chat.id, message.message_id))
+
+    async def refresh(self, session_id: str, current: dict[str, str] | None) -> None:
+        """The session's settings changed (mark the new values) or it ended (close its keyboards)."""
+        shown = self._shown.get(session_id, set()) if current is not None else self._shown.pop(session_id, set())
+        for chat_id, message_id in sorted(shown):
+            try:
+                if current is None:
+                    await self._close_message(chat_id, message_id, SETTINGS_ENDED)
+                else:
+                    await self._edit_message(chat_id, message_id, settings_keyboard(self._limits, current))
+            except TelegramError as exc:  # deleted by the user, too old to edit: nothing to show
+                log.info("settings keyboard %s/%s not refreshed: %s", chat_id, message_id, exc)
+
+    async def current(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
+        return await self._conversation.current_settings(chat, user_id)
+
+    def keyboard(self, current: Mapping[str, str]) -> InlineKeyboardMarkup:
+        """The keyboard for a session's settings (``Conversation.current_settings``)."""
+        return settings_keyboard(self._limits, current)
 
     async def press(
         self, message: Message, chat: ChatRef, user_id: str, data: str, reply: PrivateReply, *, is_admin: bool
@@ -110,11 +136,14 @@ class SettingsKeyboards:
             await self._edit(message, settings_keyboard(self._limits, after))
 
     async def _edit(self, message: Message, markup: InlineKeyboardMarkup) -> None:
+        await self._edit_message(message.chat.id, message.message_id, markup)
+
+    async def _edit_message(self, chat_id: int, message_id: int, markup: InlineKeyboardMarkup) -> None:
         try:
             await with_retries(
                 "editMessageReplyMarkup",
                 lambda: self._bot.edit_message_reply_markup(
-                    chat_id=message.chat.id, message_id=message.message_id, reply_markup=markup
+                    chat_id=chat_id, message_id=message_id, reply_markup=markup
                 ),
                 self._retry,
             )
@@ -123,11 +152,14 @@ class SettingsKeyboards:
                 raise
 
     async def _close(self, message: Message, note: str) -> None:
+        await self._close_message(message.chat.id, message.message_id, note)
+
+    async def _close_message(self, chat_id: int, message_id: int, note: str) -> None:
         """The message keeps only ``note``; without its keyboard it can be pressed no more."""
         try:
             await with_retries(
                 "editMessageText",
-                lambda: self._bot.edit_message_text(note, chat_id=message.chat.id, message_id=message.message_id),
+                lambda: self._bot.edit_message_text(note, chat_id=chat_id, message_id=message_id),
                 self._retry,
             )
         except BadRequest as exc:

@@ -89,6 +89,9 @@ class FakeChat:
             await self._accepted(record, role, ids[role], sent)
         return ids
 
+    async def settings_changed(self, chat: ChatRef, session_id: str, current: dict[str, str] | None) -> None:
+        await self._record(Sent("settings", chat, text="" if current is None else repr(sorted(current.items()))))
+
     async def delete_message(self, chat: ChatRef, message_id: str) -> None:
         await self._record(Sent("delete", chat, message_id=message_id))
 

@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 import discord
-import pytest
 import simcord
 
 from bot.ports import Action, parse_control
@@ -312,12 +311,6 @@ async def test_a_start_prompt_of_invisible_characters_asks_for_a_prompt(tmp_path
         assert await s.bot.store.list_segments(row.id) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="discord_adapter.client.thread_name keeps a prompt of invisible characters (str.split drops "
-    "whitespace only), so the thread is named with characters nobody can see instead of "
-    '"alice\'s animation"',
-)
 async def test_a_start_prompt_of_invisible_characters_does_not_name_the_thread(tmp_path: Path) -> None:
     async with studio(tmp_path) as s:
         thread, _ = await s.session("\u200b\u2060")
@@ -340,7 +333,7 @@ async def test_configured_frames_and_a_fixed_size_reach_the_thread(tmp_path: Pat
 async def test_status_tells_a_job_next_in_line_from_one_running(tmp_path: Path) -> None:
     async with studio(tmp_path, step_delay=1.0) as s:
         await s.alice.slash(s.channel, "start", image=("a.png", picture_bytes()), prompt="runs first")
-        await until(s.env, lambda: bool(s.bot.service.dispatcher and s.bot.service.dispatcher.running), "the job")
+        await until(s.env, lambda: bool(s.bot.service.jobs.dispatcher and s.bot.service.jobs.dispatcher.running), "the job")
         await s.bob.slash(s.channel, "start", image=("b.png", picture_bytes()), prompt="waits behind it")
         alices, bobs = s.channel.threads
 

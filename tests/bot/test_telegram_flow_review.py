@@ -9,8 +9,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bot.ports import Action, control_id, parse_control
 from bot.store import SegmentStatus, SessionState
 from tests.bot.service_harness import picture_bytes
@@ -203,11 +201,6 @@ async def test_each_review_button_tapped_twice_acts_once(tmp_path: Path) -> None
             assert len(lines) == 3 and seen(api).count("video") == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Finish press while the video is being joined gets the public 'I'm joining the video now' "
-    "(core_refusals.busy_text with ephemeral False) instead of a private note",
-)
 async def test_finish_tapped_twice_joins_once_and_the_second_tap_is_answered_privately(tmp_path: Path) -> None:
     async with BotApiStandIn() as api:
         config, config_path = telegram_config(tmp_path, api)
@@ -427,11 +420,6 @@ async def test_the_settings_keyboard_marks_the_values_in_use_after_taps_and_type
             assert "reply_markup" not in closed and "ended" in closed["text"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a shown settings keyboard is closed only when tapped after the session ended "
-    "(settings_keyboard.SettingsKeyboards.press), not when the session ends",
-)
 async def test_the_settings_keyboard_is_closed_when_the_session_ends(tmp_path: Path) -> None:
     async with BotApiStandIn() as api:
         config, config_path = telegram_config(tmp_path, api)
@@ -442,11 +430,6 @@ async def test_the_settings_keyboard_is_closed_when_the_session_ends(tmp_path: P
             await until(lambda: "reply_markup" not in api.message(GROUP, keyboard), "the keyboard to close", 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a typed /settings change leaves a keyboard shown before it marking the old values "
-    "(only a tap on the keyboard redraws it)",
-)
 async def test_a_shown_settings_keyboard_follows_a_typed_change(tmp_path: Path) -> None:
     async with BotApiStandIn() as api:
         config, config_path = telegram_config(tmp_path, api)
