@@ -31,6 +31,7 @@ from bot.conversation.media import Media
 from bot.conversation.persist import persist
 from bot.conversation.posting import APPROVED, Posting
 from bot.conversation.progress_messages import ProgressMessages
+from bot.conversation.quotas import Quotas
 from bot.conversation.recovery import KEEP_POSTING, Recovery
 from bot.conversation.sessions import Sessions, settings_json
 from bot.core import State, Via
@@ -85,6 +86,7 @@ class ConversationService:
         *,
         progress_interval: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.config = config
@@ -103,7 +105,8 @@ class ConversationService:
         self.locks = SessionLocks()
         self.background = BackgroundTasks()
         self.progress = ProgressMessages(store, self.chats, self.background, interval=progress_interval, clock=clock)
-        self.jobs = Jobs(store, config, self.chats, self.media, self.progress, clock=clock)
+        self.quotas = Quotas(store, config, clock=wall_clock)
+        self.jobs = Jobs(store, config, self.chats, self.media, self.progress, self.quotas, clock=clock)
         self.posting = Posting(store, config, self.chats, self.progress)
         self.assemblies = Assemblies(config, self.media, self._apply)
         self.recovery = Recovery(
@@ -186,6 +189,10 @@ class ConversationService:
             return
         row = await self.store.find_active_session(chat.platform, chat.chat_id, chat.thread_id, user_id)
         if row is None:
+            refusal = await self.quotas.new_session_refusal(chat.platform, user_id, is_admin=is_admin)
+            if refusal is not None:
+                await self.chats.answer(chat, refusal, reply)
+                return
             if image is not None:
                 problem = self.media.picture_problem(image)
                 if problem:
@@ -204,8 +211,9 @@ class ConversationService:
             picture = await self._save_picture(chat, row.id, image)
             if picture is None:
                 return
-            if prompt and not await self.jobs.has_room(row, chat):
-                prompt = None  # keep the picture; the prompt can be sent again later
+            if prompt and (refusal := await self.quotas.new_job_refusal(row, is_admin=is_admin)):
+                await self.chats.say(chat, refusal)
+                prompt = None  # keep the picture; the answer asks for the prompt again later
         event = core.Start(user_id=user_id, picture=picture, prompt=prompt)
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
@@ -232,16 +240,6 @@ class ConversationService:
             if not chat.thread_id:
                 await self.chats.say(chat, "Send /start with a picture to begin a video.")
             return
-        if (
-            row.owner_id == user_id
-            and row.state
-            in (
-                SessionState.AWAITING_PROMPT,
-                SessionState.AWAITING_IMAGE,
-            )
-            and not await self.jobs.has_room(row, chat)
-        ):
-            return
         await self._apply(row.id, core.PromptText(user_id=user_id, text=text))
 
     async def control(
@@ -267,8 +265,6 @@ class ConversationService:
         if action is Action.APPROVE:
             event = core.Approve(user_id=user_id, via=via, segment=key)
         elif action is Action.REGENERATE:
-            if user_id == row.owner_id and not await self.jobs.has_room(row, chat):
-                return
             event = core.Regenerate(user_id=user_id, via=via, segment=key)
         elif action is Action.UNDO:
             event = core.Undo(user_id=user_id, via=via, segment=key)
@@ -308,7 +304,10 @@ class ConversationService:
             return
         row = await self.sessions.session_for(chat, user_id)
         if row is None:
-            await self.chats.answer(chat, "There's no session here. Send /start with a picture to begin.", reply)
+            text = "There's no session here. Send /start with a picture to begin."
+            if name == "status":
+                text += "\n" + core.quota_text(await self.quotas.of(chat.platform, user_id, is_admin=is_admin))
+            await self.chats.answer(chat, text, reply)
             return
         event: core.Event
         if name == "finish":
@@ -318,10 +317,12 @@ class ConversationService:
         elif name == "cancel":
             event = core.Cancel(user_id=user_id)
         elif name == "status":
-            event = core.Status(user_id=user_id, queue_position=await self.jobs.queue_position(row.id))
+            event = core.Status(
+                user_id=user_id,
+                queue_position=await self.jobs.queue_position(row.id),
+                quota=await self.quotas.of(chat.platform, user_id, is_admin=is_admin),
+            )
         elif name in ("regenerate", "regen"):
-            if user_id == row.owner_id and not await self.jobs.has_room(row, chat):
-                return
             event = core.Regenerate(user_id=user_id, prompt=argument or None)
         elif name == "approve":
             event = core.Approve(user_id=user_id)
@@ -424,7 +425,19 @@ class ConversationService:
         async with self.locks.hold(session_id):
             row, session, rows = await self.sessions.load(session_id)
             new, effects = core.step(session, event, admins=admins, limits=self.limits)
-            ids = await persist(self.store, row, session, new, effects, rows)
+            refusal = None
+            if isinstance(event, core.UserEvent) and any(isinstance(e, core.EnqueueSegment) for e in effects):
+                # A new take: checked against the quotas in the transaction that queues it, so
+                # concurrent takes never get past a limit together.
+                async with self.store.transaction():
+                    refusal = await self.quotas.new_job_refusal(row, is_admin=is_admin)
+                    if refusal is None:
+                        ids = await persist(self.store, row, session, new, effects, rows)
+            else:
+                ids = await persist(self.store, row, session, new, effects, rows)
+            if refusal is not None:
+                await self.chats.answer(chat_of(row), refusal, reply)
+                return
             row = await self.store.get_session(session_id)
             chat = chat_of(row)
             for effect in effects:
