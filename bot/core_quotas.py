@@ -61,8 +61,8 @@ def user_queue_full_text(pending: int, limit: int) -> str:
 
 def queue_full_text(pending: int, cap: int) -> str:
     return (
-        f"The queue is full: {_plural(pending, 'segment')} waiting, the limit is {cap} for everyone. "
-        "Send this again in a few minutes, once some are done."
+        f"The queue is full: {_plural(pending, 'segment')} queued or being made, and the limit is {cap} "
+        "for everyone. Send this again in a few minutes, once some are done."
     )
 
 

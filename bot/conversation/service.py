@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from bot import core
 from bot.conversation.assembly import Assemblies
@@ -211,9 +212,6 @@ class ConversationService:
             picture = await self._save_picture(chat, row.id, image)
             if picture is None:
                 return
-            if prompt and (refusal := await self.quotas.new_job_refusal(row, is_admin=is_admin)):
-                await self.chats.say(chat, refusal)
-                prompt = None  # keep the picture; the answer asks for the prompt again later
         event = core.Start(user_id=user_id, picture=picture, prompt=prompt)
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
@@ -426,19 +424,17 @@ class ConversationService:
             row, session, rows = await self.sessions.load(session_id)
             new, effects = core.step(session, event, admins=admins, limits=self.limits)
             refusal = None
-            if isinstance(event, core.UserEvent) and any(isinstance(e, core.EnqueueSegment) for e in effects):
-                # A new take: checked against the quotas in the transaction that queues it, so
-                # concurrent takes never get past a limit together.
-                async with self.store.transaction():
+            # A new take is checked against the quotas in the transaction that queues it, so
+            # concurrent takes never get past a limit together.
+            async with self.store.transaction():
+                if isinstance(event, core.UserEvent) and any(isinstance(e, core.EnqueueSegment) for e in effects):
                     refusal = await self.quotas.new_job_refusal(row, is_admin=is_admin)
-                    if refusal is None:
-                        ids = await persist(self.store, row, session, new, effects, rows)
-            else:
+                    if refusal is not None:
+                        new, effects = self._without_new_take(session, event, admins)
                 ids = await persist(self.store, row, session, new, effects, rows)
+            row = await self.store.get_session(session_id)
             if refusal is not None:
                 await self.chats.answer(chat_of(row), refusal, reply)
-                return
-            row = await self.store.get_session(session_id)
             chat = chat_of(row)
             for effect in effects:
                 try:
@@ -452,6 +448,19 @@ class ConversationService:
             if new.state is State.CANCELLED and session.state is not State.CANCELLED and new.approved:
                 # The session is over: the Finish kept on its last approved take goes too.
                 await self.posting.close_controls(chat, ids[new.approved[-1].key], APPROVED)
+
+    def _without_new_take(
+        self, session: core.Session, event: core.UserEvent, admins: frozenset[str]
+    ) -> core.Transition:
+        """What ``event`` does when a quota refuses the take it would queue: a start picture is
+        still taken (the prompt is not queued; the refusal asks for it again later), anything
+        else changes nothing."""
+        if isinstance(event, (core.Start, core.ImageReceived)) and event.picture is not None:
+            bare = replace(event, prompt=None) if isinstance(event, core.Start) else event
+            new, effects = core.step(replace(session, pending_prompt=None), bare, admins=admins, limits=self.limits)
+            if not any(isinstance(e, core.EnqueueSegment) for e in effects):
+                return new, effects
+        return session, []
 
     async def _perform(
         self, row: SessionRow, session: core.Session, effect: core.Effect, ids: dict[core.SegmentKey, int]
