@@ -5,7 +5,8 @@ persists the returned session and performs the returned :class:`Effect` objects 
 
 The core spans a few modules, all re-exported here: the vocabulary (sessions, events, effects)
 in ``bot.core_model``, settings and texts in ``bot.core_settings``, the answers to refused events
-in ``bot.core_refusals``, start-up recovery in ``bot.core_recovery``; the rules are here.
+in ``bot.core_refusals``, the quotas' day and texts in ``bot.core_quotas``, start-up recovery in
+``bot.core_recovery``; the rules are here.
 
 States (:class:`State`, stored as their string values)::
 
@@ -101,6 +102,7 @@ from bot.core_model import (
     PostFinal,
     PostSegment,
     PromptText,
+    Quota,
     Regenerate,
     RejectSegment,
     Say,
@@ -121,6 +123,16 @@ from bot.core_model import (
     UserEvent,
     Via,
     joined_seconds,
+)
+from bot.core_quotas import (
+    day_start,
+    duration_text,
+    gpu_time_used_up_text,
+    next_reset,
+    queue_full_text,
+    quota_text,
+    sessions_full_text,
+    user_queue_full_text,
 )
 from bot.core_recovery import (
     RECONCILE,
@@ -184,6 +196,7 @@ __all__ = [
     "PostFinal",
     "PostSegment",
     "PromptText",
+    "Quota",
     "Regenerate",
     "RejectSegment",
     "Say",
@@ -209,17 +222,25 @@ __all__ = [
     "apply_settings",
     "clean_prompt",
     "clip",
+    "day_start",
     "diagram_markdown",
+    "duration_text",
+    "gpu_time_used_up_text",
     "joined_seconds",
     "may_act",
     "mermaid_diagram",
+    "next_reset",
     "parse_settings",
+    "queue_full_text",
+    "quota_text",
     "reconcile",
     "restore",
     "review_caption",
+    "sessions_full_text",
     "settings_text",
     "status_text",
     "step",
+    "user_queue_full_text",
 ]
 
 # -- the transition table -------------------------------------------------------------------------

@@ -322,11 +322,32 @@ class Cancel(UserEvent):
     pass
 
 
+@dataclass(frozen=True)
+class Quota:
+    """One user's quotas and what is left of them, for /status: numbers the service reads from
+    the configuration and the store (see ``bot.conversation.quotas``)."""
+
+    #: An admin: no quota applies.
+    exempt: bool = False
+    gpu_seconds_used: float = 0.0
+    #: GPU seconds a day; 0: no daily limit.
+    gpu_seconds_limit: int = 0
+    #: The day starts at this hour, UTC; the next start is ``resets_in`` seconds away.
+    reset_hour: int = 0
+    resets_in: float = 0.0
+    jobs_pending: int = 0
+    jobs_limit: int = 1
+    sessions_active: int = 0
+    sessions_limit: int = 1
+
+
 @dataclass(frozen=True, kw_only=True)
 class Status(UserEvent):
     #: Filled in by the service from the dispatcher: 0 running now, k >= 1 the k-th in the
     #: queue (1: next in line), None unknown.
     queue_position: int | None = None
+    #: The asking user's quotas (not the owner's: anyone may ask); None: not shown.
+    quota: Quota | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,7 +7,8 @@ import re
 import unicodedata
 from dataclasses import replace
 
-from bot.core_model import SEED_LIMIT, Limits, Segment, Session, Settings, State, joined_seconds
+from bot.core_model import SEED_LIMIT, Limits, Quota, Segment, Session, Settings, State, joined_seconds
+from bot.core_quotas import quota_text
 from shared.params import SECONDS_TO_FRAMES, SIDE_MULTIPLE, WAN_NEGATIVE_PROMPT
 
 # -- settings -------------------------------------------------------------------------------------
@@ -133,7 +134,13 @@ def settings_text(settings: Settings) -> str:
     )
 
 
-def status_text(s: Session, queue_position: int | None = None) -> str:
+def status_text(s: Session, queue_position: int | None = None, quota: Quota | None = None) -> str:
+    """Where the session stands; then, given ``quota``, what is left of the asking user's quotas."""
+    text = _session_status(s, queue_position)
+    return text if quota is None else f"{text}\n{quota_text(quota)}"
+
+
+def _session_status(s: Session, queue_position: int | None) -> str:
     n = len(s.approved)
     so_far = f"{n} segment{'' if n == 1 else 's'} approved ({s.seconds:.1f} s)"
     cur = s.current

@@ -255,7 +255,16 @@ class LimitsConfig:
     #: Most decompressed text (PNG text chunks, an ICC profile) a start image may carry.
     image_text_bytes: int = 1024 * 1024
     segments_per_session: int = 60
+    #: Jobs (queued or running) one user may have at once, and all users together: a new take
+    #: beyond either is refused with the limit named, never dropped.
     queued_jobs_per_user: int = 4
+    queued_jobs_total: int = 100
+    #: Sessions not finished or cancelled one user may have at once (across chats).
+    active_sessions_per_user: int = 3
+    #: GPU time per user per day, in seconds of the worker's own timings (0 = no limit); counted
+    #: from ``quota_reset_hour_utc`` o'clock UTC each day. Admins are exempt from every quota.
+    gpu_seconds_per_user_per_day: int = 3600
+    quota_reset_hour_utc: int = 0
     #: Upper bounds a user may choose in /settings.
     max_steps: int = 50
     max_pixels: int = 1280 * 720
@@ -375,6 +384,8 @@ def _check(config: Config, source: str) -> None:
         "limits.image_text_bytes": limits.image_text_bytes,
         "limits.segments_per_session": limits.segments_per_session,
         "limits.queued_jobs_per_user": limits.queued_jobs_per_user,
+        "limits.queued_jobs_total": limits.queued_jobs_total,
+        "limits.active_sessions_per_user": limits.active_sessions_per_user,
         "limits.max_steps": limits.max_steps,
         "limits.max_pixels": limits.max_pixels,
     }
@@ -385,6 +396,10 @@ def _check(config: Config, source: str) -> None:
         fail("limits.image_min_side", f"must be at least 16 (the smallest segment side), got {limits.image_min_side}")
     if limits.image_max_aspect < 1.0:
         fail("limits.image_max_aspect", f"must be at least 1 (a square), got {limits.image_max_aspect}")
+    if (gpu_seconds := limits.gpu_seconds_per_user_per_day) < 0:
+        fail("limits.gpu_seconds_per_user_per_day", f"must be 0 (no limit) or positive, got {gpu_seconds}")
+    if not 0 <= limits.quota_reset_hour_utc <= 23:
+        fail("limits.quota_reset_hour_utc", f"must be an hour from 0 to 23, got {limits.quota_reset_hour_utc}")
     for key, fvalue in (
         ("generation.guidance", g.guidance),
         ("generation.guidance_2", g.guidance_2),

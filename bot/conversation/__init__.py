@@ -5,6 +5,8 @@
 - :mod:`~bot.conversation.sessions`: a session's rows as the core reads them, and back
 - :mod:`~bot.conversation.persist`: a step's store changes, written in one transaction
 - :mod:`~bot.conversation.jobs`: generation jobs: submitting, the queue, the dispatcher's reports
+- :mod:`~bot.conversation.quotas`: sessions, queued jobs and GPU time per user, the global queue
+  cap; checked where a take is queued, shown by /status
 - :mod:`~bot.conversation.progress_messages`, :mod:`~bot.conversation.progress`: the message
   each job keeps up to date, and its texts
 - :mod:`~bot.conversation.posting`, :mod:`~bot.conversation.delivery`: posting takes and the

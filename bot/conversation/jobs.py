@@ -1,6 +1,6 @@
-"""Generation jobs, the service's side of the dispatcher: submitting a take, the per-user queue
-limit and queue position, and the dispatcher's reports (position, start, steps, result), which
-update the job's progress message and its segment row."""
+"""Generation jobs, the service's side of the dispatcher: submitting a take, its queue position,
+and the dispatcher's reports (position, start, steps, result), which update the job's progress
+message and its segment row, and charge a finished job's GPU time (``quotas``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from bot.conversation import progress
 from bot.conversation.chats import Chats
 from bot.conversation.media import Media
 from bot.conversation.progress_messages import ProgressMessages
+from bot.conversation.quotas import Quotas
 from bot.dispatcher import Dispatcher
 from bot.ports import ChatRef
 from bot.store import PENDING, Conflict, NotFound, SegmentRow, SessionRow, Store
@@ -30,6 +31,7 @@ class Jobs:
         chats: Chats,
         media: Media,
         progress_messages: ProgressMessages,
+        quotas: Quotas,
         *,
         clock: Callable[[], float],
     ) -> None:
@@ -38,6 +40,7 @@ class Jobs:
         self.chats = chats
         self.media = media
         self.progress = progress_messages
+        self.quotas = quotas
         self.clock = clock
         self.dispatcher: Dispatcher | None = None
 
@@ -80,18 +83,6 @@ class Jobs:
     async def cancel(self, segment_id: int) -> None:
         if self.dispatcher is not None:
             await self.dispatcher.cancel(str(segment_id))
-
-    async def has_room(self, row: SessionRow, chat: ChatRef) -> bool:
-        pending = await self.store.count_pending_jobs(row.platform, row.owner_id)
-        limit = self.config.limits.queued_jobs_per_user
-        if pending >= limit:
-            await self.chats.say(
-                chat,
-                f"You already have {pending} segment{'s' if pending != 1 else ''} waiting; "
-                "send this again once one is done.",
-            )
-            return False
-        return True
 
     async def queue_position(self, session_id: str) -> int | None:
         """For /status: 0 while the session's job runs, its 1-based place in the queue while it
@@ -149,6 +140,8 @@ class Jobs:
         # Kept while the result is posted: the post retires the progress message.
         shown = self.progress.get(segment_id)
         if isinstance(result, Done):
+            # The GPU time was spent even when the take was stopped meanwhile.
+            await self.quotas.charge(segment, result.seconds)
             params = dict(segment.params) | {"preview": result.preview, "seconds_taken": result.seconds}
             try:
                 async with self.store.transaction():

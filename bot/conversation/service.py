@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from bot import core
 from bot.conversation.assembly import Assemblies
@@ -31,6 +32,7 @@ from bot.conversation.media import Media
 from bot.conversation.persist import persist
 from bot.conversation.posting import APPROVED, Posting
 from bot.conversation.progress_messages import ProgressMessages
+from bot.conversation.quotas import Quotas
 from bot.conversation.recovery import KEEP_POSTING, Recovery
 from bot.conversation.sessions import Sessions, settings_json
 from bot.core import State, Via
@@ -86,6 +88,7 @@ class ConversationService:
         *,
         progress_interval: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.config = config
@@ -104,7 +107,8 @@ class ConversationService:
         self.locks = SessionLocks()
         self.background = BackgroundTasks()
         self.progress = ProgressMessages(store, self.chats, self.background, interval=progress_interval, clock=clock)
-        self.jobs = Jobs(store, config, self.chats, self.media, self.progress, clock=clock)
+        self.quotas = Quotas(store, config, clock=wall_clock)
+        self.jobs = Jobs(store, config, self.chats, self.media, self.progress, self.quotas, clock=clock)
         self.posting = Posting(store, config, self.chats, self.progress)
         self.assemblies = Assemblies(config, self.media, self._apply)
         self.recovery = Recovery(
@@ -186,6 +190,11 @@ class ConversationService:
             await self.chats.answer(chat, RESTARTING, reply)
             return
         row = await self.store.find_active_session(chat.platform, chat.chat_id, chat.thread_id, user_id)
+        if row is None:
+            refusal = await self.quotas.new_session_refusal(chat.platform, user_id, is_admin=is_admin)
+            if refusal is not None:
+                await self.chats.answer(chat, refusal, reply)
+                return
         checked: Accepted | None = None
         if image is not None and (row is None or row.state is SessionState.AWAITING_IMAGE):  # else the core refuses
             result = await self.media.check_picture(image)
@@ -205,8 +214,6 @@ class ConversationService:
         picture = None
         if checked is not None:
             picture = await self.media.save_picture(row.id, checked)
-            if prompt and not await self.jobs.has_room(row, chat):
-                prompt = None  # keep the picture; the prompt can be sent again later
         event = core.Start(user_id=user_id, picture=picture, prompt=prompt)
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
@@ -236,16 +243,6 @@ class ConversationService:
             if not chat.thread_id:
                 await self.chats.say(chat, "Send /start with a picture to begin a video.")
             return
-        if (
-            row.owner_id == user_id
-            and row.state
-            in (
-                SessionState.AWAITING_PROMPT,
-                SessionState.AWAITING_IMAGE,
-            )
-            and not await self.jobs.has_room(row, chat)
-        ):
-            return
         await self._apply(row.id, core.PromptText(user_id=user_id, text=text))
 
     async def control(
@@ -271,8 +268,6 @@ class ConversationService:
         if action is Action.APPROVE:
             event = core.Approve(user_id=user_id, via=via, segment=key)
         elif action is Action.REGENERATE:
-            if user_id == row.owner_id and not await self.jobs.has_room(row, chat):
-                return
             event = core.Regenerate(user_id=user_id, via=via, segment=key)
         elif action is Action.UNDO:
             event = core.Undo(user_id=user_id, via=via, segment=key)
@@ -317,7 +312,10 @@ class ConversationService:
             return
         row = await self.sessions.session_for(chat, user_id)
         if row is None:
-            await self.chats.answer(chat, "There's no session here. Send /start with a picture to begin.", reply)
+            text = "There's no session here. Send /start with a picture to begin."
+            if name == "status":
+                text += "\n" + core.quota_text(await self.quotas.of(chat.platform, user_id, is_admin=is_admin))
+            await self.chats.answer(chat, text, reply)
             return
         event: core.Event
         if name == "finish":
@@ -327,10 +325,12 @@ class ConversationService:
         elif name == "cancel":
             event = core.Cancel(user_id=user_id)
         elif name == "status":
-            event = core.Status(user_id=user_id, queue_position=await self.jobs.queue_position(row.id))
+            event = core.Status(
+                user_id=user_id,
+                queue_position=await self.jobs.queue_position(row.id),
+                quota=await self.quotas.of(chat.platform, user_id, is_admin=is_admin),
+            )
         elif name in ("regenerate", "regen"):
-            if user_id == row.owner_id and not await self.jobs.has_room(row, chat):
-                return
             event = core.Regenerate(user_id=user_id, prompt=argument or None)
         elif name == "approve":
             event = core.Approve(user_id=user_id)
@@ -426,8 +426,18 @@ class ConversationService:
         async with self.locks.hold(session_id):
             row, session, rows = await self.sessions.load(session_id)
             new, effects = core.step(session, event, admins=admins, limits=self.limits)
-            ids = await persist(self.store, row, session, new, effects, rows)
+            refusal = None
+            # A new take is checked against the quotas in the transaction that queues it, so
+            # concurrent takes never get past a limit together.
+            async with self.store.transaction():
+                if isinstance(event, core.UserEvent) and any(isinstance(e, core.EnqueueSegment) for e in effects):
+                    refusal = await self.quotas.new_job_refusal(row, is_admin=is_admin)
+                    if refusal is not None:
+                        new, effects = self._without_new_take(session, event, admins)
+                ids = await persist(self.store, row, session, new, effects, rows)
             row = await self.store.get_session(session_id)
+            if refusal is not None:
+                await self.chats.answer(chat_of(row), refusal, reply)
             chat = chat_of(row)
             for effect in effects:
                 try:
@@ -447,6 +457,19 @@ class ConversationService:
             if new.state is State.CANCELLED and session.state is not State.CANCELLED and new.approved:
                 # The session is over: the Finish kept on its last approved take goes too.
                 await self.posting.close_controls(chat, ids[new.approved[-1].key], APPROVED)
+
+    def _without_new_take(
+        self, session: core.Session, event: core.UserEvent, admins: frozenset[str]
+    ) -> core.Transition:
+        """What ``event`` does when a quota refuses the take it would queue: a start picture is
+        still taken (the prompt is not queued; the refusal asks for it again later), anything
+        else changes nothing."""
+        if isinstance(event, (core.Start, core.ImageReceived)) and event.picture is not None:
+            bare = replace(event, prompt=None) if isinstance(event, core.Start) else event
+            new, effects = core.step(replace(session, pending_prompt=None), bare, admins=admins, limits=self.limits)
+            if not any(isinstance(e, core.EnqueueSegment) for e in effects):
+                return new, effects
+        return session, []
 
     async def _perform(
         self, row: SessionRow, session: core.Session, effect: core.Effect, ids: dict[core.SegmentKey, int]

@@ -5,6 +5,7 @@
 - :mod:`bot.store.migrations`: the schema, as numbered migrations tracked with ``user_version``
 - :mod:`bot.store.connection`: opening the file and sharing its connection between tasks
 - :mod:`bot.store.store`: :class:`Store`, the queries
+- :mod:`bot.store.quota_queries`: the queries behind the quotas (GPU time, counts), part of the Store
 
 Everything a caller needs is importable from ``bot.store``.
 """

@@ -80,8 +80,22 @@ UPDATE segments SET posted = json_set(posted, '$.frame', '')
     WHERE json_type(posted, '$.video') IS NOT NULL AND json_type(posted, '$.frame') IS NULL;
 """
 
+# Migration 3: GPU time per job, from the worker's own timing, for the daily per-user quota. One
+# row per segment (recording again changes nothing); no foreign key, so deleting a session
+# does not hand its GPU time back.
+_V3 = """
+CREATE TABLE gpu_usage (
+    segment_id  INTEGER PRIMARY KEY,
+    platform    TEXT NOT NULL,
+    owner_id    TEXT NOT NULL,
+    seconds     REAL NOT NULL CHECK (seconds >= 0),
+    recorded_at REAL NOT NULL
+);
+CREATE INDEX gpu_usage_by_owner ON gpu_usage (platform, owner_id, recorded_at);
+"""
+
 #: ``MIGRATIONS[i]`` brings ``user_version`` from ``i`` to ``i + 1``. Append only.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -24,6 +24,7 @@ import aiosqlite
 from bot.store.connection import Connection, connect
 from bot.store.errors import Conflict, NotFound
 from bot.store.migrations import MIGRATIONS
+from bot.store.quota_queries import QuotaQueries
 from bot.store.rows import (
     OVER,
     PENDING,
@@ -72,8 +73,9 @@ class _Opening:
             await self._store.close()
 
 
-class Store:
-    """Sessions and segments in one SQLite file. Open with :meth:`open`."""
+class Store(QuotaQueries):
+    """Sessions and segments in one SQLite file. Open with :meth:`open`. The quotas' queries
+    are in :class:`QuotaQueries`."""
 
     def __init__(
         self,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,12 +69,15 @@ class Bot:
 
 
 @asynccontextmanager
-async def running_bot(config_path: Path, *, chat: FakeChat | None = None) -> AsyncIterator[Bot]:
+async def running_bot(
+    config_path: Path, *, chat: FakeChat | None = None, wall_clock: Callable[[], float] = time.time
+) -> AsyncIterator[Bot]:
+    """``wall_clock``: the service's clock for the quota day (epoch seconds)."""
     config = load_config(config_path, env={})
     config.data_dir.mkdir(parents=True, exist_ok=True)
     chat = chat or FakeChat()
     async with Store.open(config.database_path) as store:
-        service = ConversationService(store, config, progress_interval=0.0)
+        service = ConversationService(store, config, progress_interval=0.0, wall_clock=wall_clock)
         service.add_port(chat)
 
         def make_worker(device: str) -> WorkerProcess:

@@ -333,7 +333,9 @@ async def test_configured_frames_and_a_fixed_size_reach_the_thread(tmp_path: Pat
 async def test_status_tells_a_job_next_in_line_from_one_running(tmp_path: Path) -> None:
     async with studio(tmp_path, step_delay=1.0) as s:
         await s.alice.slash(s.channel, "start", image=("a.png", picture_bytes()), prompt="runs first")
-        await until(s.env, lambda: bool(s.bot.service.jobs.dispatcher and s.bot.service.jobs.dispatcher.running), "the job")
+        await until(
+            s.env, lambda: bool(s.bot.service.jobs.dispatcher and s.bot.service.jobs.dispatcher.running), "the job"
+        )
         await s.bob.slash(s.channel, "start", image=("b.png", picture_bytes()), prompt="waits behind it")
         alices, bobs = s.channel.threads
 

@@ -343,9 +343,9 @@ async def test_status_tells_running_from_queued_next_in_line(tmp_path: Path) -> 
             await asyncio.sleep(0.02)
         await svc.start(other, "8", picture_bytes(), "waits behind it")
         await svc.command(CHAT, OWNER, "status")
-        assert chat.texts(CHAT)[-1].endswith("Segment 1 (take 1) is running now.")
+        assert chat.texts(CHAT)[-1].splitlines()[0].endswith("Segment 1 (take 1) is running now.")
         await svc.command(other, "8", "status")
-        assert chat.texts(other)[-1].endswith("Segment 1 (take 1) is queued, next in line.")
+        assert chat.texts(other)[-1].splitlines()[0].endswith("Segment 1 (take 1) is queued, next in line.")
 
 
 async def test_status_with_a_worker_that_cannot_start_says_queued(tmp_path: Path) -> None:
@@ -353,4 +353,4 @@ async def test_status_with_a_worker_that_cannot_start_says_queued(tmp_path: Path
     async with running_bot(config) as bot:
         await bot.service.start(CHAT, OWNER, picture_bytes(), "waits for the GPU")
         await bot.service.command(CHAT, OWNER, "status")
-        assert bot.chat.texts()[-1].endswith("Segment 1 (take 1) is queued, next in line.")
+        assert bot.chat.texts()[-1].splitlines()[0].endswith("Segment 1 (take 1) is queued, next in line.")
