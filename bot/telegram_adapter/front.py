@@ -291,7 +291,8 @@ class TelegramFrontEnd:
         the id in the group, where they addressed the bot."""
         if not self.refusals.due(user_id):
             return
-        log.info("telegram: refused user %s (not in the allow lists)", user_id)
+        where = f" in chat {message.chat.id}" if message is not None else ""
+        log.info("telegram: refused user %s%s (not in the allow lists)", user_id, where)
         text = self.access.refusal(user_id)
         if message is not None and message.chat.id == user_id:
             await self._reply(message, text)

@@ -82,8 +82,7 @@ def test_a_flood_of_strangers_is_remembered_within_bounds() -> None:
 
 def test_the_summary_says_plainly_who_can_use_the_bot() -> None:
     assert AccessRule.for_telegram(TelegramConfig()).summary() == (
-        "telegram: CLOSED, nobody can use the bot yet; add user ids to telegram.admin_ids or "
-        "telegram.allowed_user_ids"
+        "telegram: CLOSED, nobody can use the bot yet; add user ids to telegram.admin_ids or telegram.allowed_user_ids"
     )
     assert discord(allowed_role_ids=(ROLE,), allowed_guild_ids=(GUILD,)).summary() == (
         f"discord: only admins {ADMIN}; anyone with roles {ROLE}; anyone in guilds {GUILD}; everyone else is refused"

@@ -199,3 +199,15 @@ async def test_a_refused_press_gets_the_refusal_as_its_toast_and_a_reaction_a_me
             assert [c.method for c in recording.calls] == ["command"]
         finally:
             await front.stop()
+
+
+async def test_admins_see_the_whole_queue_with_status(tmp_path: Path) -> None:
+    async with BotApiStandIn() as api, bot(tmp_path, api, t.USERS, take=True) as b:
+        await api.user_message(GROUP, IDS[t.OTHER], text="/status")
+        await api.user_message(GROUP, IDS[t.ADMIN], text="/status")
+        answers = await api.wait_for("sendMessage", 4)
+        texts = [c.params["text"] for c in answers[1:]]
+        assert not any("admin view" in text for text in texts[:-2])  # a user sees their place only
+        assert (
+            texts[-2] == f"Queue (admin view): 0 running, 1 waiting.\n1. job {b.segment_id} of telegram:{IDS[t.OWNER]}"
+        )
