@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
+from bot.access import access_rules
 from bot.dispatcher import Dispatcher
 from bot.ports import ChatPort, Conversation
 from bot.service import ConversationService
@@ -96,6 +97,9 @@ async def serve(
     shutdown_wait: float = SHUTDOWN_WAIT,
 ) -> None:
     """Run until ``stop`` is set (SIGINT/SIGTERM)."""
+    for rule in access_rules(config):
+        # Said plainly at every start: who can use this GPU (an open bot is worth a warning).
+        (log.warning if rule.open else log.info)("who can use the bot: %s", rule.summary())
     config.data_dir.mkdir(parents=True, exist_ok=True)
     async with Store.open(config.database_path) as store:
         log.info("store open: %s (schema %d)", store.path, store.schema_version)

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from bot import __version__
+from bot.access import access_rules
 from shared.config import Config, ConfigError, load_config
 from shared.logs import setup_logging
 
@@ -125,6 +126,8 @@ def cmd_check(config: Config) -> int:
     )
     print(f"  workers:    {', '.join(config.worker_slots)}")
     print(f"  platforms:  {', '.join(platforms) if platforms else 'none enabled'}")
+    for rule in access_rules(config):
+        print(f"  access:     {rule.summary()}")
     if config.comfyui.server_list:
         from worker.comfyui.check import check_lines  # HTTP only: no torch
 

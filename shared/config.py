@@ -218,11 +218,15 @@ class DiscordConfig:
     token: Secret = field(default_factory=Secret)
     #: Guilds to sync slash commands to instantly; empty = global commands.
     guild_ids: tuple[int, ...] = ()
-    #: Who may start sessions; all empty = everyone.
+    #: Who may use the bot (closed by default: with all of these empty, only admin_ids). A user
+    #: is let in by their user id, by any of their roles, or by being in one of the guilds.
     allowed_user_ids: tuple[int, ...] = ()
     allowed_role_ids: tuple[int, ...] = ()
-    #: Users who may act on anyone's session.
+    allowed_guild_ids: tuple[int, ...] = ()
+    #: Users who may use the bot, act on anyone's session and see the whole queue.
     admin_ids: tuple[int, ...] = ()
+    #: Anyone can use your GPU: serve every Discord user who shares a server with the bot.
+    open: bool = False
     #: Open sessions in private threads where the server allows it.
     private_threads: bool = True
     #: Keep uploads under this many MB (0 = the server's own limit, 10 MiB unboosted).
@@ -238,9 +242,14 @@ class TelegramConfig:
     api_file_url: str = "https://api.telegram.org/file/bot"
     #: Upload limit in MB; 0 = 50 on the public Bot API, 2000 on a local one.
     upload_limit_mb: int = 0
+    #: Who may use the bot (closed by default: with both empty, only admin_ids): these users
+    #: anywhere, and anyone in these chats/groups (ids of groups are negative).
     allowed_user_ids: tuple[int, ...] = ()
     allowed_chat_ids: tuple[int, ...] = ()
+    #: Users who may use the bot, act on anyone's session and see the whole queue.
     admin_ids: tuple[int, ...] = ()
+    #: Anyone can use your GPU: serve every Telegram user who finds the bot.
+    open: bool = False
 
 
 @dataclass(frozen=True)

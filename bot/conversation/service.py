@@ -32,6 +32,7 @@ from bot.conversation.media import Media
 from bot.conversation.persist import persist
 from bot.conversation.posting import APPROVED, Posting
 from bot.conversation.progress_messages import ProgressMessages
+from bot.conversation.queue_view import whole_queue
 from bot.conversation.quotas import Quotas
 from bot.conversation.recovery import KEEP_POSTING, Recovery
 from bot.conversation.sessions import Sessions, settings_json
@@ -310,6 +311,8 @@ class ConversationService:
         if name == "help":
             await self.chats.answer(chat, HELP, reply)
             return
+        if name == "status" and is_admin:  # admins see the whole queue, with or without a session here
+            await self.chats.answer(chat, whole_queue(self.jobs.dispatcher), reply)
         row = await self.sessions.session_for(chat, user_id)
         if row is None:
             text = "There's no session here. Send /start with a picture to begin."

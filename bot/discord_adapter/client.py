@@ -5,9 +5,12 @@ A session lives in a thread the bot opens on ``/start`` (private where the serve
 the configuration asks for it, else public, on a short starter message). After the first
 answer to ``/start`` everything happens through ordinary thread messages (see ``port.py``).
 
-Who may do what: ``allowed_user_ids``/``allowed_role_ids`` gate ``/start`` here; everything else
-is forwarded with ``is_admin`` and the service decides (it ignores non-owners' clicks and
-reactions). The bot's own reactions and other bots are never forwarded.
+Who may use the bot at all is :mod:`bot.access` (closed by default), checked here for every
+command, button, reaction and thread message before anything is downloaded: a refused user is
+told privately (the command's or button's ephemeral answer, else a DM at most once in a while)
+and nothing of theirs reaches the conversation. What is let in is forwarded with ``is_admin`` and
+the service decides whose session it is (it ignores non-owners' clicks and reactions). The bot's
+own reactions and other bots are never forwarded.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, Final, Literal
 import discord
 from discord import app_commands
 
+from bot.access import AccessRule, Actor, RefusalNotices
 from bot.core import clean_prompt
 from bot.discord_adapter.answers import ANSWER_WITHIN, answer_press, dm_reply, tell
 from bot.discord_adapter.commands import build_commands
@@ -77,6 +81,8 @@ class FramechainClient(discord.Client):
         super().__init__(intents=intents, allowed_mentions=NO_MENTIONS)
         self.config = config
         self.conversation = conversation
+        self.access = AccessRule.for_discord(config.discord)
+        self.refusals = RefusalNotices()
         #: How long a button press waits for the service's note before it is acknowledged.
         self.answer_within = ANSWER_WITHIN
         self.tree: app_commands.CommandTree[FramechainClient] = app_commands.CommandTree(self)
@@ -105,16 +111,25 @@ class FramechainClient(discord.Client):
     # -- who -------------------------------------------------------------------------------------
 
     def is_admin(self, user_id: int) -> bool:
-        return user_id in self.config.discord.admin_ids
+        return self.access.is_admin(user_id)
 
-    def may_start(self, user: discord.abc.User) -> bool:
-        rules = self.config.discord
-        if not (rules.allowed_user_ids or rules.allowed_role_ids):
-            return True
-        if user.id in rules.allowed_user_ids or self.is_admin(user.id):
-            return True
-        roles = user.roles if isinstance(user, discord.Member) else []
-        return any(role.id in rules.allowed_role_ids for role in roles)
+    def allows(self, user: discord.abc.User | None, user_id: int, guild_id: int | None) -> bool:
+        """May this user use the bot here? Roles count only as the member of ``guild_id``."""
+        roles = frozenset(role.id for role in user.roles) if isinstance(user, discord.Member) else frozenset()
+        return self.access.allows(Actor(user_id, role_ids=roles, guild_id=guild_id))
+
+    def _check(self, interaction: discord.Interaction[Any]) -> None:
+        """Refuse (privately, as the interaction's answer) a user the bot does not serve."""
+        user = interaction.user
+        if not self.allows(user, user.id, interaction.guild_id):
+            log.info("discord: refused user %s (not in the allow lists)", user.id)
+            raise Refusal(self.access.refusal(user.id))
+
+    async def _refuse_by_dm(self, user_id: int, where: str) -> None:
+        """A refused user's message or reaction has no private answer: a DM, once in a while."""
+        if self.refusals.due(user_id):
+            log.info("discord: refused user %s (not in the allow lists)", user_id)
+            await dm_reply(self, user_id, where)(self.access.refusal(user_id))
 
     # -- where -----------------------------------------------------------------------------------
 
@@ -146,8 +161,7 @@ class FramechainClient(discord.Client):
         self, interaction: discord.Interaction[Any], image: discord.Attachment, prompt: str | None
     ) -> None:
         user = interaction.user
-        if not self.may_start(user):
-            raise Refusal("You can't start sessions with this bot; ask one of its admins to add you.")
+        self._check(interaction)
         problem = image_problem(image, self.config.limits.image_bytes)
         if problem is not None:
             raise Refusal(problem)
@@ -235,6 +249,7 @@ class FramechainClient(discord.Client):
         deferred "thinking" placeholder; otherwise the service answers in the channel and the
         placeholder is removed."""
         try:
+            self._check(interaction)
             await interaction.response.defer(ephemeral=True, thinking=True)
             if interaction.channel_id is None:
                 raise Refusal("Use this in a session thread.")
@@ -261,6 +276,7 @@ class FramechainClient(discord.Client):
             if interaction.user.bot or interaction.channel_id is None:
                 await interaction.response.defer()
                 return
+            self._check(interaction)
             chat = await self.chat_for(interaction.channel_id)
             user_id = interaction.user.id
 
@@ -282,6 +298,9 @@ class FramechainClient(discord.Client):
         try:
             channel = await self._channel(payload.channel_id)
             if not self._is_session_thread(channel):
+                return
+            if not self.allows(payload.member, payload.user_id, payload.guild_id):
+                await self._refuse_by_dm(payload.user_id, channel.mention)
                 return
             chat = ChatRef(PLATFORM, str(channel.parent_id), str(channel.id))
             # No interaction to answer: a note for the reacting user alone goes to their DMs.
@@ -309,6 +328,9 @@ class FramechainClient(discord.Client):
         chat = ChatRef(PLATFORM, str(thread.parent_id), str(thread.id))
         user_id = str(message.author.id)
         try:
+            if not self.allows(message.author, message.author.id, thread.guild.id):
+                await self._refuse_by_dm(message.author.id, thread.mention)  # nothing is read
+                return
             pictures = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
             if pictures:
                 problem = image_problem(pictures[0], self.config.limits.image_bytes)

@@ -15,8 +15,10 @@ Updates become :class:`~bot.ports.Conversation` calls; the conversation answers 
 - Every button press is answered once; what the service has to say to the presser alone is the
   answer's toast (:mod:`bot.telegram_adapter.answers`). A reaction cannot be answered
   privately: such notes are only logged, never posted in the chat.
-- Who may act on a session is the service's business; this module only applies the configured
-  allow lists and tells the service whether the user is an admin.
+- Who may use the bot at all is :mod:`bot.access` (closed by default), checked for every update
+  before anything is downloaded: a refused user's update never reaches the conversation, and the
+  user is told privately (their own chat, or the button's toast), at most once in a while. Who may
+  act on a session is the service's business; this module tells it whether the user is an admin.
 - A chat is a Telegram chat; a forum topic is its thread. Updates of one chat are handled in
   order, different chats concurrently (one user's download never holds up another chat).
 - Polling survives network failures (PTB retries ``getUpdates`` forever, with backoff); a
@@ -43,7 +45,7 @@ from telegram import (
     ReplyParameters,
     Update,
 )
-from telegram.error import BadRequest, InvalidToken, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
 from telegram.ext import (
     ApplicationBuilder,
     BaseUpdateProcessor,
@@ -54,6 +56,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot.access import AccessRule, Actor, RefusalNotices
 from bot.ports import Action, ChatRef, Conversation, parse_control
 from bot.telegram_adapter.answers import CallbackAnswer
 from bot.telegram_adapter.paste import CAPTION_CUTS, PASTE_WAIT, TEXT_CUTS, PasteJoiner, PasteKey
@@ -93,7 +96,12 @@ REACTIONS = {"👍": Action.APPROVE, "👎": Action.REGENERATE, "🏆": Action.F
 MAX_CONCURRENT_UPDATES = 64
 
 NOT_A_PICTURE = "That file isn't a picture. Send a photo, or an image file (JPEG, PNG or WebP)."
-NOT_ALLOWED = "Sorry, this bot only works for the people its owner has allowed."
+#: In a group, to a refused user the bot cannot write to privately (they never opened a chat
+#: with it): no user id in the group, just where to get it.
+NOT_ALLOWED_HERE = (
+    "Sorry, this bot only works for the people its owner has allowed. "
+    "Message me privately to get your user id for the owner."
+)
 
 _COMMAND = re.compile(r"^/(?P<name>[A-Za-z0-9_]{1,32})(?:@(?P<bot>[A-Za-z0-9_]+))?(?:\s+(?P<arg>.*))?$", re.S)
 
@@ -215,9 +223,8 @@ class TelegramFrontEnd:
         self.port.settings_listener = self.settings.refresh
         download_limit = download_limit_bytes(telegram)
         self.image_limit = min(config.limits.image_bytes, download_limit or config.limits.image_bytes)
-        self._admins = frozenset(telegram.admin_ids)
-        self._allowed_users = frozenset(telegram.allowed_user_ids)
-        self._allowed_chats = frozenset(telegram.allowed_chat_ids)
+        self.access = AccessRule.for_telegram(telegram)
+        self.refusals = RefusalNotices()
         app = self.application
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
         app.add_handler(CallbackQueryHandler(self._on_callback))
@@ -273,12 +280,30 @@ class TelegramFrontEnd:
     # --- updates -----------------------------------------------------------------------------
 
     def _is_admin(self, user_id: int) -> bool:
-        return user_id in self._admins
+        return self.access.is_admin(user_id)
 
     def _allowed(self, user_id: int, chat_id: int) -> bool:
-        if not self._allowed_users and not self._allowed_chats:
-            return True
-        return user_id in self._admins or user_id in self._allowed_users or chat_id in self._allowed_chats
+        return self.access.allows(Actor(user_id, chat_id=chat_id))
+
+    async def _refuse(self, user_id: int, message: Message | None = None) -> None:
+        """Tell a refused user, privately and at most once in a while, with their user id. In
+        their own chat with the bot that is a reply; from a group, a message to them (which
+        Telegram allows once they have opened a chat with the bot), else a short reply without
+        the id in the group, where they addressed the bot."""
+        if not self.refusals.due(user_id):
+            return
+        where = f" in chat {message.chat.id}" if message is not None else ""
+        log.info("telegram: refused user %s%s (not in the allow lists)", user_id, where)
+        text = self.access.refusal(user_id)
+        if message is not None and message.chat.id == user_id:
+            await self._reply(message, text)
+            return
+        try:
+            await with_retries("sendMessage", lambda: self.application.bot.send_message(user_id, text), self.retry)
+        except (Forbidden, BadRequest) as exc:
+            log.info("telegram: could not tell refused user %s privately (%s)", user_id, exc)
+            if message is not None:
+                await self._reply(message, NOT_ALLOWED_HERE)
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message
@@ -291,8 +316,11 @@ class TelegramFrontEnd:
         command = parse_command(text, self.application.bot.username)
         has_file = bool(message.photo or message.document)
         if not self._allowed(user.id, message.chat.id):
-            if command is not None:
-                await self._reply(message, NOT_ALLOWED)
+            # Nothing of theirs is downloaded or passed on. In a group only what is addressed to
+            # the bot (its commands, replies to it) is answered; other chatter is none of ours.
+            ours = command is not None and (command.name == "start" or command.name in FORWARDED)
+            if message.chat.type == "private" or ours or self._replies_to_bot(message):
+                await self._refuse(user.id, message)
             return
         key: PasteKey = (chat.chat_id, chat.thread_id, user_id)
 
@@ -341,11 +369,7 @@ class TelegramFrontEnd:
             if message.chat.type == "private":
                 await self._reply(message, f"I don't know /{command.name}. Send /help for the commands.")
         elif has_file:
-            replying_to_bot = bool(
-                message.reply_to_message
-                and message.reply_to_message.from_user
-                and message.reply_to_message.from_user.id == self.application.bot.id
-            )
+            replying_to_bot = self._replies_to_bot(message)
             image = await self._image_of(message, answer=message.chat.type == "private" or replying_to_bot)
             if image is None:
                 return
@@ -354,6 +378,13 @@ class TelegramFrontEnd:
                 await paste(message.caption, self._prompt(chat, user_id))
         elif message.text:
             await paste(message.text, self._prompt(chat, user_id))
+
+    def _replies_to_bot(self, message: Message) -> bool:
+        return bool(
+            message.reply_to_message
+            and message.reply_to_message.from_user
+            and message.reply_to_message.from_user.id == self.application.bot.id
+        )
 
     def _prompt(self, chat: ChatRef, user_id: str) -> Callable[[str], Awaitable[None]]:
         async def deliver(text: str) -> None:
@@ -402,8 +433,11 @@ class TelegramFrontEnd:
         answer = CallbackAnswer(self.application.bot, query.id, self.retry)
         try:
             message = query.message
-            if message is None or not self._allowed(query.from_user.id, message.chat.id):
-                await answer.say("" if message is None else NOT_ALLOWED)
+            if message is None:
+                return
+            if not self._allowed(query.from_user.id, message.chat.id):
+                # The press has to be answered anyway, and a toast is seen by the presser alone.
+                await answer.say(self.access.refusal(query.from_user.id))
                 return
             chat = chat_of(message) if isinstance(message, Message) else ChatRef(PLATFORM, str(message.chat.id))
             user_id, admin = str(query.from_user.id), self._is_admin(query.from_user.id)
@@ -427,7 +461,10 @@ class TelegramFrontEnd:
         old = {r.emoji for r in reaction.old_reaction if isinstance(r, ReactionTypeEmoji)}
         new = [r.emoji for r in reaction.new_reaction if isinstance(r, ReactionTypeEmoji) and r.emoji not in old]
         actions = [REACTIONS[emoji] for emoji in new if emoji in REACTIONS]
-        if not actions or not self._allowed(reaction.user.id, reaction.chat.id):
+        if not actions:
+            return
+        if not self._allowed(reaction.user.id, reaction.chat.id):
+            await self._refuse(reaction.user.id)
             return
         chat, user_id = ChatRef(PLATFORM, str(reaction.chat.id)), str(reaction.user.id)
         await self.pastes.flush((chat.chat_id, "", user_id))

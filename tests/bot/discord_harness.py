@@ -23,6 +23,9 @@ from tests.bot.recording_conversation import Call, RecordingConversation
 
 
 def make_config(data_dir: Path, *, image_bytes: int = 1024 * 1024, **discord: Any) -> Config:
+    # Most tests are about other things: they serve everyone (open = true) unless they say who
+    # may use the bot (the access cases are in test_access.py).
+    discord.setdefault("open", not any(key.startswith("allowed_") for key in discord))
     return Config(
         data_dir=data_dir,
         discord=DiscordConfig(**discord),

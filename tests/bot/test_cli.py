@@ -61,6 +61,15 @@ def test_check_reports_the_defaults() -> None:
     assert "none enabled" in result.stdout
 
 
+def test_check_says_who_can_use_the_bot(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[telegram]\ntoken = "1:x"\nadmin_ids = [5]\n[discord]\ntoken = "d"\nopen = true\n')
+    result = framechain("check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "access:     discord: OPEN, anyone can use your GPU (discord.open = true)" in result.stdout
+    assert "access:     telegram: only admins 5; everyone else is refused" in result.stdout
+
+
 def test_run_with_nothing_enabled_says_so(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
@@ -109,6 +118,7 @@ def test_run_opens_the_store_and_exits_cleanly_on_signal(tmp_path: Path, sig: si
     assert db.exists()
     assert "Traceback" not in err
     assert "123:abc" not in err
+    assert "who can use the bot: telegram: CLOSED, nobody can use the bot yet" in err
 
 
 def test_worker_subcommand_speaks_the_protocol() -> None:

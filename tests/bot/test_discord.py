@@ -96,7 +96,10 @@ async def test_only_allowed_users_and_roles_may_start(tmp_path: Path) -> None:
         refused = await w.bob.slash(w.channel, "start", image=("fox.png", picture()))
         assert refused.ephemeral
         assert refused.response is not None
-        assert "can't start sessions" in refused.response.content
+        assert refused.response.content == (
+            f"You're not allowed to use this bot. Ask its owner to add your user id {w.bob.id} "
+            "to discord.allowed_user_ids."
+        )
         await w.alice.slash(w.channel, "start", image=("fox.png", picture()))
         await carol.slash(w.channel, "start", image=("fox.png", picture()))
 

@@ -91,7 +91,7 @@ def has_buttons(message: discord.Message) -> bool:
 async def test_a_whole_session_on_discord(tmp_path: Path) -> None:
     config_path = write_config(tmp_path)
     with config_path.open("a") as fh:  # public threads: bob must see the thread to try to meddle
-        fh.write("[discord]\nprivate_threads = false\n")
+        fh.write("[discord]\nopen = true\nprivate_threads = false\n")
     config = load_config(config_path, env={})
     config.data_dir.mkdir(parents=True)
 
@@ -180,7 +180,7 @@ async def test_a_final_video_over_the_upload_limit_is_made_to_fit(tmp_path: Path
     # lower cap (discord.upload_limit_mb) puts this small final over it; the size is asserted here.
     config_path = write_config(tmp_path, size=320)
     with config_path.open("a") as fh:
-        fh.write("[discord]\nupload_limit_mb = 0.12\n")
+        fh.write("[discord]\nopen = true\nupload_limit_mb = 0.12\n")
     config = load_config(config_path, env={})
     config.data_dir.mkdir(parents=True)
     async with bot_process(config, config_path) as bot, simcord.run(bot.front.client) as env:
@@ -246,7 +246,7 @@ async def studio(tmp_path: Path, **config: Any) -> AsyncIterator[Studio]:
     """``config``: ``write_config`` options (frames, step_delay, extra generation keys...)."""
     config_path = write_config(tmp_path, **config)
     with config_path.open("a") as fh:  # public threads: bob sees the session
-        fh.write("[discord]\nprivate_threads = false\n")
+        fh.write("[discord]\nopen = true\nprivate_threads = false\n")
     loaded = load_config(config_path, env={})
     loaded.data_dir.mkdir(parents=True)
     async with bot_process(loaded, config_path) as bot, simcord.run(bot.front.client) as env:

@@ -17,6 +17,8 @@ from worker.video import probe
 
 async def test_a_session_on_the_tiny_wan_model(tmp_path: Path, tiny_wan_dir: Path) -> None:
     config_path = write_config(tmp_path, backend="wan", model=tiny_wan_dir, size=32, steps=2)
+    with config_path.open("a") as fh:
+        fh.write("[discord]\nopen = true\n")  # about the model, not access: serve everyone
     config = load_config(config_path, env={})
     config.data_dir.mkdir(parents=True)
     async with contextlib.AsyncExitStack() as stack:

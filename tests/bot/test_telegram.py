@@ -20,7 +20,7 @@ from telegram.error import InvalidToken, NetworkError
 
 from bot.ports import Action, ChatRef, FinalPost, SegmentPost, control_id
 from bot.telegram_adapter import RetryPolicy, TelegramFrontEnd, TelegramPort, UploadTooLarge, build_telegram
-from bot.telegram_adapter.front import COMMANDS, NOT_A_PICTURE, NOT_ALLOWED, parse_command
+from bot.telegram_adapter.front import COMMANDS, NOT_A_PICTURE, parse_command
 from bot.telegram_adapter.media import mp4_info, photo_upload, thumbnail_jpeg
 from bot.telegram_adapter.port import MB, upload_limit_bytes
 from bot.telegram_adapter.settings_keyboard import OTHER_SESSION, SETTINGS_CLOSED
@@ -41,6 +41,9 @@ def png(width: int = 64, height: int = 48, colour: tuple[int, int, int] = (200, 
 
 
 def make_config(api: BotApiStandIn, **telegram: Any) -> Config:
+    # Most tests here are about other things: they serve everyone (open = true) unless they say
+    # who may use the bot (test_access.py holds the access cases).
+    telegram.setdefault("open", not any(key.startswith("allowed_") for key in telegram))
     return Config(
         telegram=TelegramConfig(
             token=Secret(api.token), api_base_url=api.base_url, api_file_url=api.file_url, **telegram
@@ -833,8 +836,8 @@ async def test_one_slow_chat_does_not_hold_up_another(api: BotApiStandIn, front:
 async def test_allow_lists_and_admins(api: BotApiStandIn) -> None:
     config = make_config(api, allowed_user_ids=(USER,), allowed_chat_ids=(GROUP,), admin_ids=(ADMIN,))
     async with running(config) as front_end:
-        await api.user_message(7, 7, text="/start")  # stranger in private: refused
-        await api.user_message(7, 7, text="hello")  # ignored silently
+        await api.user_message(7, 7, text="/start")  # stranger in private: refused, with their id
+        await api.user_message(7, 7, text="hello")  # refused again, but not told again
         await api.user_message(GROUP, 7, text="/start")  # anyone in an allowed chat
         await api.user_message(ADMIN, ADMIN, text="/start")  # admins anywhere
         calls = await conversation(front_end).wait(2)
@@ -843,7 +846,8 @@ async def test_allow_lists_and_admins(api: BotApiStandIn) -> None:
             (str(ADMIN), str(ADMIN), True),
         ]
         (refusal,) = await api.wait_for("sendMessage")
-        assert (refusal.params["chat_id"], refusal.params["text"]) == (7, NOT_ALLOWED)
+        assert (refusal.params["chat_id"], refusal.params["text"]) == (7, front_end.access.refusal(7))
+        assert "user id 7 to telegram.allowed_user_ids" in refusal.params["text"]
 
 
 async def test_forum_topics_are_threads(api: BotApiStandIn, front: TelegramFrontEnd) -> None:

@@ -63,10 +63,12 @@ async def bot_process(config: Config, config_path: Path, *, paste_wait: float = 
 
 def telegram_config(tmp_path: Path, api: BotApiStandIn, telegram: str = "", **kwargs: Any) -> tuple[Config, Path]:
     path = write_config(tmp_path, **kwargs)
+    # These flows are about sessions, not access: they serve everyone unless they say who.
+    access = "" if "allowed_" in telegram or "open" in telegram else "open = true\n"
     with path.open("a") as fh:
         fh.write(
             f'[telegram]\ntoken = "{api.token}"\napi_base_url = "{api.base_url}"\n'
-            f'api_file_url = "{api.file_url}"\n{telegram}\n'
+            f'api_file_url = "{api.file_url}"\n{access}{telegram}\n'
         )
     config = load_config(path, env={})
     config.data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,166 @@
+"""Who may use the bot: closed by default.
+
+One rule for both platforms, decided from what the platform says about the acting user (their
+id, their Discord roles and guild, the Telegram chat) and the configuration, before anything the
+user sent is downloaded or reaches the conversation service:
+
+- ``open = true`` serves everyone (documented as "anyone can use your GPU"); it is the only way.
+- Otherwise admins, and users let in by an allowlist: ``allowed_user_ids`` anywhere, anyone with
+  one of ``allowed_role_ids`` or in one of ``allowed_guild_ids`` (Discord), anyone in one of
+  ``allowed_chat_ids`` while in that chat (Telegram). With no allowlist, only the admins.
+- Everyone else is refused and told so privately, with their user id so the owner can add them;
+  :class:`RefusalNotices` keeps that to once per user per :data:`REFUSAL_INTERVAL`, so a refused
+  user's every message is not answered.
+
+Which session a user may act on (its owner, or an admin) is the conversation core's rule
+(``bot.core.may_act``); this module only decides who gets in at all.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from shared.config import Config, DiscordConfig, TelegramConfig
+
+#: A refused user is told again at most this often (seconds).
+REFUSAL_INTERVAL = 6 * 3600.0
+#: Users remembered as told; the oldest are forgotten first (a flood of strangers stays bounded).
+REFUSAL_MEMORY = 10_000
+
+
+class Standing(enum.Enum):
+    ADMIN = "admin"
+    ALLOWED = "allowed"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """What the platform says about who is acting, and where."""
+
+    user_id: int
+    role_ids: frozenset[int] = frozenset()
+    guild_id: int | None = None
+    chat_id: int | None = None
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """One platform's rule, from its configuration section."""
+
+    platform: str
+    admins: frozenset[int] = frozenset()
+    users: frozenset[int] = frozenset()
+    roles: frozenset[int] = frozenset()
+    guilds: frozenset[int] = frozenset()
+    chats: frozenset[int] = frozenset()
+    open: bool = False
+
+    @classmethod
+    def for_discord(cls, config: DiscordConfig) -> AccessRule:
+        return cls(
+            "discord",
+            admins=frozenset(config.admin_ids),
+            users=frozenset(config.allowed_user_ids),
+            roles=frozenset(config.allowed_role_ids),
+            guilds=frozenset(config.allowed_guild_ids),
+            open=config.open,
+        )
+
+    @classmethod
+    def for_telegram(cls, config: TelegramConfig) -> AccessRule:
+        return cls(
+            "telegram",
+            admins=frozenset(config.admin_ids),
+            users=frozenset(config.allowed_user_ids),
+            chats=frozenset(config.allowed_chat_ids),
+            open=config.open,
+        )
+
+    def is_admin(self, user_id: int) -> bool:
+        return user_id in self.admins
+
+    def standing(self, actor: Actor) -> Standing:
+        if actor.user_id in self.admins:
+            return Standing.ADMIN
+        if self.open or actor.user_id in self.users or actor.role_ids & self.roles:
+            return Standing.ALLOWED
+        if actor.guild_id is not None and actor.guild_id in self.guilds:
+            return Standing.ALLOWED
+        if actor.chat_id is not None and actor.chat_id in self.chats:
+            return Standing.ALLOWED
+        return Standing.REFUSED
+
+    def allows(self, actor: Actor) -> bool:
+        return self.standing(actor) is not Standing.REFUSED
+
+    def refusal(self, user_id: int) -> str:
+        """What a refused user is told: their id, and the key the owner adds it to."""
+        return (
+            f"You're not allowed to use this bot. Ask its owner to add your user id {user_id} "
+            f"to {self.platform}.allowed_user_ids."
+        )
+
+    def summary(self) -> str:
+        """Who can use the bot, in one plain line (``framechain check``, the start-up log)."""
+        if self.open:
+            return f"{self.platform}: OPEN, anyone can use your GPU ({self.platform}.open = true)"
+        parts = [
+            f"{label} {_ids(ids)}"
+            for label, ids in (
+                ("admins", self.admins),
+                ("users", self.users),
+                ("anyone with roles", self.roles),
+                ("anyone in guilds", self.guilds),
+                ("anyone in chats", self.chats),
+            )
+            if ids
+        ]
+        if not parts:
+            return (
+                f"{self.platform}: CLOSED, nobody can use the bot yet; add user ids to "
+                f"{self.platform}.admin_ids or {self.platform}.allowed_user_ids"
+            )
+        return f"{self.platform}: only {'; '.join(parts)}; everyone else is refused"
+
+
+def _ids(ids: Iterable[int]) -> str:
+    return ", ".join(str(i) for i in sorted(ids))
+
+
+def access_rules(config: Config) -> list[AccessRule]:
+    """The rule of each enabled platform."""
+    rules = {"discord": AccessRule.for_discord(config.discord), "telegram": AccessRule.for_telegram(config.telegram)}
+    return [rules[name] for name in config.enabled_platforms]
+
+
+class RefusalNotices:
+    """Decides when a refused user is told again: once per ``interval`` per user, in memory."""
+
+    def __init__(
+        self,
+        interval: float = REFUSAL_INTERVAL,
+        *,
+        memory: int = REFUSAL_MEMORY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = interval
+        self.memory = memory
+        self.clock = clock
+        self._told: OrderedDict[int, float] = OrderedDict()
+
+    def due(self, user_id: int) -> bool:
+        """True when ``user_id`` should be told now (and records that they were)."""
+        now = self.clock()
+        last = self._told.get(user_id)
+        if last is not None and now - last < self.interval:
+            return False
+        self._told[user_id] = now
+        self._told.move_to_end(user_id)
+        while len(self._told) > self.memory:
+            self._told.popitem(last=False)
+        return True
