@@ -12,8 +12,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
+from bot.disk import StartupProblem, writable_problem
 from bot.dispatcher import Dispatcher
 from bot.ports import ChatPort, Conversation
+from bot.retention import keep_pruning
 from bot.service import ConversationService
 from bot.store import Store
 from bot.worker_client import WorkerProcess, worker_command
@@ -95,8 +97,12 @@ async def serve(
     front_ends_for: FrontEndFactory = build_front_ends,
     shutdown_wait: float = SHUTDOWN_WAIT,
 ) -> None:
-    """Run until ``stop`` is set (SIGINT/SIGTERM)."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    """Run until ``stop`` is set (SIGINT/SIGTERM). A data folder that cannot be written raises
+    :class:`StartupProblem`, a database that cannot be used ``StoreError``, each saying why."""
+    for folder in {config.data_dir, config.database_path.parent}:
+        problem = writable_problem(folder)
+        if problem:
+            raise StartupProblem(problem)
     async with Store.open(config.database_path) as store:
         log.info("store open: %s (schema %d)", store.path, store.schema_version)
         service = ConversationService(store, config)
@@ -119,6 +125,8 @@ async def serve(
                 return
             await service.resume()
             service.keep_posting()
+            pruning = asyncio.create_task(keep_pruning(store, config, service.locks.hold), name="prune")
+            starting.append(pruning)  # cancelled with the rest on the way out
             await dispatcher.start()
             await stop.wait()
             log.info("shutting down")

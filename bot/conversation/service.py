@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec
 
 from bot import core
+from bot.conversation.alerts import AdminAlerts
 from bot.conversation.assembly import Assemblies
 from bot.conversation.background import BackgroundTasks
 from bot.conversation.chats import Chats, chat_of
@@ -34,9 +38,10 @@ from bot.conversation.progress_messages import ProgressMessages
 from bot.conversation.recovery import KEEP_POSTING, Recovery
 from bot.conversation.sessions import Sessions, settings_json
 from bot.core import State, Via
+from bot.disk import DiskSpace, FreeSpace, admin_note, free_bytes, is_disk_full
 from bot.dispatcher import Dispatcher
 from bot.ports import Action, ChatPort, ChatRef, PrivateReply
-from bot.store import NotFound, SessionRow, SessionState, Store
+from bot.store import DiskFull, NotFound, SessionRow, SessionState, Store, StoreBusy
 from shared import memory_plan
 from shared.config import Config
 from shared.protocol import Done, Failed
@@ -47,6 +52,33 @@ log = logging.getLogger("framechain.service")
 COSMETIC_WAIT = 5.0
 #: The answer to a user action while the bot shuts down.
 RESTARTING = "I'm restarting — please send that again in a minute."
+#: The answer to a user action the store could not take: the disk is full, or the database busy.
+DISK_FULL = (
+    "The server's disk is full, so I couldn't save that. The bot's admins have been told; please try again later."
+)
+STORE_BUSY = "I'm busy with the database right now — please send that again in a moment."
+
+_P = ParamSpec("_P")
+
+
+def answers_store_faults(method: Callable[_P, Coroutine[Any, Any, None]]) -> Callable[_P, Coroutine[Any, Any, None]]:
+    """A user action (``method(self, chat, ...)``) the store cannot take (disk full, database
+    locked past the busy timeout) gets a sentence saying so, instead of the adapter's generic
+    apology and a traceback."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            await method(*args, **kwargs)
+        except (DiskFull, StoreBusy, OSError) as exc:
+            service = typing.cast(ConversationService, args[0])
+            chat = typing.cast(ChatRef, args[1] if len(args) > 1 else kwargs["chat"])
+            reply = kwargs.get("reply")
+            if not await service.answer_store_fault(chat, exc, reply if callable(reply) else None):
+                raise
+
+    return wrapper
+
 
 HELP = (
     "framechain makes a long video one short segment at a time.\n"
@@ -85,6 +117,7 @@ class ConversationService:
         *,
         progress_interval: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
+        free_space: FreeSpace = free_bytes,
     ) -> None:
         self.store = store
         self.config = config
@@ -98,6 +131,8 @@ class ConversationService:
             max_pixels=max(_memory_max_pixels(config), g.width * g.height),
         )
         self.chats = Chats()
+        self.alerts = AdminAlerts(config, self.chats, clock=clock)
+        self.disk = DiskSpace(config, free_space)
         self.media = Media(config)
         self.sessions = Sessions(store, config)
         self.locks = SessionLocks()
@@ -105,7 +140,7 @@ class ConversationService:
         self.progress = ProgressMessages(store, self.chats, self.background, interval=progress_interval, clock=clock)
         self.jobs = Jobs(store, config, self.chats, self.media, self.progress, clock=clock)
         self.posting = Posting(store, config, self.chats, self.progress)
-        self.assemblies = Assemblies(config, self.media, self._apply)
+        self.assemblies = Assemblies(config, self.media, self._apply, disk=self.disk, alerts=self.alerts)
         self.recovery = Recovery(
             store,
             self.sessions,
@@ -169,8 +204,37 @@ class ConversationService:
     def default_settings(self) -> core.Settings:
         return self.sessions.default_settings()
 
+    async def _can_queue(self, row: SessionRow, chat: ChatRef) -> bool:
+        """Whether a new take may be queued: disk space first (refused before anything is
+        queued, rather than failing half-way), then the user's queue limit."""
+        problem = self.disk.job_problem()
+        if problem:
+            await self.chats.say(
+                chat,
+                f"I can't start a new segment right now: {problem}. The bot's admins have been told; "
+                "please try again later.",
+            )
+            await self.alerts.tell("disk", admin_note(problem, self.config.data_dir))
+            return False
+        return await self.jobs.has_room(row, chat)
+
+    async def answer_store_fault(self, chat: ChatRef, exc: BaseException, reply: PrivateReply | None) -> bool:
+        """Answer a user action that failed on a full disk or a busy database; False for any other
+        error (left to the adapter's handler)."""
+        if isinstance(exc, DiskFull) or is_disk_full(exc):
+            log.error("a user action in %s failed: the disk is full (%s)", chat, exc)
+            await self.chats.answer(chat, DISK_FULL, reply)
+            await self.alerts.tell("disk", admin_note("it is full", self.config.data_dir))
+            return True
+        if isinstance(exc, StoreBusy):
+            log.warning("a user action in %s failed: %s", chat, exc)
+            await self.chats.answer(chat, STORE_BUSY, reply)
+            return True
+        return False
+
     # --- what adapters call (bot.ports.Conversation) -----------------------------------------
 
+    @answers_store_faults
     async def start(
         self,
         chat: ChatRef,
@@ -204,11 +268,12 @@ class ConversationService:
             picture = await self._save_picture(chat, row.id, image)
             if picture is None:
                 return
-            if prompt and not await self.jobs.has_room(row, chat):
+            if prompt and not await self._can_queue(row, chat):
                 prompt = None  # keep the picture; the prompt can be sent again later
         event = core.Start(user_id=user_id, picture=picture, prompt=prompt)
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
+    @answers_store_faults
     async def image(self, chat: ChatRef, user_id: str, image: bytes) -> None:
         row = await self.sessions.session_for(chat, user_id)
         if row is None:
@@ -222,6 +287,7 @@ class ConversationService:
         if picture is not None:
             await self._apply(row.id, core.ImageReceived(user_id=user_id, picture=picture))
 
+    @answers_store_faults
     async def text(self, chat: ChatRef, user_id: str, text: str) -> None:
         row = await self.sessions.session_for(chat, user_id)
         if self._closing:
@@ -239,11 +305,12 @@ class ConversationService:
                 SessionState.AWAITING_PROMPT,
                 SessionState.AWAITING_IMAGE,
             )
-            and not await self.jobs.has_room(row, chat)
+            and not await self._can_queue(row, chat)
         ):
             return
         await self._apply(row.id, core.PromptText(user_id=user_id, text=text))
 
+    @answers_store_faults
     async def control(
         self,
         chat: ChatRef,
@@ -267,7 +334,7 @@ class ConversationService:
         if action is Action.APPROVE:
             event = core.Approve(user_id=user_id, via=via, segment=key)
         elif action is Action.REGENERATE:
-            if user_id == row.owner_id and not await self.jobs.has_room(row, chat):
+            if user_id == row.owner_id and not await self._can_queue(row, chat):
                 return
             event = core.Regenerate(user_id=user_id, via=via, segment=key)
         elif action is Action.UNDO:
@@ -278,6 +345,7 @@ class ConversationService:
             event = core.Finish(user_id=user_id, via=via, segment=key)
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
+    @answers_store_faults
     async def reaction(
         self,
         chat: ChatRef,
@@ -292,6 +360,7 @@ class ConversationService:
         if segment is not None:
             await self.control(chat, user_id, segment.id, action, is_admin=is_admin, reply=reply, via=Via.REACTION)
 
+    @answers_store_faults
     async def command(
         self,
         chat: ChatRef,
@@ -320,7 +389,7 @@ class ConversationService:
         elif name == "status":
             event = core.Status(user_id=user_id, queue_position=await self.jobs.queue_position(row.id))
         elif name in ("regenerate", "regen"):
-            if user_id == row.owner_id and not await self.jobs.has_room(row, chat):
+            if user_id == row.owner_id and not await self._can_queue(row, chat):
                 return
             event = core.Regenerate(user_id=user_id, prompt=argument or None)
         elif name == "approve":
@@ -337,6 +406,7 @@ class ConversationService:
             return
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
+    @answers_store_faults
     async def change_settings(
         self,
         chat: ChatRef,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bot.disk import FreeSpace, free_bytes
 from bot.dispatcher import Dispatcher
 from bot.service import ConversationService
 from bot.store import Store
@@ -68,12 +69,14 @@ class Bot:
 
 
 @asynccontextmanager
-async def running_bot(config_path: Path, *, chat: FakeChat | None = None) -> AsyncIterator[Bot]:
+async def running_bot(
+    config_path: Path, *, chat: FakeChat | None = None, free_space: FreeSpace = free_bytes
+) -> AsyncIterator[Bot]:
     config = load_config(config_path, env={})
     config.data_dir.mkdir(parents=True, exist_ok=True)
     chat = chat or FakeChat()
     async with Store.open(config.database_path) as store:
-        service = ConversationService(store, config, progress_interval=0.0)
+        service = ConversationService(store, config, progress_interval=0.0, free_space=free_space)
         service.add_port(chat)
 
         def make_worker(device: str) -> WorkerProcess:
