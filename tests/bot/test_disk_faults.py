@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.conversation.service import DISK_FULL, STORE_BUSY
 from bot.disk import DiskSpace
 from bot.ports import Action, ChatRef
-from bot.conversation.service import DISK_FULL, STORE_BUSY
 from bot.store import PENDING, SessionState, Store, StoreBusy
 from shared.config import load_config
 from tests.bot.service_harness import picture_bytes, running_bot, write_config
