@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.access import access_rules
+from bot.disk import StartupProblem, writable_problem
 from bot.dispatcher import Dispatcher
 from bot.ports import ChatPort, Conversation
+from bot.retention import keep_pruning
 from bot.service import ConversationService
 from bot.store import Store
 from bot.worker_client import WorkerProcess, worker_command
@@ -96,11 +98,15 @@ async def serve(
     front_ends_for: FrontEndFactory = build_front_ends,
     shutdown_wait: float = SHUTDOWN_WAIT,
 ) -> None:
-    """Run until ``stop`` is set (SIGINT/SIGTERM)."""
+    """Run until ``stop`` is set (SIGINT/SIGTERM). A data folder that cannot be written raises
+    :class:`StartupProblem`, a database that cannot be used ``StoreError``, each saying why."""
     for rule in access_rules(config):
         # Said plainly at every start: who can use this GPU (an open bot is worth a warning).
         (log.warning if rule.open else log.info)("who can use the bot: %s", rule.summary())
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    for folder in {config.data_dir, config.database_path.parent}:
+        problem = writable_problem(folder)
+        if problem:
+            raise StartupProblem(problem)
     async with Store.open(config.database_path) as store:
         log.info("store open: %s (schema %d)", store.path, store.schema_version)
         service = ConversationService(store, config)
@@ -123,6 +129,8 @@ async def serve(
                 return
             await service.resume()
             service.keep_posting()
+            pruning = asyncio.create_task(keep_pruning(store, config, service.locks.hold), name="prune")
+            starting.append(pruning)  # cancelled with the rest on the way out
             await dispatcher.start()
             await stop.wait()
             log.info("shutting down")

@@ -4,6 +4,7 @@
     framechain render  ...               a chained render without any chat
     framechain worker  ...               one worker process (started by run/render)
     framechain check   [--config PATH]   load the configuration and say what would run
+    framechain prune   [--config PATH]   remove old sessions' media (storage.retention_days)
 
 Exit status: 0 success, 1 internal failure, 2 bad input or configuration.
 """
@@ -19,7 +20,9 @@ from collections.abc import Sequence
 
 from bot import __version__
 from bot.access import access_rules
-from shared.config import Config, ConfigError, load_config
+from bot.disk import StartupProblem
+from bot.store.errors import StoreError
+from shared.config import Config, ConfigError, load_config, token_file_warning
 from shared.logs import setup_logging
 
 log = logging.getLogger("framechain")
@@ -48,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_config(sub.add_parser("run", help="run the enabled chat bots and their GPU workers"))
     with_config(sub.add_parser("check", help="load the configuration and print what would run"))
+    prune = with_config(
+        sub.add_parser(
+            "prune",
+            help="remove the media of sessions over or abandoned longer than storage.retention_days",
+        )
+    )
+    prune.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    prune.add_argument("--days", type=int, default=None, help="overrides storage.retention_days")
     from bot.render_cli import add_render_arguments
 
     add_render_arguments(
@@ -74,6 +85,9 @@ def _load(args: argparse.Namespace) -> Config:
     # render prints its own progress; its log shows warnings only unless asked for more.
     default = "WARNING" if args.command == "render" else config.log_level
     setup_logging(args.log_level or default, process="framechain", secrets=tokens)
+    warning = token_file_warning(args.config)
+    if warning:
+        log.warning("%s", warning)
     return config
 
 
@@ -100,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(config)
         if args.command == "run":
             return cmd_run(config, args.config)
+        if args.command == "prune":
+            return asyncio.run(cmd_prune(config, dry_run=args.dry_run, days=args.days))
         if args.command == "render":
             from bot.render_cli import cmd_render
 
@@ -107,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"framechain: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (StoreError, StartupProblem) as exc:
+        # A database or data folder framechain cannot use: one clear sentence, no traceback.
+        log.error("%s", exc)
+        print(f"framechain: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
     parser.error(f"unknown command {args.command}")
@@ -135,6 +156,31 @@ def cmd_check(config: Config) -> int:
         print("\n".join(lines))
         if not ok:
             return EXIT_FAILURE
+    return EXIT_OK
+
+
+async def cmd_prune(config: Config, *, dry_run: bool = False, days: int | None = None) -> int:
+    import dataclasses
+
+    from bot.retention import prune
+    from bot.store import Store
+
+    if days is not None:
+        if days <= 0:
+            print("framechain: --days must be positive", file=sys.stderr)
+            return EXIT_USAGE
+        config = dataclasses.replace(config, storage=dataclasses.replace(config.storage, retention_days=days))
+    if config.storage.retention_days <= 0:
+        print("framechain: storage.retention_days is 0 (keep everything): nothing to prune; set it or pass --days")
+        return EXIT_OK
+    if not config.database_path.exists():
+        print(f"framechain: no database at {config.database_path}: nothing to prune")
+        return EXIT_OK
+    async with Store.open(config.database_path) as store:
+        report = await prune(store, config, dry_run=dry_run)
+    print(("would be " if dry_run else "") + report.summary())
+    for session_id in report.sessions:
+        print(f"  {session_id}{' (abandoned)' if session_id in report.abandoned else ''}")
     return EXIT_OK
 
 

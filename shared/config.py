@@ -280,6 +280,21 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    #: Free space (MB) the data dir must keep before a segment is queued; a join needs this much
+    #: plus twice the size of the masters it joins (the final and a copy made to fit a limit).
+    #: The default leaves room for a few masters at the reference size (tens of MB each).
+    min_free_mb: int = 500
+    #: Remove the media of sessions finished, cancelled or abandoned (no activity) longer ago
+    #: than this many days; 0 keeps everything. The database keeps the history.
+    retention_days: int = 0
+    #: Keep the final videos (final*.mp4) of finished sessions when removing their media.
+    keep_finals: bool = True
+    #: Hours between automatic prunes while the bot runs (with retention_days set).
+    prune_interval_hours: float = 6.0
+
+
+@dataclass(frozen=True)
 class Config:
     #: Where sessions' media and the database live.
     data_dir: Path = Path("data")
@@ -292,6 +307,7 @@ class Config:
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     comfyui: ComfyUIConfig = field(default_factory=ComfyUIConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
     def worker_slots(self) -> tuple[str, ...]:
@@ -334,6 +350,27 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     config = _apply_env(config, env)
     _check(config, source)
     return config
+
+
+def token_file_warning(path: str | os.PathLike[str] | None) -> str | None:
+    """A warning when the configuration file at ``path`` holds a bot token and others than its
+    owner may read it (group or world permission bits), else None."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        mode = os.stat(path).st_mode
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    holding = [name for name in ("discord", "telegram") if isinstance(raw.get(name), dict) and raw[name].get("token")]
+    if not holding or not mode & 0o077:
+        return None
+    return (
+        f"{path} holds the {' and '.join(holding)} token{'s' if len(holding) > 1 else ''} and can be read by "
+        f"other users (mode {mode & 0o777:o}): run `chmod 600 {path}`, or move the token to "
+        f"{ENV_DISCORD_TOKEN if holding[0] == 'discord' else ENV_TELEGRAM_TOKEN} in the environment"
+    )
 
 
 def _resolve_paths(config: Config, base: Path) -> Config:
@@ -459,6 +496,15 @@ def _check(config: Config, source: str) -> None:
     _check_comfyui(config, fail)
     if config.discord.upload_limit_mb < 0:
         fail("discord.upload_limit_mb", "must not be negative")
+    storage = config.storage
+    for key, amount in (
+        ("storage.min_free_mb", storage.min_free_mb),
+        ("storage.retention_days", storage.retention_days),
+    ):
+        if amount < 0:
+            fail(key, f"must not be negative, got {amount}")
+    if storage.prune_interval_hours <= 0:
+        fail("storage.prune_interval_hours", f"must be positive, got {storage.prune_interval_hours}")
     if config.telegram.upload_limit_mb < 0:
         fail("telegram.upload_limit_mb", "must not be negative")
 

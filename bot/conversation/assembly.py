@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bot import core
+from bot.conversation.alerts import AdminAlerts
 from bot.conversation.media import Media
+from bot.disk import DiskSpace, admin_note, is_disk_full
 from bot.store import SessionRow
 from shared.config import Config
 
@@ -22,10 +24,12 @@ Report = Callable[[str, core.Event], Awaitable[None]]
 class Assemblies:
     """The joins running now, one per session at most."""
 
-    def __init__(self, config: Config, media: Media, report: Report) -> None:
+    def __init__(self, config: Config, media: Media, report: Report, *, disk: DiskSpace, alerts: AdminAlerts) -> None:
         self.config = config
         self.media = media
         self.report = report
+        self.disk = disk
+        self.alerts = alerts
         self._running: dict[str, asyncio.Task[None]] = {}
 
     def running(self) -> list[asyncio.Task[None]]:
@@ -48,15 +52,27 @@ class Assemblies:
 
         masters = [Path(s.result.video) for s in segments if s.result is not None]
         out = self.media.session_dir(row.id) / "final.mp4"
+        event: core.Event
         try:
-            result = await asyncio.to_thread(join_segments, masters, out, self.config.generation.fps)
-            log.info("session %s joined: %d frames, %d bytes", row.id, result.frames, result.bytes)
-            event: core.Event = core.AssemblyDone(path=str(result.path))
+            # Checked first, so a low disk is said plainly instead of failing half-way.
+            problem = self.disk.join_problem(masters)
+            if problem:
+                await self.alerts.tell("disk", admin_note(problem, self.config.data_dir))
+                event = core.AssemblyFailed(message=f"{problem}; the bot's admins have been told")
+            else:
+                result = await asyncio.to_thread(join_segments, masters, out, self.config.generation.fps)
+                log.info("session %s joined: %d frames, %d bytes", row.id, result.frames, result.bytes)
+                event = core.AssemblyDone(path=str(result.path))
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("joining session %s failed", row.id)
-            event = core.AssemblyFailed(message="")
+        except Exception as exc:
+            if is_disk_full(exc):
+                log.error("joining session %s failed: the disk is full (%s)", row.id, exc)
+                await self.alerts.tell("disk", admin_note("it is full", self.config.data_dir))
+                event = core.AssemblyFailed(message="the server's disk is full; the bot's admins have been told")
+            else:
+                log.exception("joining session %s failed", row.id)
+                event = core.AssemblyFailed(message="")
         finally:
             self._running.pop(row.id, None)
         await self.report(row.id, event)

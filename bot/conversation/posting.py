@@ -119,13 +119,14 @@ class Posting:
         result = await asyncio.to_thread(join_segments, [video], out, fps, limit)
         return result.path
 
-    async def post_final(self, row: SessionRow, caption: str | None = None, *, retrying: bool = False) -> None:
+    async def post_final(self, row: SessionRow, caption: str | None = None, *, retrying: bool = False) -> bool:
         """Post the final video, or the parts of it a crash left unsent, with the caption stored
         when the post was decided. The part files are chosen once and recorded, so a restart
-        sends the same parts; each part is recorded the moment the platform accepted it."""
+        sends the same parts; each part is recorded the moment the platform accepted it.
+        False when the platform did not take it (it is retried later)."""
         row = await self.store.get_session(row.id)
         if row.final_video is None or delivery.FINAL in row.posted:
-            return
+            return True
         caption = row.final_caption or caption or "Here's your video."
         chat = chat_of(row)
         port = self.chats.port(chat)
@@ -143,7 +144,7 @@ class Posting:
                     "here, even in parts. Ask the bot's operator for the file.",
                 )
                 await self.store.record_session_posted(row.id, delivery.FINAL, "unsendable")
-                return
+                return True
             row = await self.store.record_session_posted(row.id, delivery.FINAL_PARTS, [str(p) for p in parts])
         assert row.final_video is not None
         caption += _fit_note(row.final_video, parts, limit)
@@ -162,13 +163,14 @@ class Posting:
                     await self.chats.say(
                         chat, "Your video is ready, but sending it failed; I'll try again in a minute."
                     )
-                return
+                return False
             missing = sorted(set(range(1, len(parts) + 1)) - already)
             for number, message_id in zip(missing, posted, strict=False):  # for a port that does not call back
                 await self.store.record_session_posted(row.id, delivery.part_key(number), message_id)
         row = await self.store.get_session(row.id)
         ids = [row.posted.get(delivery.part_key(n), "") for n in range(1, len(parts) + 1)]
         await self.store.record_session_posted(row.id, delivery.FINAL, ids)
+        return True
 
     async def _fit_final(self, final: Path, limit: int) -> tuple[Path, ...]:
         """The final as it can be uploaded: whole, re-encoded to fit, or in parts."""

@@ -28,6 +28,8 @@ log = logging.getLogger("framechain.service")
 
 #: The task that retries unposted deliveries (see keep_posting).
 KEEP_POSTING = "keep-posting"
+#: Failed tries of one post after which its owner is told it keeps failing.
+FAILING_AFTER = 3
 
 #: Performs one effect of a step that is already persisted (the service's ``_perform``).
 Perform = Callable[[SessionRow, core.Session, core.Effect, dict[core.SegmentKey, int]], Awaitable[None]]
@@ -56,6 +58,9 @@ class Recovery:
         self.assemblies = assemblies
         self.background = background
         self.perform = perform
+        #: Failed posting tries per session, and the sessions whose owner was told so.
+        self._failures: dict[str, int] = {}
+        self._told: set[str] = set()
 
     async def resume(self) -> None:
         """After a restart: bring sessions whose state and takes disagree together, re-queue
@@ -114,10 +119,40 @@ class Recovery:
                         await self.posting.post_segment(row, current)
                     except Exception as exc:
                         log.warning("segment of session %s still not posted: %s", row.id, exc)
+                        await self._failed(row, f"segment {current.number}")
+                    else:
+                        self._posted(row.id)
         for row in await self.store.list_sessions((SessionState.FINISHED,)):
             if row.final_video is not None and delivery.FINAL not in row.posted:
                 async with self.locks.hold(row.id):
-                    await self.posting.post_final(row, retrying=True)
+                    if await self.posting.post_final(row, retrying=True):
+                        self._posted(row.id)
+                    else:
+                        await self._failed(row, "your video")
+
+    async def _failed(self, row: SessionRow, what: str) -> None:
+        """One more failed try of a session's post. Once it keeps failing, its owner is told, as
+        soon as the platform takes a message (that is, once it is back), and only once."""
+        count = self._failures.get(row.id, 0) + 1
+        self._failures[row.id] = count
+        if count < FAILING_AFTER or row.id in self._told:
+            return
+        chat = chat_of(row)
+        text = (
+            f"{what[0].upper()}{what[1:]} is ready, but sending it here has failed {count} times; "
+            "I keep trying every minute."
+        )
+        try:
+            # Not Chats.say: whether this reached the owner decides if it is sent again.
+            await self.posting.chats.port(chat).send_text(chat, text)
+        except Exception as exc:
+            log.info("could not tell the owner of session %s that posting fails: %s", row.id, exc)
+            return
+        self._told.add(row.id)
+
+    def _posted(self, session_id: str) -> None:
+        self._failures.pop(session_id, None)
+        self._told.discard(session_id)
 
     def keep_posting(self, interval: float = 60.0) -> None:
         """Retry posting what could not be posted, every ``interval`` seconds, until close()."""

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from typing import Any, ParamSpec
 
 from bot import core
+from bot.conversation.alerts import AdminAlerts
 from bot.conversation.assembly import Assemblies
 from bot.conversation.background import BackgroundTasks
 from bot.conversation.chats import Chats, chat_of
@@ -37,9 +41,10 @@ from bot.conversation.quotas import Quotas
 from bot.conversation.recovery import KEEP_POSTING, Recovery
 from bot.conversation.sessions import Sessions, settings_json
 from bot.core import State, Via
+from bot.disk import DiskSpace, FreeSpace, admin_note, free_bytes, is_disk_full
 from bot.dispatcher import Dispatcher
 from bot.ports import Action, ChatPort, ChatRef, PrivateReply
-from bot.store import NotFound, SegmentStatus, SessionRow, SessionState, Store
+from bot.store import DiskFull, NotFound, SegmentStatus, SessionRow, SessionState, Store, StoreBusy
 from shared import memory_plan
 from shared.config import Config
 from shared.pictures import Accepted, Refused
@@ -51,6 +56,33 @@ log = logging.getLogger("framechain.service")
 COSMETIC_WAIT = 5.0
 #: The answer to a user action while the bot shuts down.
 RESTARTING = "I'm restarting — please send that again in a minute."
+#: The answer to a user action the store could not take: the disk is full, or the database busy.
+DISK_FULL = (
+    "The server's disk is full, so I couldn't save that. The bot's admins have been told; please try again later."
+)
+STORE_BUSY = "I'm busy with the database right now — please send that again in a moment."
+
+_P = ParamSpec("_P")
+
+
+def answers_store_faults(method: Callable[_P, Coroutine[Any, Any, None]]) -> Callable[_P, Coroutine[Any, Any, None]]:
+    """A user action (``method(self, chat, ...)``) the store cannot take (disk full, database
+    locked past the busy timeout) gets a sentence saying so, instead of the adapter's generic
+    apology and a traceback."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            await method(*args, **kwargs)
+        except (DiskFull, StoreBusy, OSError) as exc:
+            service = typing.cast(ConversationService, args[0])
+            chat = typing.cast(ChatRef, args[1] if len(args) > 1 else kwargs["chat"])
+            reply = kwargs.get("reply")
+            if not await service.answer_store_fault(chat, exc, reply if callable(reply) else None):
+                raise
+
+    return wrapper
+
 
 HELP = (
     "framechain makes a long video one short segment at a time.\n"
@@ -90,6 +122,7 @@ class ConversationService:
         progress_interval: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        free_space: FreeSpace = free_bytes,
     ) -> None:
         self.store = store
         self.config = config
@@ -103,6 +136,8 @@ class ConversationService:
             max_pixels=max(_memory_max_pixels(config), g.width * g.height),
         )
         self.chats = Chats()
+        self.alerts = AdminAlerts(config, self.chats, clock=clock)
+        self.disk = DiskSpace(config, free_space)
         self.media = Media(config)
         self.sessions = Sessions(store, config)
         self.locks = SessionLocks()
@@ -111,7 +146,7 @@ class ConversationService:
         self.quotas = Quotas(store, config, clock=wall_clock)
         self.jobs = Jobs(store, config, self.chats, self.media, self.progress, self.quotas, clock=clock)
         self.posting = Posting(store, config, self.chats, self.progress)
-        self.assemblies = Assemblies(config, self.media, self._apply)
+        self.assemblies = Assemblies(config, self.media, self._apply, disk=self.disk, alerts=self.alerts)
         self.recovery = Recovery(
             store,
             self.sessions,
@@ -175,8 +210,37 @@ class ConversationService:
     def default_settings(self) -> core.Settings:
         return self.sessions.default_settings()
 
+    async def _can_queue(self, row: SessionRow, chat: ChatRef) -> bool:
+        """Whether the disk has room for a new take: refused before anything is queued, rather
+        than failing half-way. (The quotas are checked where the take is queued, in ``_apply``.)"""
+        problem = self.disk.job_problem()
+        if problem:
+            await self.chats.say(
+                chat,
+                f"I can't start a new segment right now: {problem}. The bot's admins have been told; "
+                "please try again later.",
+            )
+            await self.alerts.tell("disk", admin_note(problem, self.config.data_dir))
+            return False
+        return True
+
+    async def answer_store_fault(self, chat: ChatRef, exc: BaseException, reply: PrivateReply | None) -> bool:
+        """Answer a user action that failed on a full disk or a busy database; False for any other
+        error (left to the adapter's handler)."""
+        if isinstance(exc, DiskFull) or is_disk_full(exc):
+            log.error("a user action in %s failed: the disk is full (%s)", chat, exc)
+            await self.chats.answer(chat, DISK_FULL, reply)
+            await self.alerts.tell("disk", admin_note("it is full", self.config.data_dir))
+            return True
+        if isinstance(exc, StoreBusy):
+            log.warning("a user action in %s failed: %s", chat, exc)
+            await self.chats.answer(chat, STORE_BUSY, reply)
+            return True
+        return False
+
     # --- what adapters call (bot.ports.Conversation) -----------------------------------------
 
+    @answers_store_faults
     async def start(
         self,
         chat: ChatRef,
@@ -215,9 +279,12 @@ class ConversationService:
         picture = None
         if checked is not None:
             picture = await self.media.save_picture(row.id, checked)
+            if prompt and not await self._can_queue(row, chat):
+                prompt = None  # keep the picture; the prompt can be sent again later
         event = core.Start(user_id=user_id, picture=picture, prompt=prompt)
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
+    @answers_store_faults
     async def image(self, chat: ChatRef, user_id: str, image: bytes) -> None:
         row = await self.sessions.session_for(chat, user_id)
         if row is None:
@@ -234,6 +301,7 @@ class ConversationService:
         picture = await self.media.save_picture(row.id, checked)
         await self._apply(row.id, core.ImageReceived(user_id=user_id, picture=picture))
 
+    @answers_store_faults
     async def text(self, chat: ChatRef, user_id: str, text: str) -> None:
         row = await self.sessions.session_for(chat, user_id)
         if self._closing:
@@ -244,8 +312,19 @@ class ConversationService:
             if not chat.thread_id:
                 await self.chats.say(chat, "Send /start with a picture to begin a video.")
             return
+        if (
+            row.owner_id == user_id
+            and row.state
+            in (
+                SessionState.AWAITING_PROMPT,
+                SessionState.AWAITING_IMAGE,
+            )
+            and not await self._can_queue(row, chat)
+        ):
+            return
         await self._apply(row.id, core.PromptText(user_id=user_id, text=text))
 
+    @answers_store_faults
     async def control(
         self,
         chat: ChatRef,
@@ -269,6 +348,8 @@ class ConversationService:
         if action is Action.APPROVE:
             event = core.Approve(user_id=user_id, via=via, segment=key)
         elif action is Action.REGENERATE:
+            if user_id == row.owner_id and not await self._can_queue(row, chat):
+                return
             event = core.Regenerate(user_id=user_id, via=via, segment=key)
         elif action is Action.UNDO:
             event = core.Undo(user_id=user_id, via=via, segment=key)
@@ -278,6 +359,7 @@ class ConversationService:
             event = core.Finish(user_id=user_id, via=via, segment=key)
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
+    @answers_store_faults
     async def reaction(
         self,
         chat: ChatRef,
@@ -297,6 +379,7 @@ class ConversationService:
             action = Action.APPROVE_FINISH
         await self.control(chat, user_id, segment.id, action, is_admin=is_admin, reply=reply, via=Via.REACTION)
 
+    @answers_store_faults
     async def command(
         self,
         chat: ChatRef,
@@ -334,6 +417,8 @@ class ConversationService:
                 quota=await self.quotas.of(chat.platform, user_id, is_admin=is_admin),
             )
         elif name in ("regenerate", "regen"):
+            if user_id == row.owner_id and not await self._can_queue(row, chat):
+                return
             event = core.Regenerate(user_id=user_id, prompt=argument or None)
         elif name == "approve":
             event = core.Approve(user_id=user_id)
@@ -349,6 +434,7 @@ class ConversationService:
             return
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
+    @answers_store_faults
     async def change_settings(
         self,
         chat: ChatRef,

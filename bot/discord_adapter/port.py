@@ -55,6 +55,11 @@ class DiscordPort:
                 break
         return min(limit, self._cap) if self._cap else limit
 
+    async def send_private(self, user_id: str, text: str) -> None:
+        """A DM to a user (alerts for the bot's admins)."""
+        user = self._client.get_user(int(user_id)) or await self._client.fetch_user(int(user_id))
+        await user.send(clip(text), allowed_mentions=NO_MENTIONS)
+
     async def send_text(self, chat: ChatRef, text: str) -> str:
         message = await self._channel(chat).send(clip(text), allowed_mentions=NO_MENTIONS)
         return str(message.id)

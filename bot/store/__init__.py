@@ -13,7 +13,7 @@ Everything a caller needs is importable from ``bot.store``.
 from __future__ import annotations
 
 from bot.store.connection import create_database_at_version
-from bot.store.errors import Conflict, NotFound, SchemaTooNew, StoreError
+from bot.store.errors import Conflict, DatabaseUnusable, DiskFull, NotFound, SchemaTooNew, StoreBusy, StoreError
 from bot.store.migrations import MIGRATIONS
 from bot.store.rows import OVER, PENDING, UNSET, Platform, SegmentRow, SegmentStatus, SessionRow, SessionState
 from bot.store.store import Store
@@ -24,6 +24,8 @@ __all__ = [
     "PENDING",
     "UNSET",
     "Conflict",
+    "DatabaseUnusable",
+    "DiskFull",
     "NotFound",
     "Platform",
     "SchemaTooNew",
@@ -32,6 +34,7 @@ __all__ = [
     "SessionRow",
     "SessionState",
     "Store",
+    "StoreBusy",
     "StoreError",
     "create_database_at_version",
 ]

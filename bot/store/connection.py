@@ -14,14 +14,14 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from bot.store.errors import StoreError
+from bot.store.errors import DatabaseUnusable, DiskFull, StoreBusy, StoreError
 from bot.store.migrations import MIGRATIONS, migrate, refuse_newer, user_version
 from bot.store.rows import PathArg
 
@@ -47,18 +47,75 @@ async def use_wal(db: aiosqlite.Connection, path: Path, busy_timeout: float) -> 
         log.warning("%s: journal mode is %s, not WAL", path, mode)
 
 
+_CORRUPT = ("malformed", "not a database", "file is encrypted", "database corrupt")
+
+
+def unusable(path: Path, exc: Exception, busy_timeout: float = 0.0) -> StoreError | None:
+    """The store's error for a SQLite error met while opening ``path``, saying what is wrong;
+    None for an error that is not about the file (a broken migration is a bug, raised as is)."""
+    text = str(exc)
+    if any(marker in text for marker in _CORRUPT) or (
+        isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+    ):
+        return DatabaseUnusable(
+            f"{path}: not a usable SQLite database: it is damaged or not a database file ({text}). "
+            "framechain has left it untouched and will not start on it: restore it from a backup, or "
+            f"move it aside to start with an empty one (`sqlite3 {path} .recover` may save what it holds)."
+        )
+    if "readonly" in text or "read-only" in text:
+        return DatabaseUnusable(
+            f"{path}: the database is read-only ({text}): the file or its folder cannot be written by this "
+            "user, or the disk is mounted read-only. The database itself is not damaged."
+        )
+    if "disk is full" in text:
+        return DiskFull(f"{path}: the disk holding the database is full ({text}). Free some space.")
+    if "locked" in text or "busy" in text:
+        return StoreBusy(
+            f"{path}: the database stayed locked for more than {busy_timeout:.0f} s ({text}); is another "
+            "framechain using the same data dir?"
+        )
+    if path.is_dir():
+        return DatabaseUnusable(f"{path}: is a folder, not a database file; point `database` at a file.")
+    if "unable to open" not in text:
+        return None
+    return DatabaseUnusable(
+        f"{path}: the database cannot be opened ({text}): check that the file and its folder can be read "
+        "and written by the user framechain runs as."
+    )
+
+
 async def connect(path: Path, migrations: Sequence[str], busy_timeout: float) -> tuple[aiosqlite.Connection, int]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseUnusable(f"{path}: its folder cannot be created ({exc.strerror or exc})") from exc
+    try:
+        return await _connect(path, migrations, busy_timeout)
+    except StoreError:
+        raise
+    except sqlite3.DatabaseError as exc:
+        error = unusable(path, exc, busy_timeout)
+        if error is None:
+            raise
+        raise error from exc
+
+
+async def _connect(path: Path, migrations: Sequence[str], busy_timeout: float) -> tuple[aiosqlite.Connection, int]:
     # isolation_level=None: no implicit transactions; we issue BEGIN IMMEDIATE/COMMIT ourselves.
     db = await aiosqlite.connect(path, timeout=busy_timeout, isolation_level=None)
     try:
         db.row_factory = sqlite3.Row
         await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000):d}")
-        try:
-            # Refuse a newer database before writing anything to it (even the journal mode).
-            refuse_newer(path, await user_version(db), len(migrations))
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: not a usable SQLite database ({exc})") from exc
+        # Refuse a newer database before writing anything to it (even the journal mode).
+        refuse_newer(path, await user_version(db), len(migrations))
+        # A damaged file stops start-up here, before anything is written to it.
+        problems = [str(r[0]) for r in await db.execute_fetchall("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise DatabaseUnusable(
+                f"{path}: not a usable SQLite database: it is damaged ({'; '.join(problems[:3])}). "
+                "framechain has left it untouched and will not start on it: restore it from a backup, "
+                f"or move it aside to start with an empty one (`sqlite3 {path} .recover` may save what it holds)."
+            )
         await use_wal(db, path, busy_timeout)
         # NORMAL is safe with WAL: a crash of the process loses nothing committed; power loss
         # may lose the last transactions but never corrupts the file.
@@ -81,6 +138,21 @@ async def create_database_at_version(path: PathArg, version: int) -> None:
         raise ValueError(f"version must be in 0..{len(MIGRATIONS)}, got {version}")
     db, _ = await connect(Path(path), MIGRATIONS[:version], busy_timeout=30.0)
     await db.close()
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """A full disk or a lock held past the busy timeout as the store's own errors, which the
+    service answers with a sentence instead of an apology and a traceback."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "disk is full" in text:
+            raise DiskFull(f"the disk holding the database is full ({text})") from exc
+        if "database is locked" in text or "database is busy" in text:
+            raise StoreBusy(f"the database stayed locked past the busy timeout ({text})") from exc
+        raise
 
 
 class Connection:
@@ -124,7 +196,8 @@ class Connection:
             yield
             return
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            with _translated():
+                await self._db.execute("BEGIN IMMEDIATE")
             self._tx_task = asyncio.current_task()
             try:
                 yield
@@ -134,7 +207,8 @@ class Connection:
                 raise
             self._tx_task = None
             try:
-                await self._end("COMMIT")
+                with _translated():
+                    await self._end("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
                     await self._end("ROLLBACK")
@@ -150,7 +224,8 @@ class Connection:
 
     async def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         async with self._access() as db:
-            return list(await db.execute_fetchall(sql, params))
+            with _translated():
+                return list(await db.execute_fetchall(sql, params))
 
     async def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         rows = await self.all(sql, params)

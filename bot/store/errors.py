@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Conflict", "NotFound", "SchemaTooNew", "StoreError"]
+__all__ = ["Conflict", "DatabaseUnusable", "DiskFull", "NotFound", "SchemaTooNew", "StoreBusy", "StoreError"]
 
 
 class StoreError(Exception):
@@ -19,3 +19,16 @@ class NotFound(StoreError, LookupError):
 
 class Conflict(StoreError):
     """The row is not in a state that allows the change (e.g. approving a segment twice)."""
+
+
+class DatabaseUnusable(StoreError):
+    """The database cannot be opened or used: damaged, read-only, not a file. The message says
+    which, and what to do; the file is left exactly as it was."""
+
+
+class DiskFull(StoreError):
+    """A write failed because the disk holding the database is full."""
+
+
+class StoreBusy(StoreError):
+    """Another connection held the database locked for longer than the busy timeout."""

@@ -39,6 +39,8 @@ class FakeChat:
     fail_edits: bool = False
     #: The platform is unreachable for posting videos.
     fail_posts: bool = False
+    #: The platform is unreachable for text messages too.
+    fail_texts: bool = False
     #: Raise ``crash_with`` right after the message with this role (``video``, ``frame``,
     #: ``final.1``…) was accepted and reported, once: a crash in the middle of a post.
     crash_after: str | None = None
@@ -64,6 +66,8 @@ class FakeChat:
             raise self.crash_with(f"crashed after sending {role}")
 
     async def send_text(self, chat: ChatRef, text: str) -> str:
+        if self.fail_texts:
+            raise ConnectionError("send failed")
         message_id = str(next(self._ids))
         await self._record(Sent("text", chat, text=text, message_id=message_id))
         return message_id

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bot.disk import FreeSpace, free_bytes
 from bot.dispatcher import Dispatcher
 from bot.service import ConversationService
 from bot.store import Store
@@ -70,14 +71,21 @@ class Bot:
 
 @asynccontextmanager
 async def running_bot(
-    config_path: Path, *, chat: FakeChat | None = None, wall_clock: Callable[[], float] = time.time
+    config_path: Path,
+    *,
+    chat: FakeChat | None = None,
+    wall_clock: Callable[[], float] = time.time,
+    free_space: FreeSpace = free_bytes,
 ) -> AsyncIterator[Bot]:
-    """``wall_clock``: the service's clock for the quota day (epoch seconds)."""
+    """``wall_clock``: the service's clock for the quota day (epoch seconds); ``free_space``: the
+    data folder's free bytes (a test makes the disk look full)."""
     config = load_config(config_path, env={})
     config.data_dir.mkdir(parents=True, exist_ok=True)
     chat = chat or FakeChat()
     async with Store.open(config.database_path) as store:
-        service = ConversationService(store, config, progress_interval=0.0, wall_clock=wall_clock)
+        service = ConversationService(
+            store, config, progress_interval=0.0, wall_clock=wall_clock, free_space=free_space
+        )
         service.add_port(chat)
 
         def make_worker(device: str) -> WorkerProcess:

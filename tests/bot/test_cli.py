@@ -128,3 +128,14 @@ def test_worker_subcommand_speaks_the_protocol() -> None:
     assert json.loads(line) | {"info": {}} == {
         "type": "ready", "backend": "preview", "device": "cpu", "preview": True, "info": {},
     }  # fmt: skip
+
+
+def test_check_warns_about_a_token_file_others_can_read(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[telegram]\ntoken = "123:SECRET-IN-FILE"\n')
+    config.chmod(0o644)
+    result = framechain("check", "--config", str(config))
+    assert result.returncode == 0
+    assert "can be read by other users" in result.stderr and "SECRET-IN-FILE" not in result.stderr
+    config.chmod(0o600)
+    assert "can be read by other users" not in framechain("check", "--config", str(config)).stderr

@@ -223,3 +223,28 @@ async def test_a_segment_reposted_after_a_restart_keeps_its_caption(tmp_path: Pa
     async with running_bot(config, chat=chat) as bot:
         [post] = await chat.wait_for("segment")
     assert post.text.startswith("Segment 1, take 1 · as first decided")
+
+
+async def test_a_post_that_keeps_failing_is_shown_to_its_owner_once_the_platform_is_back(tmp_path: Path) -> None:
+    from bot.conversation.recovery import FAILING_AFTER
+
+    chat = FakeChat(fail_posts=True, fail_texts=True)  # the platform is down
+    async with running_bot(write_config(tmp_path), chat=chat) as bot:
+        await bot.service.start(CHAT, OWNER, picture_bytes(), "the sun rises")
+
+        async def reviewing() -> bool:
+            return (await bot.store.get_session(await the_session(bot))).state is SessionState.REVIEWING
+
+        await until(reviewing, "the take")
+        for _ in range(FAILING_AFTER + 1):
+            await bot.service.post_unposted()
+        assert chat.texts() == []  # nothing reaches anyone while it is down
+        chat.fail_texts = False  # back, but the video still does not go through
+        for _ in range(3):
+            await bot.service.post_unposted()
+        notes = [t for t in chat.texts(CHAT) if "keep trying" in t]
+        assert len(notes) == 1 and notes[0].startswith("Segment 1 is ready, but sending it here has failed")
+        chat.fail_posts = False
+        await bot.service.post_unposted()
+        await chat.wait_for("segment")
+        assert len([t for t in chat.texts(CHAT) if "keep trying" in t]) == 1

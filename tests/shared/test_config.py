@@ -211,3 +211,35 @@ def test_a_lora_brings_its_own_steps_and_guidance(tmp_path: Path) -> None:
     path = write(tmp_path, '[generation]\nloras = [{path = "/l/4step.safetensors"}]\n')
     fast = load_config(path, env={}).generation
     assert (fast.sampling_steps, fast.sampling_guidance) == (4, (1.0, 1.0))
+
+
+def test_a_token_file_readable_by_others_is_warned_about(tmp_path: Path) -> None:
+    from shared.config import token_file_warning
+
+    secret = "123456:SUPER-SECRET-TOKEN"
+    path = write(tmp_path, f'[telegram]\ntoken = "{secret}"\n')
+    path.chmod(0o644)
+    warning = token_file_warning(path)
+    assert warning is not None and "telegram token" in warning and "chmod 600" in warning and "644" in warning
+    assert secret not in warning
+    path.chmod(0o600)
+    assert token_file_warning(path) is None
+    # A readable file without a token is fine.
+    other = tmp_path / "plain.toml"
+    other.write_text("[generation]\nsteps = 20\n")
+    other.chmod(0o644)
+    assert token_file_warning(other) is None
+    assert token_file_warning(None) is None
+
+
+def test_a_crash_report_with_a_token_in_it_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.logs import setup_logging
+
+    secret = "123456:SUPER-SECRET-TOKEN"
+    setup_logging("INFO", process="t", secrets=[secret])
+    try:
+        raise ConnectionError(f"POST https://api.telegram.org/bot{secret}/sendMessage failed")
+    except ConnectionError:
+        logging.getLogger("t").exception("crashed")
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "sendMessage" in err and secret not in err
