@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.core_model import SEED_LIMIT
+from bot.core_settings import clean_prompt
 from bot.worker_client import WorkerError, WorkerProcess, worker_command
 from shared import params
 from shared.config import Config, LimitsConfig
@@ -23,6 +25,8 @@ from shared.pictures import Accepted, Refused, check_file_size, check_picture
 from shared.protocol import Done, FailureKind, Generate, Progress
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+#: The longest segment the model is made for (5 s at 16 fps).
+MAX_FRAMES = max(params.SECONDS_TO_FRAMES.values())
 
 
 class RenderInputError(ValueError):
@@ -132,8 +136,9 @@ def plan_render(args: argparse.Namespace, config: Config) -> RenderPlan:
     if backend not in ("wan", "preview"):
         raise RenderInputError(f"backend must be wan or preview, got {backend!r}")
     fps = _typed(settings, "fps", int, where) or g.fps
-    default_frames = args.frames or _typed(settings, "frames", int, where) or g.frames
-    default_steps = args.steps or _typed(settings, "steps", int, where) or g.sampling_steps
+    # `is not None`, not `or`: --steps 0 is refused, not read as "the default".
+    default_frames = _given(args.frames, _typed(settings, "frames", int, where), g.frames)
+    default_steps = _given(args.steps, _typed(settings, "steps", int, where), g.sampling_steps)
     seed = args.seed if args.seed is not None else _typed(settings, "seed", int, where)
     size_text = args.size or _typed(settings, "size", str, where)
     if size_text:
@@ -149,25 +154,30 @@ def plan_render(args: argparse.Namespace, config: Config) -> RenderPlan:
         unknown = sorted(set(seg) - {"prompt", "frames", "steps", "seed"})
         if unknown:
             raise RenderInputError(f"{where}: unknown key {unknown[0]}")
-        prompt = _typed(seg, "prompt", str, where) or ""
-        if not prompt.strip():
+        # As the chat takes it: invisible ends trimmed, nothing visible = no prompt.
+        prompt = clean_prompt(_typed(seg, "prompt", str, where) or "")
+        if not prompt:
             raise RenderInputError(f"{where}: prompt is empty")
         if len(prompt) > config.limits.prompt_chars:
             raise RenderInputError(
                 f"{where}: prompt is {len(prompt)} characters, over the limit of {config.limits.prompt_chars}"
             )
-        frames = _typed(seg, "frames", int, where) or default_frames
+        frames = _given(_typed(seg, "frames", int, where), default_frames)
         try:
             params.check_frames(frames)
         except params.ParameterError as exc:
             raise RenderInputError(f"{where}: {exc}") from None
-        steps = _typed(seg, "steps", int, where) or default_steps
+        if frames > MAX_FRAMES:
+            raise RenderInputError(f"{where}: frames must be at most {MAX_FRAMES} (the model's 5 s), got {frames}")
+        steps = _given(_typed(seg, "steps", int, where), default_steps)
         if not 1 <= steps <= config.limits.max_steps:
             raise RenderInputError(f"{where}: steps must be between 1 and {config.limits.max_steps}, got {steps}")
         seg_seed = _typed(seg, "seed", int, where)
         if seg_seed is None:
             seg_seed = _seed_for(config, seed, i - 1)
-        plans.append(SegmentPlan(prompt=prompt.strip(), frames=frames, steps=steps, seed=seg_seed))
+        if seg_seed is not None and not 0 <= seg_seed < SEED_LIMIT:
+            raise RenderInputError(f"{where}: seed must be a whole number from 0 to 2^63-1, got {seg_seed}")
+        plans.append(SegmentPlan(prompt=prompt, frames=frames, steps=steps, seed=seg_seed))
     out = Path(out_text or "final.mp4")
     if out.suffix.lower() != ".mp4":
         raise RenderInputError(f"--out must be an .mp4 file, got {out}")
@@ -202,6 +212,11 @@ def load_picture(path: Path, limits: LimitsConfig) -> Accepted:
     if isinstance(result, Refused):
         raise RenderInputError(f"image {path}: {result.reason}")
     return result
+
+
+def _given(*values: int | None) -> int:
+    """The first value given (0 included)."""
+    return next(v for v in values if v is not None)
 
 
 def _seed_for(config: Config, seed: int | None, index: int) -> int | None:
