@@ -38,8 +38,22 @@ class Posting:
         self.config = config
         self.chats = chats
         self.progress = progress_messages
+        #: One post at a time per session: a take or final being posted (a job's result) and the
+        #: retry loop or the restart's catch-up must not both find it unsent and both send it.
+        self._posting: dict[str, asyncio.Lock] = {}
+
+    def _one_post(self, session_id: str) -> asyncio.Lock:
+        return self._posting.setdefault(session_id, asyncio.Lock())
 
     async def post_segment(self, row: SessionRow, segment: core.Segment, caption: str | None = None) -> None:
+        async with self._one_post(row.id):
+            await self._post_segment(row, segment, caption)
+
+    async def post_final(self, row: SessionRow, caption: str | None = None, *, retrying: bool = False) -> bool:
+        async with self._one_post(row.id):
+            return await self._post_final(row, caption, retrying=retrying)
+
+    async def _post_segment(self, row: SessionRow, segment: core.Segment, caption: str | None = None) -> None:
         """Post a take for review, or the rest of it after a crash (only the roles with no
         record), with the caption stored when the post was decided. Each message is recorded
         the moment the platform accepted it. Once the post is whole, the progress message goes."""
@@ -119,7 +133,7 @@ class Posting:
         result = await asyncio.to_thread(join_segments, [video], out, fps, limit)
         return result.path
 
-    async def post_final(self, row: SessionRow, caption: str | None = None, *, retrying: bool = False) -> bool:
+    async def _post_final(self, row: SessionRow, caption: str | None, *, retrying: bool) -> bool:
         """Post the final video, or the parts of it a crash left unsent, with the caption stored
         when the post was decided. The part files are chosen once and recorded, so a restart
         sends the same parts; each part is recorded the moment the platform accepted it.
