@@ -112,11 +112,19 @@ def check_file_size(size: int, limits: LimitsConfig | None = None) -> Refused | 
     limits = limits or LimitsConfig()
     if size <= limits.image_bytes:
         return None
-    return Refused(
-        f"That file is {size / 2**20:.1f} MB; the limit is {limits.image_bytes / 2**20:.0f} MB. "
-        "Please send a smaller picture.",
-        "bytes",
-    )
+    return Refused(too_large_text(size, limits.image_bytes), "bytes")
+
+
+def too_large_text(size: int, limit: int) -> str:
+    """The one sentence for a file over a byte limit (the configured one, or a platform's lower
+    download limit), so every way in refuses it with the same words."""
+    shown = f"{size / 2**20:.1f} MB" if size else "too large"
+    return f"That file is {shown}; the limit is {_amount(limit)}. Please send a smaller picture."
+
+
+def _amount(size: int) -> str:
+    mb = size / 2**20
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.1f} MB" if mb >= 0.1 else f"{size / 1024:.0f} KB"
 
 
 def read_picture(data: bytes, limits: LimitsConfig | None = None) -> Image.Image:

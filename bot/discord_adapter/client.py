@@ -33,7 +33,7 @@ from bot.discord_adapter.review import ReviewButton
 from bot.discord_adapter.sync import sync_commands
 from bot.ports import Action, ChatRef, Conversation, PrivateReply
 from shared.config import Config
-from shared.pictures import picture_problem
+from shared.pictures import picture_problem, too_large_text
 
 log = logging.getLogger("framechain.discord")
 
@@ -50,10 +50,6 @@ class Refusal(Exception):
     """Something the acting user is told, in these words, instead of it being done."""
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MB"
-
-
 def image_problem(attachment: discord.Attachment, limit: int) -> str | None:
     """Why this attachment can't be a start picture, from what Discord says about it (nothing is
     downloaded), or None. ``shared.pictures.picture_problem`` then checks the bytes themselves."""
@@ -65,7 +61,7 @@ def image_problem(attachment: discord.Attachment, limit: int) -> str | None:
     if attachment.size == 0:
         return f"{attachment.filename} is empty; attach a PNG, JPEG or WebP image."
     if attachment.size > limit:
-        return f"That picture is {_megabytes(attachment.size)}; the limit is {_megabytes(limit)}."
+        return too_large_text(attachment.size, limit)
     return None
 
 

@@ -61,7 +61,6 @@ from bot.ports import Action, ChatRef, Conversation, parse_control
 from bot.telegram_adapter.answers import CallbackAnswer
 from bot.telegram_adapter.paste import CAPTION_CUTS, PASTE_WAIT, TEXT_CUTS, PasteJoiner, PasteKey
 from bot.telegram_adapter.port import (
-    MB,
     NOOP,
     PLATFORM,
     TEXT_LIMIT,
@@ -72,6 +71,7 @@ from bot.telegram_adapter.port import (
 from bot.telegram_adapter.retry import DEFAULT_RETRY, RetryPolicy, with_retries
 from bot.telegram_adapter.settings_keyboard import SETTINGS_HINT, SETTINGS_PREFIX, SettingsKeyboards
 from shared.config import Config
+from shared.pictures import too_large_text
 
 log = logging.getLogger("framechain.telegram")
 
@@ -134,10 +134,6 @@ def _unshown(chat: ChatRef, user_id: str) -> Callable[[str], Awaitable[None]]:
         log.info("telegram: note for %s in %s not shown (a reaction has no private answer): %s", user_id, chat, text)
 
     return reply
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / MB:.1f} MB"
 
 
 def _is_image_type(mime_type: str | None, file_name: str | None) -> bool:
@@ -404,23 +400,22 @@ class TelegramFrontEnd:
                 await self._reply(message, NOT_A_PICTURE)
             return None
         limit = self.image_limit
-        too_big = f"That picture is {{size}}; the limit is {_megabytes(limit)}. Please send a smaller one."
         if media.file_size is not None and media.file_size > limit:
-            await self._reply(message, too_big.format(size=_megabytes(media.file_size)))
+            await self._reply(message, too_large_text(media.file_size, limit))
             return None
         try:
             tg_file = await with_retries("getFile", media.get_file, self.retry)
         except BadRequest as exc:
             if "too big" not in str(exc).lower():
                 raise
-            await self._reply(message, too_big.format(size="too large"))
+            await self._reply(message, too_large_text(0, limit))
             return None
         if tg_file.file_size is not None and tg_file.file_size > limit:
-            await self._reply(message, too_big.format(size=_megabytes(tg_file.file_size)))
+            await self._reply(message, too_large_text(tg_file.file_size, limit))
             return None
         data = await with_retries("file download", tg_file.download_as_bytearray, self.retry)
         if len(data) > limit:
-            await self._reply(message, too_big.format(size=_megabytes(len(data))))
+            await self._reply(message, too_large_text(len(data), limit))
             return None
         return bytes(data)
 

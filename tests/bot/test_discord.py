@@ -77,7 +77,7 @@ async def test_an_oversized_or_non_image_attachment_is_refused(tmp_path: Path) -
         result = await w.alice.slash(w.channel, "start", image=("huge.png", too_big))
         assert result.ephemeral
         assert result.response is not None
-        assert result.response.content == "That picture is 1.0 MB; the limit is 1.0 MB."
+        assert result.response.content == "That file is 1.0 MB; the limit is 1.0 MB. Please send a smaller picture."
 
         result = await w.alice.slash(w.channel, "start", image=("notes.txt", b"hello"))
         assert result.response is not None

@@ -98,7 +98,7 @@ def test_the_limits_come_from_the_config() -> None:
         "That picture is 96×96; the limit is 0.0081 megapixels. Please send a smaller one.", "pixels"
     )
     assert check_picture(png(), LimitsConfig(image_bytes=100)) == Refused(
-        "That file is 0.0 MB; the limit is 0 MB. Please send a smaller picture.", "bytes"
+        "That file is 0.0 MB; the limit is 0 KB. Please send a smaller picture.", "bytes"
     )
 
 
