@@ -171,6 +171,8 @@ class Dispatcher:
         self._reports: set[asyncio.Task[None]] = set()
         #: Devices whose worker cannot start until the operator fixes something, with the reason.
         self.unavailable: dict[str, str] = {}
+        #: Devices whose worker failed its latest start and is being retried, with what to tell.
+        self.failing: dict[str, str] = {}
 
     # --- control ----------------------------------------------------------------------------
 
@@ -198,6 +200,9 @@ class Dispatcher:
         await self._announce_positions()
         if len(self.unavailable) == len(self.devices):
             await _quietly(self.listener.job_delayed(message.job_id, UNAVAILABLE))
+        elif self.failing and not any(w is not None and w.alive for w in self.workers.values()):
+            # Arrived during a failing start streak: told now, as those already waiting were.
+            await _quietly(self.listener.job_delayed(message.job_id, next(iter(self.failing.values()))))
         return True
 
     async def cancel(self, job_id: str) -> bool:
@@ -243,6 +248,7 @@ class Dispatcher:
     async def _give_up(self, device: str, exc: WorkerStartError) -> NoReturn:
         """Stop restarting ``device``'s worker: log the fix, tell the waiting users, wait for stop()."""
         self.unavailable[device] = str(exc)
+        self.failing.pop(device, None)
         log.error(
             "worker on %s cannot start: %s. Restarting will not help: fix this (configuration, model files "
             "or packages) and restart framechain.",
@@ -276,6 +282,7 @@ class Dispatcher:
                     self.workers[device] = None
                     await self._give_up(device, exc)
                 failures += 1
+                self.failing[device] = _not_starting(device)
                 delay = min(MAX_BACKOFF, self.restart_backoff * 2 ** (failures - 1))
                 log.error("worker on %s did not start (%s); retrying in %.0f s", device, exc, delay)
                 self.workers[device] = None
@@ -286,6 +293,7 @@ class Dispatcher:
                 await asyncio.sleep(delay)
                 continue
             self.workers[device] = worker
+            self.failing.pop(device, None)
             return worker
 
     async def _slot(self, device: str) -> None:

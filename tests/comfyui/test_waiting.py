@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.conversation import progress
 from bot.worker_client import WorkerProcess, worker_command
-from shared.protocol import Done, Generate, Progress, Queued
+from shared.protocol import Done, Generate, Progress, Queued, decode, encode
 from tests.bot.service_harness import picture_bytes, write_config
 from tests.comfyui.helpers import generate, open_backend, options, start_picture
 from tests.comfyui_standin import ComfyStandIn
@@ -110,3 +111,14 @@ async def test_the_worker_writes_its_place_and_each_step_once(tmp_path: Path, st
     # Each step once, in order, though the backend asked about stopping many times per step.
     assert progress == sorted(set(progress)) and progress[-1] == (4, 4)
     assert [s for s, _ in progress if s > 0] == [1, 2, 3, 4]
+
+
+def test_the_place_and_estimate_read_as_one_line_and_cross_the_pipe() -> None:
+    assert progress.waiting("Segment 2 · take 1", 2, WHERE, 170.0) == (
+        "⏳ Segment 2 · take 1 — waiting on the ComfyUI server: 2 other jobs ahead there, about 3 min until it starts."
+    )
+    assert progress.waiting("Segment 2 · take 1", 1, WHERE) == (
+        "⏳ Segment 2 · take 1 — waiting on the ComfyUI server: 1 other job ahead there."
+    )
+    for message in (Queued("j", 2, WHERE, 170.5), Queued("j", 1)):
+        assert decode(encode(message)) == message
