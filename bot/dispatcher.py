@@ -17,8 +17,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
 
-from bot.worker_client import ProgressHandler, WorkerDied, WorkerError, WorkerProcess, WorkerStartError
-from shared.protocol import Done, Failed, FailureKind, Generate, Progress
+from bot.worker_client import (
+    ProgressHandler,
+    QueuedHandler,
+    WorkerDied,
+    WorkerError,
+    WorkerProcess,
+    WorkerStartError,
+)
+from shared.protocol import Done, Failed, FailureKind, Generate, Progress, Queued
 
 log = logging.getLogger("framechain.dispatcher")
 
@@ -49,6 +56,16 @@ class DispatchListener(Protocol):
     async def job_position(self, job_id: str, position: int) -> None: ...
     async def job_started(self, job_id: str, device: str) -> None: ...
     async def job_progress(self, job_id: str, step: int, total: int) -> None: ...
+    async def job_waiting(self, job_id: str, ahead: int, where: str, eta: float | None) -> None:
+        """The job runs on its slot but waits there behind ``ahead`` other people's jobs (the
+        queue of a ComfyUI server); ``eta``: seconds until it starts, when the worker can tell."""
+        ...
+
+    async def job_retrying(self, job_id: str, reason: str) -> None:
+        """The job's worker went away mid-job (``reason`` says what and where it goes next): it
+        is queued again, ahead of everything, and starts over."""
+        ...
+
     async def job_finished(self, job_id: str, result: Done | Failed) -> None: ...
     async def job_delayed(self, job_id: str, reason: str) -> None:
         """The job waits longer than it should: no worker could be started (it stays queued)."""
@@ -154,6 +171,8 @@ class Dispatcher:
         self._reports: set[asyncio.Task[None]] = set()
         #: Devices whose worker cannot start until the operator fixes something, with the reason.
         self.unavailable: dict[str, str] = {}
+        #: Devices whose worker failed its latest start and is being retried, with what to tell.
+        self.failing: dict[str, str] = {}
 
     # --- control ----------------------------------------------------------------------------
 
@@ -181,6 +200,9 @@ class Dispatcher:
         await self._announce_positions()
         if len(self.unavailable) == len(self.devices):
             await _quietly(self.listener.job_delayed(message.job_id, UNAVAILABLE))
+        elif self.failing and not any(w is not None and w.alive for w in self.workers.values()):
+            # Arrived during a failing start streak: told now, as those already waiting were.
+            await _quietly(self.listener.job_delayed(message.job_id, next(iter(self.failing.values()))))
         return True
 
     async def cancel(self, job_id: str) -> bool:
@@ -226,6 +248,7 @@ class Dispatcher:
     async def _give_up(self, device: str, exc: WorkerStartError) -> NoReturn:
         """Stop restarting ``device``'s worker: log the fix, tell the waiting users, wait for stop()."""
         self.unavailable[device] = str(exc)
+        self.failing.pop(device, None)
         log.error(
             "worker on %s cannot start: %s. Restarting will not help: fix this (configuration, model files "
             "or packages) and restart framechain.",
@@ -259,16 +282,18 @@ class Dispatcher:
                     self.workers[device] = None
                     await self._give_up(device, exc)
                 failures += 1
+                self.failing[device] = _not_starting(device)
                 delay = min(MAX_BACKOFF, self.restart_backoff * 2 ** (failures - 1))
                 log.error("worker on %s did not start (%s); retrying in %.0f s", device, exc, delay)
                 self.workers[device] = None
                 # Tell the waiting owners once per streak, when no other device can serve them.
                 if failures == 1 and not any(w is not None and w.alive for w in self.workers.values()):
                     for job in self.queue.order():
-                        await _quietly(self.listener.job_delayed(job.job_id, "the GPU worker could not start"))
+                        await _quietly(self.listener.job_delayed(job.job_id, _not_starting(device)))
                 await asyncio.sleep(delay)
                 continue
             self.workers[device] = worker
+            self.failing.pop(device, None)
             return worker
 
     async def _slot(self, device: str) -> None:
@@ -284,7 +309,9 @@ class Dispatcher:
             self.running[job.job_id] = (job, worker)
             try:
                 await _quietly(self.listener.job_started(job.job_id, device))
-                result = await worker.run(job.message, self._progress_handler(job.job_id))
+                result = await worker.run(
+                    job.message, self._progress_handler(job.job_id), self._queued_handler(job.job_id)
+                )
             except WorkerDied as exc:
                 deaths += 1
                 log.warning("worker on %s died during %s (try %d): %s", device, job.job_id, job.tries, exc)
@@ -293,6 +320,7 @@ class Dispatcher:
                 if job.tries < MAX_TRIES and not job.cancelled:
                     # Retry on a fresh worker, ahead of everything else (it was already running).
                     await self.queue.put(job, front=True)
+                    await _quietly(self.listener.job_retrying(job.job_id, self._lost(device)))
                 else:
                     kind = FailureKind.CANCELLED if job.cancelled else FailureKind.INTERNAL
                     message = "cancelled" if job.cancelled else "the GPU worker crashed twice on this segment"
@@ -304,11 +332,33 @@ class Dispatcher:
             deaths = 0
             await _quietly(self.listener.job_finished(job.job_id, result))
 
+    def _lost(self, device: str) -> str:
+        """What went away under a running job, and where its retry goes, for its owner."""
+        if not _is_server(device):
+            return "the GPU worker stopped; trying again on a fresh one"
+        others = any(w is not None and w.alive for d, w in self.workers.items() if d != device)
+        return f"the ComfyUI server stopped answering; trying again {'on another one' if others else 'once it is back'}"
+
     def _progress_handler(self, job_id: str) -> ProgressHandler:
         async def handle(event: Progress) -> None:
             await _quietly(self.listener.job_progress(job_id, event.step, event.total))
 
         return handle
+
+    def _queued_handler(self, job_id: str) -> QueuedHandler:
+        async def handle(event: Queued) -> None:
+            await _quietly(self.listener.job_waiting(job_id, event.ahead, event.where, event.eta))
+
+        return handle
+
+
+def _not_starting(device: str) -> str:
+    return "the ComfyUI server is not answering" if _is_server(device) else "the GPU worker could not start"
+
+
+def _is_server(device: str) -> bool:
+    """A slot that drives a server (``comfyui:N``) rather than a local device."""
+    return device.startswith("comfyui:")
 
 
 async def _quietly(awaitable: object) -> None:

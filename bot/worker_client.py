@@ -23,6 +23,7 @@ from shared.protocol import (
     Message,
     Progress,
     ProtocolError,
+    Queued,
     Ready,
     Shutdown,
     decode,
@@ -32,6 +33,8 @@ from shared.protocol import (
 log = logging.getLogger("framechain.worker_client")
 
 ProgressHandler = Callable[[Progress], Awaitable[None] | None]
+#: Called while the job waits in the queue of what the worker's backend drives (a ComfyUI server).
+QueuedHandler = Callable[[Queued], Awaitable[None] | None]
 
 #: A worker loading a 14B model from a slow disk can take minutes before `ready`.
 DEFAULT_START_TIMEOUT = 900.0
@@ -148,7 +151,9 @@ class WorkerProcess:
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise WorkerDied(f"{self.name} is not running") from exc
 
-    async def run(self, job: Generate, on_progress: ProgressHandler | None = None) -> Done | Failed:
+    async def run(
+        self, job: Generate, on_progress: ProgressHandler | None = None, on_queued: QueuedHandler | None = None
+    ) -> Done | Failed:
         """Send one job and wait for its ``done`` or ``failed``. Raises WorkerDied if the process ends."""
         async with self._lock:
             self._job = job.job_id
@@ -162,6 +167,11 @@ class WorkerProcess:
                     if isinstance(event, Progress) and event.job_id == job.job_id:
                         if on_progress is not None:
                             result = on_progress(event)
+                            if result is not None:
+                                await result
+                    elif isinstance(event, Queued) and event.job_id == job.job_id:
+                        if on_queued is not None:
+                            result = on_queued(event)
                             if result is not None:
                                 await result
                     elif isinstance(event, (Done, Failed)) and event.job_id == job.job_id:

@@ -1,7 +1,7 @@
 """Messages between the bot and a worker process: one JSON object per line, each with ``type``.
 
 bot -> worker: ``generate``, ``cancel``, ``shutdown``
-worker -> bot: ``ready``, ``progress``, ``done``, ``failed``
+worker -> bot: ``ready``, ``queued``, ``progress``, ``done``, ``failed``
 
 Media travel as file paths inside the data directory, never inline.
 """
@@ -80,6 +80,22 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """The job waits behind other people's jobs in the queue of what the backend drives (a
+    ComfyUI server's own queue), sent when the number ahead changes; ``progress`` follows once
+    it runs."""
+
+    type: ClassVar[str] = "queued"
+    job_id: str
+    #: Jobs ahead of ours there, the running one included.
+    ahead: int
+    #: Where it waits, for the user ("the ComfyUI server").
+    where: str = ""
+    #: Seconds until it should start, when the backend can tell (from the jobs it has timed there).
+    eta: float | None = None
+
+
+@dataclass(frozen=True)
 class Done:
     type: ClassVar[str] = "done"
     job_id: str
@@ -101,9 +117,11 @@ class Failed:
     message: str
 
 
-Message = Generate | Cancel | Shutdown | Ready | Progress | Done | Failed
+Message = Generate | Cancel | Shutdown | Ready | Queued | Progress | Done | Failed
 
-_TYPES: dict[str, type[Any]] = {cls.type: cls for cls in (Generate, Cancel, Shutdown, Ready, Progress, Done, Failed)}
+_TYPES: dict[str, type[Any]] = {
+    cls.type: cls for cls in (Generate, Cancel, Shutdown, Ready, Queued, Progress, Done, Failed)
+}
 
 
 def encode(message: Message) -> str:

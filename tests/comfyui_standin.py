@@ -26,6 +26,7 @@ import contextlib
 import copy
 import io
 import json
+import ssl
 import struct
 import time
 import uuid
@@ -92,6 +93,8 @@ class ComfyStandIn:
         self.history: dict[str, dict[str, Any]] = {}
         self.sockets: dict[str, list[web.WebSocketResponse]] = {}
         self.received: list[dict[str, Any]] = []
+        #: When each body in ``received`` arrived (time.monotonic), to order jobs across servers.
+        self.received_at: list[float] = []
         self.interrupts: list[Any] = []
         self.deletes: list[str] = []
         self.headers_seen: list[dict[str, str]] = []
@@ -104,10 +107,12 @@ class ComfyStandIn:
         self._executor: asyncio.Task[None] | None = None
         self.url = ""
         self.alive = False
+        self._ssl: ssl.SSLContext | None = None
 
     # --- life --------------------------------------------------------------------------------
 
-    async def start(self, port: int = 0) -> str:
+    async def start(self, port: int = 0, ssl_context: ssl.SSLContext | None = None) -> str:
+        """Serve on 127.0.0.1 (HTTPS and WSS with ``ssl_context``); returns the URL."""
         app = web.Application(middlewares=[self._record_headers], client_max_size=64 * 1024 * 1024)
         app.router.add_get("/ws", self._ws)
         app.router.add_get("/system_stats", self._system_stats)
@@ -122,11 +127,12 @@ class ComfyStandIn:
         app.router.add_get("/view", self._view)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=ssl_context)
         await site.start()
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         self.port = sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._ssl = ssl_context
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
         self.alive = True
         self._executor = asyncio.create_task(self._execute_forever())
         return self.url
@@ -148,8 +154,9 @@ class ComfyStandIn:
 
     async def restart(self) -> None:
         """Back on the same port, with an empty queue and history (as after a real restart)."""
+        context = self._ssl
         self.__post_init__()
-        await self.start(self.port)
+        await self.start(self.port, context)
 
     def sent_ids(self) -> set[str]:
         """Prompt ids whose execution has started (some message about them was sent)."""
@@ -230,6 +237,7 @@ class ComfyStandIn:
         body = await request.json()
         prompt = body.get("prompt")
         self.received.append(body)
+        self.received_at.append(time.monotonic())
         if not isinstance(prompt, dict):
             return web.json_response(
                 {"error": _error("no_prompt", "No prompt provided"), "node_errors": {}}, status=400

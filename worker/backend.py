@@ -18,6 +18,13 @@ class StepCallback(Protocol):
         ...
 
 
+class WaitCallback(Protocol):
+    def __call__(self, ahead: int, where: str, eta: float | None) -> bool:
+        """Called while the job waits behind ``ahead`` other jobs in the queue of what the backend
+        drives (a ComfyUI server), when that number changes and between checks. Return True to stop."""
+        ...
+
+
 @dataclass(frozen=True)
 class SegmentFrames:
     #: uint8 RGB, shape (frames, height, width, 3)
@@ -46,6 +53,7 @@ class Backend(Protocol):
         guidance_2: float,
         seed: int | None,
         on_step: StepCallback | None = None,
+        on_wait: WaitCallback | None = None,
     ) -> SegmentFrames: ...
 
 

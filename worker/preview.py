@@ -20,7 +20,7 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from worker.backend import SegmentFrames, StepCallback, check_inputs
+from worker.backend import SegmentFrames, StepCallback, WaitCallback, check_inputs
 from worker.errors import Cancelled
 from worker.images import prepare_start_image
 
@@ -54,6 +54,7 @@ class PreviewBackend:
         guidance_2: float,
         seed: int | None,
         on_step: StepCallback | None = None,
+        on_wait: WaitCallback | None = None,  # never called: its jobs wait on no one else's queue
     ) -> SegmentFrames:
         # 1. Check inputs, as every backend does, before any work.
         check_inputs(

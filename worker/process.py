@@ -34,6 +34,7 @@ from shared.protocol import (
     Message,
     Progress,
     ProtocolError,
+    Queued,
     Ready,
     Shutdown,
     decode,
@@ -191,12 +192,26 @@ class Worker:
             image = load_start_image(job.image, self.limits)
             reference = load_start_image(job.color_reference, self.limits) if job.color_reference else None
 
-            def on_step(step: int, total: int) -> bool:
-                try:
-                    self._send(Progress(job_id=job.job_id, step=step, total=total))
-                except ParentGone:
-                    return True  # nobody to deliver to: stop at once
+            # A backend also calls these just to ask whether to stop (ComfyUI, between server
+            # messages): only a change is worth a message.
+            last: object = None
+
+            def report(message: Progress | Queued, key: object) -> bool:
+                nonlocal last
+                if key != last:
+                    try:
+                        self._send(message)
+                    except ParentGone:
+                        return True  # nobody to deliver to: stop at once
+                    last = key
                 return cancel.is_set()
+
+            def on_step(step: int, total: int) -> bool:
+                return report(Progress(job_id=job.job_id, step=step, total=total), (step, total))
+
+            def on_wait(ahead: int, where: str, eta: float | None) -> bool:
+                # The estimate moves with the clock: a new one alone is no reason to write.
+                return report(Queued(job_id=job.job_id, ahead=ahead, where=where, eta=eta), ("queued", ahead))
 
             if cancel.is_set():
                 raise Cancelled("cancelled")
@@ -212,6 +227,7 @@ class Worker:
                 guidance_2=job.guidance_2,
                 seed=job.seed,
                 on_step=on_step,
+                on_wait=on_wait,
             )
             if cancel.is_set():
                 raise Cancelled("cancelled")

@@ -115,14 +115,31 @@ class Jobs:
         shown = self.progress.get(segment_id)
         if shown is not None:
             shown.started = self.clock()
-            shown.restarted = False
-            await self.progress.edit(segment_id, progress.starting(shown.label), force=True)
+            shown.restarted = shown.waiting = False
+            again, shown.retried = shown.retried, False
+            await self.progress.edit(segment_id, progress.starting(shown.label, again=again), force=True)
+
+    async def waiting(self, job_id: str, ahead: int, where: str, eta: float | None) -> None:
+        shown = self.progress.get(int(job_id))
+        if shown is not None:
+            shown.waiting = True
+            await self.progress.edit(int(job_id), progress.waiting(shown.label, ahead, where, eta), force=True)
+
+    async def retrying(self, job_id: str, reason: str) -> None:
+        shown = self.progress.get(int(job_id))
+        if shown is not None:
+            shown.retried = True
+            await self.progress.edit(int(job_id), progress.retrying(shown.label, reason), force=True)
 
     async def step(self, job_id: str, step: int, total: int) -> None:
         segment_id = int(job_id)
         shown = self.progress.get(segment_id)
         if shown is None:
             return
+        if shown.waiting:
+            # It has just begun on the server: time the steps from now, not from the wait.
+            shown.waiting = False
+            shown.started = self.clock()
         left = None
         if shown.started is not None and step > 0:
             left = (self.clock() - shown.started) / step * (total - step)

@@ -45,8 +45,20 @@ def delayed(name: str, reason: str) -> str:
     return f"⚠️ {name} — still queued: {reason}. It will start when the worker is back."
 
 
-def starting(name: str) -> str:
-    return f"⏳ {name} — starting…"
+def starting(name: str, *, again: bool = False) -> str:
+    return f"⏳ {name} — starting again…" if again else f"⏳ {name} — starting…"
+
+
+def waiting(name: str, ahead: int, where: str, eta: float | None = None) -> str:
+    """Running on its slot, but behind other people's jobs there (a ComfyUI server's queue)."""
+    jobs = "1 other job" if ahead == 1 else f"{ahead} other jobs"
+    text = f"⏳ {name} — waiting on {where or 'the server'}: {jobs} ahead there"
+    return f"{text}, about {estimate(eta)} until it starts." if eta is not None else f"{text}."
+
+
+def retrying(name: str, reason: str) -> str:
+    """Its worker went away mid-job; ``reason`` says what, and where the job goes next."""
+    return f"🔁 {name} — {reason}."
 
 
 def step(name: str, done: int, total: int, left: float | None = None) -> str:

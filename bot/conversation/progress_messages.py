@@ -28,6 +28,10 @@ class ProgressMessage:
     label: str
     #: The job was interrupted by a restart and queued again (said until it starts).
     restarted: bool = False
+    #: Its worker went away mid-job and it is tried again (said until it starts again).
+    retried: bool = False
+    #: It waits behind other people's jobs on its server: the step estimate starts after.
+    waiting: bool = False
     started: float | None = None
     last_edit: float = float("-inf")
     last_text: str = ""

@@ -475,6 +475,12 @@ class ConversationService:
     async def job_progress(self, job_id: str, step: int, total: int) -> None:
         await self.jobs.step(job_id, step, total)
 
+    async def job_waiting(self, job_id: str, ahead: int, where: str, eta: float | None) -> None:
+        await self.jobs.waiting(job_id, ahead, where, eta)
+
+    async def job_retrying(self, job_id: str, reason: str) -> None:
+        await self.jobs.retrying(job_id, reason)
+
     async def job_finished(self, job_id: str, result: Done | Failed) -> None:
         reported = await self.jobs.record_result(job_id, result)
         if reported is None:

@@ -63,6 +63,7 @@ class Recorder:
         self.positions: list[tuple[str, int]] = []
         self.finished: list[tuple[str, Done | Failed]] = []
         self.delayed: list[tuple[str, str]] = []
+        self.retrying: list[tuple[str, str]] = []
 
     async def job_delayed(self, job_id: str, reason: str) -> None:
         self.delayed.append((job_id, reason))
@@ -73,6 +74,11 @@ class Recorder:
     async def job_started(self, job_id: str, device: str) -> None: ...
 
     async def job_progress(self, job_id: str, step: int, total: int) -> None: ...
+
+    async def job_waiting(self, job_id: str, ahead: int, where: str, eta: float | None) -> None: ...
+
+    async def job_retrying(self, job_id: str, reason: str) -> None:
+        self.retrying.append((job_id, reason))
 
     async def job_finished(self, job_id: str, result: Done | Failed) -> None:
         self.finished.append((job_id, result))

@@ -41,6 +41,7 @@ async def generate(
     image: Image.Image,
     *,
     on_step: Callable[[int, int], bool] | None = None,
+    on_wait: Callable[[int, str, float | None], bool] | None = None,
     size: int = 64,
     frames: int = 5,
     steps: int = 4,
@@ -50,6 +51,7 @@ async def generate(
         return backend.generate(
             image=image, prompt="a fox in the snow", negative_prompt="blurry", width=size, height=size,
             frames=frames, steps=steps, guidance=3.5, guidance_2=3.0, seed=seed, on_step=on_step,
+            on_wait=on_wait,
         )  # fmt: skip
 
     return await asyncio.wait_for(asyncio.to_thread(run), 30)

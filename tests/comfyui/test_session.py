@@ -92,6 +92,28 @@ async def test_a_session_renders_through_two_servers_at_once(tmp_path: Path, ser
         assert probe(final.post.parts[0]).frames == FRAMES + FRAMES - 1
 
 
+async def test_two_servers_serve_one_fair_queue(tmp_path: Path, servers: list[ComfyStandIn]) -> None:
+    for server in servers:
+        server.step_delay = 0.3  # both busy while the rest queues
+    async with running_bot(comfyui_config(tmp_path, *(s.url for s in servers))) as bot:
+        svc, chat = bot.service, bot.chat
+        await _until(lambda: all(w is not None and w.ready for w in bot.dispatcher.workers.values()))
+        # Alice opens three sessions (three chats), then Bob one.
+        alice = [ChatRef("telegram", str(100 + i), "") for i in range(3)]
+        bob = ChatRef("telegram", "200", "")
+        for i, where in enumerate(alice):
+            await svc.start(where, "1", picture_bytes(), f"alice {i + 1}")
+        await svc.start(bob, "2", picture_bytes(), "bob 1")
+        await chat.wait_for("segment", 4)
+    arrivals = sorted(
+        (t, b["prompt"]["8"]["inputs"]["text"]) for s in servers for t, b in zip(s.received_at, s.received, strict=True)
+    )
+    order = [text for _, text in arrivals]
+    # Alice's first two take both servers; Bob, not yet served, goes before her third.
+    assert sorted(order[:2]) == ["alice 1", "alice 2"] and order[2:] == ["bob 1", "alice 3"]
+    assert all(len(s.received) == 2 for s in servers)
+
+
 async def test_a_server_that_dies_mid_job_hands_the_job_to_the_other(
     tmp_path: Path, servers: list[ComfyStandIn]
 ) -> None:
@@ -110,6 +132,65 @@ async def test_a_server_that_dies_mid_job_hands_the_job_to_the_other(
         assert segment.status is SegmentStatus.DONE and segment.tries == 2
         [other] = [s for s in servers if s is not dying]
         assert len(other.received) == 1 and other.history
+        # The owner was told, in the take's progress message, and saw it start over.
+        edits = [e.text for e in chat.of("edit")]
+        told = edits.index("🔁 Segment 1 · take 1 — the ComfyUI server stopped answering; trying again on another one.")
+        assert "⏳ Segment 1 · take 1 — starting again…" in edits[told:]
+
+
+async def test_a_job_whose_only_server_goes_away_waits_for_it_and_the_owner_is_told(
+    tmp_path: Path, servers: list[ComfyStandIn]
+) -> None:
+    server = servers[0]
+    async with running_bot(comfyui_config(tmp_path, server.url)) as bot:
+        svc, chat = bot.service, bot.chat
+        await svc.start(ChatRef("telegram", "100", ""), "1", picture_bytes(), "waits for its server")
+        await _until(lambda: server.running is not None)
+        await server.stop()
+        await _until(lambda: any("once it is back" in e.text for e in chat.of("edit")))
+        await server.restart()
+        [sent] = await chat.wait_for("segment", 1)
+        assert (await bot.store.get_segment(sent.post.segment_id)).tries == 2
+        edits = [e.text for e in chat.of("edit")]
+        assert "🔁 Segment 1 · take 1 — the ComfyUI server stopped answering; trying again once it is back." in edits
+
+
+async def test_with_the_only_server_down_at_start_the_owner_is_told_and_it_renders_once_back(
+    tmp_path: Path, servers: list[ComfyStandIn]
+) -> None:
+    server = servers[0]
+    await server.stop()
+    async with running_bot(comfyui_config(tmp_path, server.url)) as bot:
+        chat = bot.chat
+        await _until(lambda: bool(bot.dispatcher.failing))  # its worker has already failed to start once
+        await bot.service.start(ChatRef("telegram", "100", ""), "1", picture_bytes(), "waits for the server")
+        told = "⚠️ Segment 1 · take 1 — still queued: the ComfyUI server is not answering."
+        await _until(lambda: any(e.text.startswith(told) for e in chat.of("edit")))
+        await server.restart()
+        await chat.wait_for("segment", 1)
+        assert len(server.received) == 1
+
+
+async def test_the_owner_sees_their_place_behind_other_peoples_jobs_on_the_server(
+    tmp_path: Path, servers: list[ComfyStandIn]
+) -> None:
+    server = servers[0]
+    holds = [await server.hold_foreign_job(), await server.hold_foreign_job()]  # one runs, one waits
+    async with running_bot(comfyui_config(tmp_path, server.url)) as bot:
+        chat = bot.chat
+        await bot.service.start(ChatRef("telegram", "100", ""), "1", picture_bytes(), "waits its turn")
+        label = "⏳ Segment 1 · take 1 — waiting on the ComfyUI server"
+        await _until(lambda: any(e.text == f"{label}: 2 other jobs ahead there." for e in chat.of("edit")))
+        holds[0].set()
+        await _until(lambda: any(e.text == f"{label}: 1 other job ahead there." for e in chat.of("edit")))
+        holds[1].set()
+        await chat.wait_for("segment", 1)
+        edits = [e.text for e in chat.of("edit")]
+        # Then the steps, once ours runs there.
+        assert any(
+            t.startswith("⏳ Segment 1 · take 1 — step 4/4")
+            for t in edits[edits.index(f"{label}: 1 other job ahead there.") :]
+        )
 
 
 async def test_a_server_down_at_start_leaves_the_others_serving(tmp_path: Path, servers: list[ComfyStandIn]) -> None:

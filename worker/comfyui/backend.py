@@ -24,6 +24,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from shared.config import ComfyUIConfig, ComfyUIServerConfig, GenerationConfig
-from worker.backend import SegmentFrames, StepCallback, check_inputs
+from worker.backend import SegmentFrames, StepCallback, WaitCallback, check_inputs
 from worker.comfyui.client import ComfyClient, parse_headers
 from worker.comfyui.errors import ServerLost, ServerUnavailable
 from worker.comfyui.graph import (
@@ -58,6 +59,10 @@ T = TypeVar("T")
 
 #: Seconds to wait for the server to confirm an interrupt before reporting the cancel anyway.
 INTERRUPT_WAIT = 30.0
+#: How many of our latest jobs on a server time the estimate of a wait there.
+TIMED_JOBS = 5
+#: What the user is told the job waits on.
+WHERE = "the ComfyUI server"
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,8 @@ class ComfyUIBackend:
         self._thread.start()
         self.client: ComfyClient = self._run(self._make_client())
         self.version = ""
+        #: Seconds our latest jobs ran on this server, once started there (for wait estimates).
+        self.job_seconds: deque[float] = deque(maxlen=TIMED_JOBS)
         try:
             self._run(self._connect())
         except BaseException:
@@ -194,6 +201,7 @@ class ComfyUIBackend:
         guidance_2: float,
         seed: int | None,
         on_step: StepCallback | None = None,
+        on_wait: WaitCallback | None = None,
     ) -> SegmentFrames:
         check_inputs(
             image=image, prompt=prompt, width=width, height=height, frames=frames,
@@ -208,21 +216,33 @@ class ComfyUIBackend:
             image="", prompt=prompt, negative_prompt=negative_prompt, width=width, height=height,
             frames=frames, steps=steps, guidance=guidance, guidance_2=guidance_2, seed=seed,
         )  # fmt: skip
-        frames_out = self._run(_Job(self, job, buffer.getvalue(), on_step).run())
+        frames_out = self._run(_Job(self, job, buffer.getvalue(), on_step, on_wait).run())
         return SegmentFrames(frames=frames_out, seed=seed)
 
 
 class _Job:
     """Follows one prompt on the server, on the backend's event loop."""
 
-    def __init__(self, backend: ComfyUIBackend, job: JobValues, png: bytes, on_step: StepCallback | None) -> None:
+    def __init__(
+        self,
+        backend: ComfyUIBackend,
+        job: JobValues,
+        png: bytes,
+        on_step: StepCallback | None,
+        on_wait: WaitCallback | None,
+    ) -> None:
         self.backend = backend
         self.client = backend.client
         self.options = backend.options
         self.job = job
         self.png = png
         self.on_step = on_step
+        self.on_wait = on_wait
         self.prompt_id = ""
+        #: Jobs ahead of ours in the server's queue (others' jobs), until ours runs there.
+        self.ahead = 0
+        #: When our prompt began to run on the server (None while it waits).
+        self.running_since: float | None = None
         self.step = 0
         self.node_progress: dict[str, tuple[int, int]] = {}
         self.unreachable_since: float | None = None
@@ -251,6 +271,7 @@ class _Job:
         generation = self.client.ws_generation if self.client.ws_connected.is_set() else -1
         self.prompt_id = await self.client.submit(prompt.graph)
         log.info("prompt %s queued on %s", self.prompt_id, self.client.name)
+        await self._look_at_queue()
         deadline = time.monotonic() + o.job_timeout
         while True:
             if time.monotonic() > deadline:
@@ -270,18 +291,54 @@ class _Job:
                 generation = -1  # stays in polling mode for the rest of this job
                 if await self._poll():
                     break
+        if self.running_since is not None:
+            self.backend.job_seconds.append(time.monotonic() - self.running_since)
         return await self._fetch_frames(prompt.output)
 
     async def _report(self) -> None:
-        if self.on_step is not None and self.on_step(self.step, self.job.steps):
+        """Tell the worker where the job is (it writes only changes); stop if it asks to."""
+        if self.running_since is None and self.ahead > 0 and self.on_wait is not None:
+            stop = self.on_wait(self.ahead, WHERE, self._eta())
+        else:
+            stop = self.on_step is not None and self.on_step(self.step, self.job.steps)
+        if stop:
             await self._cancel()
+
+    def _eta(self) -> float | None:
+        """Seconds until ours starts, if each job ahead takes as long as ours have here."""
+        timed = self.backend.job_seconds
+        return self.ahead * sum(timed) / len(timed) if timed else None
+
+    def _started(self) -> None:
+        if self.running_since is None:
+            self.running_since = time.monotonic()
+            self.ahead = 0
+
+    def _place(self, running: list[str], pending: list[str]) -> None:
+        """Our place from the server's queue: running, or behind how many jobs."""
+        if self.prompt_id in running:
+            self._started()
+        elif self.prompt_id in pending and self.running_since is None:
+            self.ahead = len(running) + pending.index(self.prompt_id)
+
+    async def _look_at_queue(self) -> None:
+        """The queue changed (or we just joined it): report our place while we wait."""
+        running, pending = await self.client.queue()
+        self._place(running, pending)
+        if self.running_since is None:
+            log.info("prompt %s waits on %s behind %d job(s)", self.prompt_id, self.client.name, self.ahead)
+            await self._report()
 
     async def _handle(self, event: dict[str, Any]) -> bool:
         """Apply one websocket message; True once our prompt has finished well."""
         kind = event.get("type")
         data = event.get("data") or {}
+        if kind == "status" and self.running_since is None:
+            await self._look_at_queue()  # sent on every change of the server's queue
+            return False
         if not isinstance(data, dict) or data.get("prompt_id") != self.prompt_id:
             return False
+        self._started()
         if kind == "progress":
             node = str(data.get("node"))
             if not self.progress_nodes or node in self.progress_nodes:
@@ -319,9 +376,7 @@ class _Job:
                 raise GenerationError(f"{self.client.name} reports the job failed")
             return True
         if self.prompt_id in running or self.prompt_id in pending:
-            if pending and self.prompt_id in pending:
-                ahead = pending.index(self.prompt_id) + len(running)
-                log.info("prompt %s waits on %s behind %d job(s)", self.prompt_id, self.client.name, ahead)
+            self._place(running, pending)
             return False
         if final:
             return False  # history is written a moment after the last message

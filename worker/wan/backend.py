@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worker.backend import SegmentFrames, StepCallback, check_inputs
+from worker.backend import SegmentFrames, StepCallback, WaitCallback, check_inputs
 from worker.errors import BadInput, Cancelled, GenerationError, OutOfMemory, is_out_of_memory
 from worker.images import prepare_start_image
 from worker.wan.fp8 import release_mapped_weights
@@ -93,6 +93,7 @@ class WanBackend:
         guidance_2: float,
         seed: int | None,
         on_step: StepCallback | None = None,
+        on_wait: WaitCallback | None = None,  # never called: its jobs wait on no one else's queue
     ) -> SegmentFrames:
         # 1. Check inputs before any work.
         check_inputs(
