@@ -46,7 +46,11 @@ class Backend(Protocol):
         guidance_2: float,
         seed: int | None,
         on_step: StepCallback | None = None,
-    ) -> SegmentFrames: ...
+        end_image: Image.Image | None = None,
+    ) -> SegmentFrames:
+        """``end_image``: a keyframe the last frame should become (prepared like the start image);
+        a backend that cannot aim at one raises BadInput saying so."""
+        ...
 
 
 def check_inputs(
@@ -60,10 +64,13 @@ def check_inputs(
     guidance: float,
     guidance_2: float,
     seed: int | None,
+    end_image: object = None,
 ) -> None:
     """Raise BadInput naming the first bad argument. Every backend calls this first."""
     if not isinstance(image, Image.Image):
         raise BadInput(f"image must be a PIL image, got {type(image).__name__}")
+    if end_image is not None and not isinstance(end_image, Image.Image):
+        raise BadInput(f"end_image must be a PIL image or None, got {type(end_image).__name__}")
     if not isinstance(prompt, str) or not prompt.strip():
         raise BadInput("prompt must not be empty")
     try:

@@ -190,6 +190,8 @@ class Worker:
         try:
             image = load_start_image(job.image, self.limits)
             reference = load_start_image(job.color_reference, self.limits) if job.color_reference else None
+            # The end keyframe passed the start picture's checks in the chat; read it the same way.
+            end_image = load_start_image(job.end_image, self.limits) if job.end_image else None
 
             def on_step(step: int, total: int) -> bool:
                 try:
@@ -212,6 +214,7 @@ class Worker:
                 guidance_2=job.guidance_2,
                 seed=job.seed,
                 on_step=on_step,
+                end_image=end_image,
             )
             if cancel.is_set():
                 raise Cancelled("cancelled")
