@@ -210,6 +210,20 @@ class Conversation(Protocol):
         """finish, undo, cancel, status, help, settings (``argument`` like ``seconds=3``)."""
         ...
 
+    async def end_frame(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        image: bytes | None,
+        *,
+        clear: bool = False,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+    ) -> None:
+        """``/end``: ``image`` (the file's bytes) is the frame the next segment should end on;
+        ``clear`` removes it; neither says whether one is set."""
+        ...
+
     async def change_settings(
         self,
         chat: ChatRef,
