@@ -126,7 +126,8 @@ async def test_a_session_shows_one_message_per_take_and_nothing_else(tmp_path: P
         assert labels(thread, take3) == []
         assert (await s.bot.store.get_session(row.id)).state is SessionState.FINISHED
 
-        # The whole session as the thread shows it: one message per take, three short lines, the video.
+        # The whole session as the thread shows it: one message per take, three short lines, the video
+        # and its storyboard.
         assert kinds(s, thread) == ["take", "take", "text", "take", "text", "text", "final", "storyboard"]
         assert [t.split(" — ")[0].split(" (")[0] for t in texts(s, thread)] == [
             "Segment 1 approved",
@@ -137,7 +138,7 @@ async def test_a_session_shows_one_message_per_take_and_nothing_else(tmp_path: P
         made = [e for e in s.env.http_requests if e.method == "POST" and e.path == f"/channels/{thread.id}/messages"]
         message = re.compile(rf"/channels/{thread.id}/messages/[0-9]+")
         deleted = [e for e in s.env.http_requests if e.method == "DELETE" and message.fullmatch(e.path)]
-        assert len(made) == 7 + 3 and len(deleted) == 3
+        assert len(made) == 8 + 3 and len(deleted) == 3
 
 
 def edits_fail(s: Studio, times: int = 1) -> None:
