@@ -108,7 +108,9 @@ def wrap(text: str, face: Typeface, width: float, max_lines: int = MAX_LINES) ->
 
 
 @dataclass(frozen=True)
-class _Plan:
+class Grid:
+    """A sheet's layout: the tile size and, per panel, the wrapped text lines and whether clipped."""
+
     columns: int
     tile: int
     thumb_height: int
@@ -118,7 +120,7 @@ class _Plan:
     height: int
 
 
-def _plan(prompts: list[str], aspect: float, face: Typeface, columns: int, tile: int) -> _Plan:
+def _plan(prompts: list[str], aspect: float, face: Typeface, columns: int, tile: int) -> Grid:
     thumb_height = max(1, round(tile * aspect))
     texts = tuple(wrap(p, face, tile) if p else ((START_CAPTION,), False) for p in prompts)
     rows = math.ceil(len(prompts) / columns)
@@ -128,12 +130,12 @@ def _plan(prompts: list[str], aspect: float, face: Typeface, columns: int, tile:
     )
     width = columns * tile + (columns + 1) * GAP
     height = sum(row_heights) + (rows + 1) * GAP
-    return _Plan(columns, tile, thumb_height, texts, row_heights, width, height)
+    return Grid(columns, tile, thumb_height, texts, row_heights, width, height)
 
 
-def plan_layout(prompts: list[str], aspect: float, face: Typeface) -> _Plan:
+def plan_layout(prompts: list[str], aspect: float, face: Typeface) -> Grid:
     """The grid with the largest tiles that fits the bounds; ties go to the more compact sheet."""
-    best: _Plan | None = None
+    best: Grid | None = None
     for columns in range(1, min(len(prompts), MAX_COLUMNS) + 1):
         tile = min(MAX_TILE, (MAX_WIDTH - (columns + 1) * GAP) // columns)
         plan = _plan(prompts, aspect, face, columns, tile)
