@@ -111,6 +111,11 @@ class ChatPort(Protocol):
 
     async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None: ...
 
+    async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:
+        """Send a picture (a JPEG or PNG well under the upload limit) with a caption; return the
+        message's id."""
+        ...
+
     async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
         """Post a segment for review, skipping the roles in ``post.already``; call ``sent`` for
         each message as soon as the platform accepted it, and return the ids of what was posted

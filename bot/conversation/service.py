@@ -40,6 +40,7 @@ from bot.conversation.queue_view import whole_queue
 from bot.conversation.quotas import Quotas
 from bot.conversation.recovery import KEEP_POSTING, Recovery
 from bot.conversation.sessions import Sessions, settings_json
+from bot.conversation.storyboards import Storyboards
 from bot.core import State, Via
 from bot.disk import DiskSpace, FreeSpace, admin_note, free_bytes, is_disk_full
 from bot.dispatcher import Dispatcher
@@ -149,7 +150,8 @@ class ConversationService:
         self.progress = ProgressMessages(store, self.chats, self.background, interval=progress_interval, clock=clock)
         self.quotas = Quotas(store, config, clock=wall_clock)
         self.jobs = Jobs(store, config, self.chats, self.media, self.progress, self.quotas, clock=clock)
-        self.posting = Posting(store, config, self.chats, self.progress)
+        self.storyboards = Storyboards(store, self.media, self.chats)
+        self.posting = Posting(store, config, self.chats, self.progress, self.storyboards)
         self.assemblies = Assemblies(config, self.media, self._apply, disk=self.disk, alerts=self.alerts)
         self.recovery = Recovery(
             store,
@@ -439,6 +441,8 @@ class ConversationService:
             await self.chats.answer(chat, f"I don't know /{name}. Send /help for the commands.", reply)
             return
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
+        if name == "status" and not self._closing:  # the story so far, under the status answer
+            await self.storyboards.with_status(row)
 
     @answers_store_faults
     async def end_frame(
