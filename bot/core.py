@@ -5,8 +5,8 @@ persists the returned session and performs the returned :class:`Effect` objects 
 
 The core spans a few modules, all re-exported here: the vocabulary (sessions, events, effects)
 in ``bot.core_model``, settings and texts in ``bot.core_settings``, the answers to refused events
-in ``bot.core_refusals``, the quotas' day and texts in ``bot.core_quotas``, start-up recovery in
-``bot.core_recovery``; the rules are here.
+in ``bot.core_refusals``, end keyframes (/end) in ``bot.core_keyframes``, the quotas' day and
+texts in ``bot.core_quotas``, start-up recovery in ``bot.core_recovery``; the rules are here.
 
 States (:class:`State`, stored as their string values)::
 
@@ -63,6 +63,8 @@ Rules, decided here once so every platform behaves the same:
 - A failed job returns to awaiting_prompt; /regenerate retries the failed take, or a new prompt
   replaces it. Job and assembly reports that do not match the current take are stale (the job
   was stopped or superseded) and ignored without effects.
+- ``/end`` with a picture sets an end keyframe that every new take aims at until one aimed at it
+  is approved (rules in ``bot.core_keyframes``); the review caption says a take was aimed at it.
 - After a crash, :func:`reconcile` brings a session whose saved state and newest take disagree
   to the state the take implies (:data:`RECONCILE`); :func:`restore` reads a running one.
 """
@@ -72,6 +74,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
+from bot.core_keyframes import after_approval, after_undo, on_end_frame
 from bot.core_model import (
     EVENT_TYPES,
     REVIEW_CONTROLS,
@@ -90,6 +93,7 @@ from bot.core_model import (
     Control,
     DropLastApproved,
     Effect,
+    EndFrame,
     EnqueueSegment,
     Event,
     Finish,
@@ -184,6 +188,7 @@ __all__ = [
     "Control",
     "DropLastApproved",
     "Effect",
+    "EndFrame",
     "EnqueueSegment",
     "Event",
     "Finish",
@@ -254,6 +259,7 @@ TRANSITIONS: Mapping[tuple[State, type[Event]], frozenset[State]] = {
     (_S.AWAITING_IMAGE, PromptText): frozenset({_S.AWAITING_IMAGE}),
     (_S.AWAITING_IMAGE, ChangeSettings): frozenset({_S.AWAITING_IMAGE}),
     (_S.AWAITING_IMAGE, Cancel): frozenset({_S.CANCELLED}),
+    (_S.AWAITING_IMAGE, EndFrame): frozenset({_S.AWAITING_IMAGE}),
     (_S.AWAITING_PROMPT, PromptText): frozenset({_S.GENERATING}),
     (_S.AWAITING_PROMPT, Regenerate): frozenset({_S.GENERATING}),
     (_S.AWAITING_PROMPT, ImageReceived): frozenset({_S.AWAITING_PROMPT}),
@@ -262,18 +268,21 @@ TRANSITIONS: Mapping[tuple[State, type[Event]], frozenset[State]] = {
     (_S.AWAITING_PROMPT, Finish): frozenset({_S.ASSEMBLING}),
     (_S.AWAITING_PROMPT, ApproveAndFinish): frozenset({_S.ASSEMBLING}),
     (_S.AWAITING_PROMPT, Cancel): frozenset({_S.CANCELLED}),
+    (_S.AWAITING_PROMPT, EndFrame): frozenset({_S.AWAITING_PROMPT}),
     (_S.GENERATING, JobProgress): frozenset({_S.GENERATING}),
     (_S.GENERATING, JobDone): frozenset({_S.REVIEWING}),
     (_S.GENERATING, JobFailed): frozenset({_S.AWAITING_PROMPT}),
     (_S.GENERATING, Undo): frozenset({_S.AWAITING_PROMPT}),
     (_S.GENERATING, Finish): frozenset({_S.ASSEMBLING}),
     (_S.GENERATING, Cancel): frozenset({_S.CANCELLED}),
+    (_S.GENERATING, EndFrame): frozenset({_S.GENERATING}),
     (_S.REVIEWING, Approve): frozenset({_S.AWAITING_PROMPT}),
     (_S.REVIEWING, ApproveAndFinish): frozenset({_S.ASSEMBLING}),
     (_S.REVIEWING, Regenerate): frozenset({_S.GENERATING}),
     (_S.REVIEWING, Undo): frozenset({_S.AWAITING_PROMPT}),
     (_S.REVIEWING, ChangeSettings): frozenset({_S.REVIEWING}),
     (_S.REVIEWING, Cancel): frozenset({_S.CANCELLED}),
+    (_S.REVIEWING, EndFrame): frozenset({_S.REVIEWING}),
     (_S.ASSEMBLING, AssemblyDone): frozenset({_S.FINISHED}),
     (_S.ASSEMBLING, AssemblyFailed): frozenset({_S.AWAITING_PROMPT}),
     (_S.ASSEMBLING, Cancel): frozenset({_S.CANCELLED}),
@@ -439,6 +448,7 @@ def _enqueue(s: Session, prompt: str, effects: list[Effect]) -> Transition:
         height=height,
         frames=settings.frames,
         steps=settings.steps,
+        end_image=s.end_image,
     )
     attempts = list(s.attempts) + [0] * (idx + 1 - len(s.attempts))
     attempts[idx] = attempt
@@ -454,7 +464,7 @@ def _on_approve(s: Session, e: Event, limits: Limits) -> Transition:
     if e.segment is not None and e.segment != cur.key:
         return s, [stale_review(s, e.segment)]
     effects = pressed(e, f"✅ Approved segment {cur.number}.")
-    s = replace(s, state=State.AWAITING_PROMPT, approved=(*s.approved, cur), current=None)
+    s = after_approval(replace(s, state=State.AWAITING_PROMPT, approved=(*s.approved, cur), current=None), cur)
     text = f"Segment {cur.number} approved — {s.seconds:.1f} s so far. "
     if len(s.approved) >= limits.max_segments:
         text += f"That's the limit of {limits.max_segments} segments: 🏁 Finish (or /finish) to get the video."
@@ -479,7 +489,7 @@ def _on_approve_and_finish(s: Session, e: Event, limits: Limits) -> Transition:
         *pressed(e, f"✅ Approved segment {cur.number} — joining the video…"),
         ApproveSegment(s.id, cur.key),
     ]
-    s = replace(s, state=State.AWAITING_PROMPT, approved=(*s.approved, cur), current=None)
+    s = after_approval(replace(s, state=State.AWAITING_PROMPT, approved=(*s.approved, cur), current=None), cur)
     return _assemble(s, effects, f"Segment {cur.number} approved. ")
 
 
@@ -506,9 +516,11 @@ def _on_undo(s: Session, e: Event, limits: Limits) -> Transition:
     if not s.approved:
         return s, [Say("Nothing to undo yet.", ephemeral=True)]
     last = s.approved[-1]
-    s = replace(s, approved=s.approved[:-1], current=None)
+    s = after_undo(replace(s, approved=s.approved[:-1], current=None), last)
     source = f"the end of segment {last.number - 1}" if s.approved else "the start picture"
     text = f"Removed segment {last.number}. The next prompt continues from {source}."
+    if last.end_image is not None and s.end_image == last.end_image:
+        text += " It will end on its end keyframe again (/end clear removes it)."
     return s, [DropLastApproved(s.id, last.key), Say(text)]
 
 
@@ -643,6 +655,7 @@ _HANDLERS: Mapping[type[Event], _Handler] = {
     Finish: _on_finish,
     Cancel: _on_cancel,
     ChangeSettings: _on_settings,
+    EndFrame: on_end_frame,
     JobProgress: _on_progress,
     JobDone: _on_done,
     JobFailed: _on_failed,

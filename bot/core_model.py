@@ -59,6 +59,8 @@ class Limits:
     size_mode: SizeMode = "fit"
     #: Largest area a user may choose with /settings size.
     max_pixels: int = 1280 * 720
+    #: Whether every worker can aim a segment at an end keyframe (/end); a ComfyUI server cannot.
+    keyframes: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_prompt_chars", "max_negative_chars", "max_segments", "max_steps"):
@@ -138,6 +140,8 @@ class Segment:
     frames: int
     steps: int
     result: SegmentResult | None = None
+    #: The end keyframe this take was aimed at (Wan first-last-frame), or None.
+    end_image: str | None = None
 
     @property
     def key(self) -> SegmentKey:
@@ -173,6 +177,8 @@ class Session:
     #: never reuses a (idx, attempt) pair, even after undo.
     attempts: tuple[int, ...] = ()
     final_video: str | None = None
+    #: The end keyframe (/end) every new take aims at until a take aimed at it is approved.
+    end_image: str | None = None
 
     def __post_init__(self) -> None:
         problems = _invariant_problems(self)
@@ -322,6 +328,15 @@ class Cancel(UserEvent):
     pass
 
 
+@dataclass(frozen=True, kw_only=True)
+class EndFrame(UserEvent):
+    """/end: set the frame the next segment ends on (``picture``), remove it (``clear``), or,
+    with neither, say whether one is set."""
+
+    picture: Picture | None = None
+    clear: bool = False
+
+
 @dataclass(frozen=True)
 class Quota:
     """One user's quotas and what is left of them, for /status: numbers the service reads from
@@ -404,6 +419,7 @@ USER_EVENTS: tuple[type[UserEvent], ...] = (
     Cancel,
     Status,
     ChangeSettings,
+    EndFrame,
 )
 SYSTEM_EVENTS: tuple[type[Event], ...] = (JobProgress, JobDone, JobFailed, AssemblyDone, AssemblyFailed)
 EVENT_TYPES: tuple[type[Event], ...] = (*USER_EVENTS, *SYSTEM_EVENTS)

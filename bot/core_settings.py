@@ -137,6 +137,8 @@ def settings_text(settings: Settings) -> str:
 def status_text(s: Session, queue_position: int | None = None, quota: Quota | None = None) -> str:
     """Where the session stands; then, given ``quota``, what is left of the asking user's quotas."""
     text = _session_status(s, queue_position)
+    if s.end_image is not None and not s.state.over and s.state is not State.ASSEMBLING:
+        text += " 🎯 An end keyframe is set for the next take (/end clear removes it)."
     return text if quota is None else f"{text}\n{quota_text(quota)}"
 
 
@@ -171,10 +173,12 @@ def _session_status(s: Session, queue_position: int | None) -> str:
 
 def review_caption(seg: Segment) -> str:
     """The caption of a take posted for review (also when it is posted again after a restart):
-    two short lines, the take's numbers and its prompt, clipped."""
+    two short lines, the take's numbers (and whether it was aimed at an end keyframe) and its
+    prompt, clipped."""
     assert seg.result is not None
+    aimed = " · 🎯 aimed at your end keyframe" if seg.end_image is not None else ""
     return (
-        f"Segment {seg.number} · take {seg.attempt} · {joined_seconds([seg]):.1f} s · seed {seg.result.seed}\n"
+        f"Segment {seg.number} · take {seg.attempt} · {joined_seconds([seg]):.1f} s · seed {seg.result.seed}{aimed}\n"
         f"“{clip(seg.prompt, CAPTION_PROMPT_CHARS)}”"
     )
 

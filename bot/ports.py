@@ -111,6 +111,11 @@ class ChatPort(Protocol):
 
     async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None: ...
 
+    async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:
+        """Send a picture (a JPEG or PNG well under the upload limit) with a caption; return the
+        message's id."""
+        ...
+
     async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
         """Post a segment for review, skipping the roles in ``post.already``; call ``sent`` for
         each message as soon as the platform accepted it, and return the ids of what was posted
@@ -208,6 +213,20 @@ class Conversation(Protocol):
         reply: PrivateReply | None = None,
     ) -> None:
         """finish, undo, cancel, status, help, settings (``argument`` like ``seconds=3``)."""
+        ...
+
+    async def end_frame(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        image: bytes | None,
+        *,
+        clear: bool = False,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+    ) -> None:
+        """``/end``: ``image`` (the file's bytes) is the frame the next segment should end on;
+        ``clear`` removes it; neither says whether one is set."""
         ...
 
     async def change_settings(

@@ -49,6 +49,9 @@ class Generate:
     color_lightness: bool = True
     #: Basename (no extension) for the segment files written into out_dir.
     name: str = "segment"
+    #: An end keyframe: path of the picture the segment should end on (Wan first-last-frame),
+    #: or None to end wherever the prompt leads.
+    end_image: str | None = None
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,12 @@ class Backend(Protocol):
         seed: int | None,
         on_step: StepCallback | None = None,
         on_wait: WaitCallback | None = None,
-    ) -> SegmentFrames: ...
+        end_image: Image.Image | None = None,
+    ) -> SegmentFrames:
+        """``on_wait``: told while the job waits in a queue that is not ours (a ComfyUI server's);
+        ``end_image``: a keyframe the last frame should become (prepared like the start image);
+        a backend that cannot aim at one raises BadInput saying so."""
+        ...
 
 
 def check_inputs(
@@ -68,10 +73,13 @@ def check_inputs(
     guidance: float,
     guidance_2: float,
     seed: int | None,
+    end_image: object = None,
 ) -> None:
     """Raise BadInput naming the first bad argument. Every backend calls this first."""
     if not isinstance(image, Image.Image):
         raise BadInput(f"image must be a PIL image, got {type(image).__name__}")
+    if end_image is not None and not isinstance(end_image, Image.Image):
+        raise BadInput(f"end_image must be a PIL image or None, got {type(end_image).__name__}")
     if not isinstance(prompt, str) or not prompt.strip():
         raise BadInput("prompt must not be empty")
     try:

@@ -3,7 +3,8 @@
 It lets the whole flow (chat, worker, segment files, joining) be tried on any machine. It keeps
 the promises the Wan backend keeps: exactly ``frames`` frames at the prepared size, frame 0 equal
 to the prepared start image (Wan re-renders it, and joining drops it), the same seed giving the
-same frames, progress over ``steps`` and cancellation between them.
+same frames, progress over ``steps`` and cancellation between them. Given an end keyframe, the
+clip cross-fades into it, so its last frame (the next hand-off) is the keyframe.
 
 The frames users see carry a small "PREVIEW" badge. Frame 0 and the last frame stay clean: the
 last is the next segment's start image, and a badge baked into it would drift about inside the
@@ -55,17 +56,19 @@ class PreviewBackend:
         seed: int | None,
         on_step: StepCallback | None = None,
         on_wait: WaitCallback | None = None,  # never called: its jobs wait on no one else's queue
+        end_image: Image.Image | None = None,
     ) -> SegmentFrames:
         # 1. Check inputs, as every backend does, before any work.
         check_inputs(
             image=image, prompt=prompt, width=width, height=height, frames=frames,
-            steps=steps, guidance=guidance, guidance_2=guidance_2, seed=seed,
+            steps=steps, guidance=guidance, guidance_2=guidance_2, seed=seed, end_image=end_image,
         )  # fmt: skip
         if seed is None:
             seed = secrets.randbelow(2**31)
 
-        # 2. Prepare the start image and draw this seed's motion.
+        # 2. Prepare the start image (and an end keyframe) and draw this seed's motion.
         start = prepare_start_image(image, width, height)
+        end = None if end_image is None else np.asarray(prepare_start_image(end_image, width, height), dtype=np.float32)
         boxes = camera_path(width, height, frames, seed)
         out = np.empty((frames, height, width, 3), dtype=np.uint8)
         out[0] = np.asarray(start)
@@ -75,7 +78,7 @@ class PreviewBackend:
         for step, chunk in enumerate(chunks, start=1):
             for index in chunk:
                 frame = start.resize((width, height), Image.Resampling.BILINEAR, box=boxes[index])
-                out[index] = np.asarray(frame)
+                out[index] = np.asarray(frame) if end is None else cross_fade(np.asarray(frame), end, index, frames)
             if self.step_delay:
                 time.sleep(self.step_delay)
             if on_step is not None and on_step(step, steps):
@@ -84,6 +87,15 @@ class PreviewBackend:
         # 4. Mark what users see as a preview; frame 0 and the hand-off frame stay clean.
         stamp_preview_badge(out[1:-1])
         return SegmentFrames(frames=out, seed=seed)
+
+
+def cross_fade(frame: np.ndarray, end: np.ndarray, index: int, frames: int) -> np.ndarray:
+    """Frame ``index`` blended towards the end keyframe, smoothly (smoothstep in time), so the
+    last frame is the keyframe itself: what Wan's first-last-frame mode aims at, made visible."""
+    t = index / max(frames - 1, 1)
+    weight = t * t * (3 - 2 * t)
+    blended = frame.astype(np.float32) * (1 - weight) + end * weight
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
 def camera_path(width: int, height: int, frames: int, seed: int) -> list[tuple[float, float, float, float]]:

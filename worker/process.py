@@ -191,6 +191,8 @@ class Worker:
         try:
             image = load_start_image(job.image, self.limits)
             reference = load_start_image(job.color_reference, self.limits) if job.color_reference else None
+            # The end keyframe passed the start picture's checks in the chat; read it the same way.
+            end_image = load_start_image(job.end_image, self.limits) if job.end_image else None
 
             # A backend also calls these just to ask whether to stop (ComfyUI, between server
             # messages): only a change is worth a message.
@@ -228,6 +230,7 @@ class Worker:
                 seed=job.seed,
                 on_step=on_step,
                 on_wait=on_wait,
+                end_image=end_image,
             )
             if cancel.is_set():
                 raise Cancelled("cancelled")

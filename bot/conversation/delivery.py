@@ -21,6 +21,9 @@ PROGRESS: Final = "progress"
 FINAL: Final = "final"
 #: On a session: the part files the final is sent as, chosen once, before the first is sent.
 FINAL_PARTS: Final = "final.parts"
+#: On a session: the storyboard sheet sent after the final (its id; "" while it is sent, or when it
+#: could not be: it is sent at most once).
+FINAL_STORYBOARD: Final = "final.storyboard"
 
 
 def segment_already(posted: Mapping[str, Any]) -> frozenset[str]:

@@ -58,6 +58,9 @@ class Jobs:
         g = self.config.generation
         params = segment.params
         reference = {"start": segment.start_image, "first": row.first_image}.get(g.color_match)
+        end_image = params.get("end_image")
+        if end_image is not None:
+            reference = None  # the user's keyframe sets the colours it ends on: no pull back to the start's
         guidance, guidance_2 = g.sampling_guidance
         message = Generate(
             job_id=str(segment.id),
@@ -77,6 +80,7 @@ class Jobs:
             color_reference=str(reference) if reference is not None else None,
             color_strength=g.color_strength,
             color_lightness=g.color_lightness,
+            end_image=end_image,
         )
         await self.dispatcher.submit(message, owner=f"{row.platform.value}:{row.owner_id}")
 

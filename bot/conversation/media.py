@@ -25,12 +25,13 @@ class Media:
         """Decode ``data`` once, in a thread: a large picture never stalls the chats."""
         return await asyncio.to_thread(check_picture, data, self.config.limits)
 
-    async def save_picture(self, session_id: str, picture: Accepted) -> core.Picture:
-        """Write an accepted picture into the session's folder, under a name of our own."""
+    async def save_picture(self, session_id: str, picture: Accepted, *, stem: str = "picture") -> core.Picture:
+        """Write an accepted picture into the session's folder, under a name of our own
+        (``picture-N.png``; end keyframes ``keyframe-N.png``)."""
         from worker.files import atomic_write_bytes
 
         folder = self.session_dir(session_id)
-        existing = len(list(folder.glob("picture-*")))
-        path = folder / f"picture-{existing + 1}.png"
+        existing = len(list(folder.glob(f"{stem}-*")))
+        path = folder / f"{stem}-{existing + 1}.png"
         await asyncio.to_thread(atomic_write_bytes, path, picture.png)
         return core.Picture(path=str(path), width=picture.width, height=picture.height)

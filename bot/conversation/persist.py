@@ -40,6 +40,8 @@ async def persist(
                         "frames": seg.frames,
                         "steps": seg.steps,
                         "seed_requested": seg.seed,
+                        # The end keyframe (/end) the take aims at; the job reads it from here.
+                        "end_image": seg.end_image,
                     },
                 )
                 ids[seg.key] = added.id
@@ -63,7 +65,7 @@ async def persist(
             await store.update_session(
                 row.id,
                 state=state,
-                settings=settings_json(new.settings, new.pending_prompt),
+                settings=settings_json(new.settings, new.pending_prompt, new.end_image),
                 first_image=new.first_image,
                 start_image=new.start_image,
                 final_video=new.final_video,

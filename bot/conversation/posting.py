@@ -18,6 +18,7 @@ from bot.conversation import delivery
 from bot.conversation.chats import Chats, chat_of
 from bot.conversation.progress_messages import ProgressMessages
 from bot.conversation.sessions import row_for
+from bot.conversation.storyboards import Storyboards
 from bot.ports import Action, ChatRef, FinalPost, SegmentPost, Sent, control_id
 from bot.store import SessionRow, Store
 from shared.config import Config
@@ -33,11 +34,20 @@ FINISH_LABEL = "🏁 Finish"
 
 
 class Posting:
-    def __init__(self, store: Store, config: Config, chats: Chats, progress_messages: ProgressMessages) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        chats: Chats,
+        progress_messages: ProgressMessages,
+        storyboards: Storyboards | None = None,
+    ) -> None:
         self.store = store
         self.config = config
         self.chats = chats
         self.progress = progress_messages
+        #: The storyboard sheet follows the final video (None: no sheet).
+        self.storyboards = storyboards
         #: One post at a time per session: a take or final being posted (a job's result) and the
         #: retry loop or the restart's catch-up must not both find it unsent and both send it.
         self._posting: dict[str, asyncio.Lock] = {}
@@ -181,6 +191,8 @@ class Posting:
             missing = sorted(set(range(1, len(parts) + 1)) - already)
             for number, message_id in zip(missing, posted, strict=False):  # for a port that does not call back
                 await self.store.record_session_posted(row.id, delivery.part_key(number), message_id)
+        if self.storyboards is not None:
+            await self.storyboards.with_final(row)
         row = await self.store.get_session(row.id)
         ids = [row.posted.get(delivery.part_key(n), "") for n in range(1, len(parts) + 1)]
         await self.store.record_session_posted(row.id, delivery.FINAL, ids)

@@ -40,6 +40,7 @@ from bot.conversation.queue_view import whole_queue
 from bot.conversation.quotas import Quotas
 from bot.conversation.recovery import KEEP_POSTING, Recovery
 from bot.conversation.sessions import Sessions, settings_json
+from bot.conversation.storyboards import Storyboards
 from bot.core import State, Via
 from bot.disk import DiskSpace, FreeSpace, admin_note, free_bytes, is_disk_full
 from bot.dispatcher import Dispatcher
@@ -90,6 +91,8 @@ HELP = (
     "• Then send one prompt per segment: what happens in the next few seconds.\n"
     "• Each segment comes back for review: ✅ approve it or 🔁 regenerate it "
     "(/regenerate <new prompt> redoes it with another prompt).\n"
+    "• /end with a picture (its caption, or a reply to it) sets the frame the next segment ends "
+    "on; /end clear removes it.\n"
     "• /undo removes the last segment, /finish joins the approved ones into one video, "
     "/cancel ends the session, /status shows where things stand.\n"
     "• /settings shows the settings; /settings seconds=3 steps=20 seed=42 changes them."
@@ -134,6 +137,8 @@ class ConversationService:
             size=(g.width, g.height),
             size_mode=g.size_mode,
             max_pixels=max(_memory_max_pixels(config), g.width * g.height),
+            # A ComfyUI server's graph has no end-frame input: /end only where none serves.
+            keyframes=not any(slot.startswith("comfyui:") for slot in config.worker_slots),
         )
         self.chats = Chats()
         self.alerts = AdminAlerts(config, self.chats, clock=clock)
@@ -145,7 +150,8 @@ class ConversationService:
         self.progress = ProgressMessages(store, self.chats, self.background, interval=progress_interval, clock=clock)
         self.quotas = Quotas(store, config, clock=wall_clock)
         self.jobs = Jobs(store, config, self.chats, self.media, self.progress, self.quotas, clock=clock)
-        self.posting = Posting(store, config, self.chats, self.progress)
+        self.storyboards = Storyboards(store, self.media, self.chats)
+        self.posting = Posting(store, config, self.chats, self.progress, self.storyboards)
         self.assemblies = Assemblies(config, self.media, self._apply, disk=self.disk, alerts=self.alerts)
         self.recovery = Recovery(
             store,
@@ -422,6 +428,8 @@ class ConversationService:
             event = core.Regenerate(user_id=user_id, prompt=argument or None)
         elif name == "approve":
             event = core.Approve(user_id=user_id)
+        elif name == "end":  # typed, without a picture: /end clear, or /end to ask
+            event = core.EndFrame(user_id=user_id, clear=argument.strip().lower() == "clear")
         elif name == "settings":
             try:
                 changes = core.parse_settings(argument)
@@ -432,6 +440,41 @@ class ConversationService:
         else:
             await self.chats.answer(chat, f"I don't know /{name}. Send /help for the commands.", reply)
             return
+        await self._apply(row.id, event, is_admin=is_admin, reply=reply)
+        if name == "status" and not self._closing:  # the story so far, under the status answer
+            await self.storyboards.with_status(row)
+
+    @answers_store_faults
+    async def end_frame(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        image: bytes | None,
+        *,
+        clear: bool = False,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+    ) -> None:
+        """``/end``: with a picture, the frame the next segment should end on; ``clear`` removes
+        it. The picture gets the start picture's checks (``shared.pictures``)."""
+        if self._closing:
+            await self.chats.answer(chat, RESTARTING, reply)
+            return
+        row = await self.sessions.session_for(chat, user_id)
+        if row is None:
+            await self.chats.answer(chat, "There's no session here. Send /start with a picture to begin.", reply)
+            return
+        picture = None
+        may_act = user_id == row.owner_id or is_admin
+        taken = (row.state, core.EndFrame) in core.TRANSITIONS and self.limits.keyframes
+        # Only a picture the core would take is checked and kept; it answers everything else.
+        if image is not None and not clear and may_act and taken:
+            checked = await self.media.check_picture(image)
+            if isinstance(checked, Refused):
+                await self.chats.answer(chat, checked.reason, reply)
+                return
+            picture = await self.media.save_picture(row.id, checked, stem="keyframe")
+        event = core.EndFrame(user_id=user_id, picture=picture, clear=clear)
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
     @answers_store_faults

@@ -29,7 +29,9 @@ def default_settings(config: Config) -> core.Settings:
     )
 
 
-def settings_json(settings: core.Settings, pending_prompt: str | None) -> dict[str, Any]:
+def settings_json(settings: core.Settings, pending_prompt: str | None, end_image: str | None = None) -> dict[str, Any]:
+    """A session's settings as stored, with what else it holds between takes: a prompt sent
+    before the picture, the end keyframe (/end) the next take aims at."""
     return {
         "seconds": settings.seconds,
         "steps": settings.steps,
@@ -38,6 +40,7 @@ def settings_json(settings: core.Settings, pending_prompt: str | None) -> dict[s
         "width": settings.width,
         "height": settings.height,
         "pending_prompt": pending_prompt,
+        "end_image": end_image,
     }
 
 
@@ -72,6 +75,7 @@ def saved(row: SessionRow, rows: list[SegmentRow], defaults: core.Settings) -> t
         approved=approved,
         attempts=tuple(attempts),
         final_video=str(row.final_video) if row.final_video else None,
+        end_image=stored.get("end_image"),
     )
     return base, take
 
@@ -107,6 +111,7 @@ def segment_of(r: SegmentRow) -> core.Segment:
         frames=int(r.params["frames"]),
         steps=int(r.params["steps"]),
         result=result,
+        end_image=r.params.get("end_image"),
     )
 
 

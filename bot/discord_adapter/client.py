@@ -223,6 +223,26 @@ class FramechainClient(discord.Client):
 
         await self._command(interaction, forward)
 
+    async def end_command(
+        self, interaction: discord.Interaction[Any], image: discord.Attachment | None, clear: bool
+    ) -> None:
+        """``/end image:`` sets the frame the next segment ends on, ``/end clear:True`` removes it.
+        The attachment is checked like a start picture (by Discord's metadata here, by its bytes
+        in the service)."""
+
+        async def forward(chat: ChatRef, user_id: int, reply: PrivateReply) -> None:
+            data = None
+            if image is not None and not clear:
+                problem = image_problem(image, self.config.limits.image_bytes)
+                if problem is not None:
+                    raise Refusal(problem)
+                data = await image.read()
+            await self.conversation.end_frame(
+                chat, str(user_id), data, clear=clear, is_admin=self.is_admin(user_id), reply=reply
+            )
+
+        await self._command(interaction, forward)
+
     async def settings_command(
         self, interaction: discord.Interaction[Any], changes: tuple[tuple[str, str], ...]
     ) -> None:

@@ -23,6 +23,10 @@ class CommandHandler(Protocol):
 
     async def session_command(self, interaction: discord.Interaction[Any], name: str, argument: str = "") -> None: ...
 
+    async def end_command(
+        self, interaction: discord.Interaction[Any], image: discord.Attachment | None, clear: bool
+    ) -> None: ...
+
     async def settings_command(
         self, interaction: discord.Interaction[Any], changes: tuple[tuple[str, str], ...]
     ) -> None: ...
@@ -54,6 +58,16 @@ def build_commands(handler: CommandHandler, config: Config) -> list[app_commands
         interaction: discord.Interaction[Any], prompt: app_commands.Range[str, 1, prompt_chars] | None = None
     ) -> None:
         await handler.session_command(interaction, "regenerate", (prompt or "").strip())
+
+    @app_commands.command(name="end", description="Set the picture the next segment should end on")
+    @app_commands.describe(
+        image="The end keyframe (PNG, JPEG or WebP); leave it out to see whether one is set",
+        clear="Remove the end keyframe",
+    )
+    async def end(
+        interaction: discord.Interaction[Any], image: discord.Attachment | None = None, clear: bool = False
+    ) -> None:
+        await handler.end_command(interaction, image, clear)
 
     @app_commands.command(name="undo", description="Drop the newest segment (or stop the one being made)")
     async def undo(interaction: discord.Interaction[Any]) -> None:
@@ -105,6 +119,7 @@ def build_commands(handler: CommandHandler, config: Config) -> list[app_commands
         start,
         finish,
         regenerate,
+        end,
         undo,
         cancel,
         status,

@@ -64,6 +64,12 @@ class DiscordPort:
         message = await self._channel(chat).send(clip(text), allowed_mentions=NO_MENTIONS)
         return str(message.id)
 
+    async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:
+        message = await self._channel(chat).send(
+            clip(caption), file=discord.File(path, filename=path.name), allowed_mentions=NO_MENTIONS
+        )
+        return str(message.id)
+
     async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None:
         await (
             self._channel(chat)

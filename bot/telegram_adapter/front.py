@@ -6,6 +6,8 @@ Updates become :class:`~bot.ports.Conversation` calls; the conversation answers 
 - ``/start`` as the caption of a photo, or of an image sent as a file (full quality), optionally
   followed by the first prompt; or a bare ``/start``, then the picture. A picture's size is
   checked from the update's metadata before anything is downloaded.
+- ``/end`` as the caption of a picture, or as a reply to one, sets the frame the next segment
+  ends on; ``/end clear`` removes it.
 - Any other text is a prompt (groups with privacy mode on deliver only replies to the bot). A
   long paste the client sent in pieces reaches the conversation joined, as one prompt
   (:mod:`bot.telegram_adapter.paste`).
@@ -81,6 +83,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("finish", "Join the approved segments into the final video"),
     ("undo", "Remove the newest segment"),
     ("regenerate", "Redo the segment under review (optionally with a new prompt)"),
+    ("end", "The picture the next segment ends on (a photo's caption, or a reply); /end clear"),
     ("cancel", "End this session"),
     ("status", "Where this session stands"),
     ("settings", "Segment length, steps and seed"),
@@ -88,6 +91,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 )
 #: Commands handed to Conversation.command (start has its own method).
 FORWARDED = frozenset({"finish", "undo", "cancel", "status", "settings", "help", "regenerate", "approve"})
+#: Commands with methods of their own.
+OWN_METHODS = frozenset({"start", "end"})
 ALLOWED_UPDATES = ("message", "callback_query", "message_reaction")
 #: Review reactions. Telegram's fixed set offers 👍, 👎 and 🏆 (finish); 🏁 is the finish of
 #: the other platforms, for clients that can send it. Anything else is not a review.
@@ -314,7 +319,7 @@ class TelegramFrontEnd:
         if not self._allowed(user.id, message.chat.id):
             # Nothing of theirs is downloaded or passed on. In a group only what is addressed to
             # the bot (its commands, replies to it) is answered; other chatter is none of ours.
-            ours = command is not None and (command.name == "start" or command.name in FORWARDED)
+            ours = command is not None and (command.name in OWN_METHODS or command.name in FORWARDED)
             if message.chat.type == "private" or ours or self._replies_to_bot(message):
                 await self._refuse(user.id, message)
             return
@@ -329,7 +334,7 @@ class TelegramFrontEnd:
             # A paste delivered after its wait fails like a handler would: logged, apologised for.
             self.application.create_task(coroutine, update=update)
 
-        ours = command is not None and (command.name == "start" or command.name in FORWARDED)
+        ours = command is not None and (command.name in OWN_METHODS or command.name in FORWARDED)
         if self.pastes.pending(key) and message.text and not has_file and not ours:
             await paste(message.text, self._prompt(chat, user_id))  # the next piece of a paste
             return
@@ -348,6 +353,8 @@ class TelegramFrontEnd:
                 await paste(command.argument, start, whole=text)
             else:
                 await start(None)
+        elif command is not None and command.name == "end":
+            await self._end_frame(message, chat, user_id, command.argument, admin=admin)
         elif command is not None and command.name == "regenerate" and command.argument:
 
             async def regenerate(prompt: str) -> None:
@@ -374,6 +381,22 @@ class TelegramFrontEnd:
                 await paste(message.caption, self._prompt(chat, user_id))
         elif message.text:
             await paste(message.text, self._prompt(chat, user_id))
+
+    async def _end_frame(self, message: Message, chat: ChatRef, user_id: str, argument: str, *, admin: bool) -> None:
+        """``/end``: the picture is this message's (a photo captioned /end) or the one it replies
+        to (any picture in the chat, the bot's hand-off frames included); ``/end clear`` removes it."""
+        if argument.lower() == "clear":
+            await self.conversation.end_frame(chat, user_id, None, clear=True, is_admin=admin)
+            return
+        source = message
+        if not (message.photo or message.document) and message.reply_to_message is not None:
+            source = message.reply_to_message
+        image = None
+        if source.photo or source.document:
+            image = await self._image_of(source, answer=True)
+            if image is None:
+                return
+        await self.conversation.end_frame(chat, user_id, image, is_admin=admin)
 
     def _replies_to_bot(self, message: Message) -> bool:
         return bool(

@@ -132,6 +132,20 @@ class TelegramPort:
         )
         return str(message.message_id)
 
+    async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:
+        data, name = await asyncio.to_thread(photo_upload, path)
+        message = await self._call(
+            "sendPhoto",
+            lambda: self._bot.send_photo(
+                int(chat.chat_id),
+                photo=InputFile(data, filename=name),
+                caption=clip(caption, CAPTION_LIMIT),
+                read_timeout=MEDIA_READ_TIMEOUT,
+                **thread_kwargs(chat),
+            ),
+        )
+        return str(message.message_id)
+
     async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None:
         """Edit a (progress) message. One editor task per message sends the newest text asked
         for, so texts superseded while a flood limit is waited out are dropped. Returns when the

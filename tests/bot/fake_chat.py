@@ -17,7 +17,7 @@ from bot.ports import Sent as SentCallback
 
 @dataclass
 class Sent:
-    kind: str  # text | edit | delete | segment | close | final
+    kind: str  # text | edit | delete | segment | close | final | photo
     chat: ChatRef
     text: str = ""
     message_id: str = ""
@@ -70,6 +70,14 @@ class FakeChat:
             raise ConnectionError("send failed")
         message_id = str(next(self._ids))
         await self._record(Sent("text", chat, text=text, message_id=message_id))
+        return message_id
+
+    async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:
+        if self.fail_posts:
+            raise ConnectionError("platform unreachable")
+        assert path.is_file()
+        message_id = str(next(self._ids))
+        await self._record(Sent("photo", chat, text=caption, message_id=message_id, post=path))
         return message_id
 
     async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None:

@@ -128,6 +128,19 @@ class RecordingConversation:
             self.settings = {**self.settings, key: value}
         await self._answer(reply)
 
+    async def end_frame(
+        self,
+        chat: ChatRef,
+        user_id: str,
+        image: bytes | None,
+        *,
+        clear: bool = False,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+    ) -> None:
+        await self._record("end_frame", chat, user_id, image=image, clear=clear, is_admin=is_admin)
+        await self._answer(reply)
+
     async def change_settings(
         self,
         chat: ChatRef,

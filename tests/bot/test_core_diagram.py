@@ -15,6 +15,7 @@ from bot.core import (
     AssemblyFailed,
     Cancel,
     ChangeSettings,
+    EndFrame,
     Event,
     Finish,
     ImageReceived,
@@ -133,6 +134,7 @@ def events(s: Session, user: str) -> list[Event]:
         for prompt in (None, "new", long):
             out.append(Regenerate(user_id=user, segment=key, prompt=prompt, via=via))
     out += [Undo(user_id=user), Finish(user_id=user), Cancel(user_id=user)]
+    out += [EndFrame(user_id=user, picture=picture), EndFrame(user_id=user, clear=True), EndFrame(user_id=user)]
     out += [Status(user_id=user, queue_position=p) for p in (None, 0, 2)]
     for changes in ((), (("steps", "4"),), (("size", "512x512"),), (("seconds", "9"),), (("bogus", "1"),)):
         out.append(ChangeSettings(user_id=user, changes=changes))

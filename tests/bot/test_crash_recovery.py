@@ -182,3 +182,30 @@ def test_killed_between_the_messages_of_a_post_each_is_sent_once(tmp_path: Path)
         (segment, "video"): 1,
         (segment, "frame"): 1,
     }
+    # The storyboard went out once: after the final, by the restarted bot.
+    [sheet] = deliveries("photo")
+    assert sheet["caption"].startswith("The storyboard of your video") and Path(sheet["path"]).is_file()
+
+
+def test_killed_right_after_the_storyboard_went_out_it_is_not_sent_again(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    db = tmp_path / "data" / "framechain.db"
+    log = tmp_path / "sent.jsonl"
+    image = tmp_path / "start.png"
+    image.write_bytes(picture_bytes())
+
+    def deliveries(kind: str) -> list[dict[str, Any]]:
+        return [r for r in sent(log) if r["kind"] == kind]
+
+    bot = BotProcess(config, log, die_after="photo")
+    bot.send(op="start", image=str(image), prompt="the sun rises")
+    [take] = wait_until(lambda: deliveries("segment")[1:])  # the video and its frame
+    bot.send(op="control", segment=take["segment_id"], action="apfin")
+    wait_until(bot.died)
+    assert len(deliveries("final")) == 1 and len(deliveries("photo")) == 1
+
+    bot = BotProcess(config, log)
+    wait_until(lambda: query(db, "SELECT json_extract(posted, '$.final') FROM sessions")[0][0] is not None)
+    time.sleep(0.3)
+    bot.kill()
+    assert len(deliveries("final")) == 1 and len(deliveries("photo")) == 1

@@ -34,6 +34,8 @@ def kind(message: discord.Message) -> str:
     names = [a.filename for a in message.attachments]
     if names and names[0].startswith("framechain"):
         return "final"
+    if names and names[0].startswith("storyboard"):
+        return "storyboard"
     if names:
         assert len(names) == 2 and names[0].endswith(".mp4") and names[1].endswith(".png"), names
         return "take"  # the video and its hand-off frame, in one message
@@ -118,13 +120,15 @@ async def test_a_session_shows_one_message_per_take_and_nothing_else(tmp_path: P
         # 🏁 Finish joins, and goes.
         assert note(await s.alice.click(take3, label="🏁 Finish")) == "🏁 Joining the video…"
         await until(s.env, lambda: bool(finals(thread)), "the final video")
+        await until(s.env, lambda: "storyboard" in kinds(s, thread), "the storyboard after it")
         await asyncio.sleep(0.5)
         await s.env.settle()
         assert labels(thread, take3) == []
         assert (await s.bot.store.get_session(row.id)).state is SessionState.FINISHED
 
-        # The whole session as the thread shows it: one message per take, three short lines, the video.
-        assert kinds(s, thread) == ["take", "take", "text", "take", "text", "text", "final"]
+        # The whole session as the thread shows it: one message per take, three short lines, the video
+        # and its storyboard.
+        assert kinds(s, thread) == ["take", "take", "text", "take", "text", "text", "final", "storyboard"]
         assert [t.split(" — ")[0].split(" (")[0] for t in texts(s, thread)] == [
             "Segment 1 approved",
             "Segment 2 approved",
@@ -134,7 +138,7 @@ async def test_a_session_shows_one_message_per_take_and_nothing_else(tmp_path: P
         made = [e for e in s.env.http_requests if e.method == "POST" and e.path == f"/channels/{thread.id}/messages"]
         message = re.compile(rf"/channels/{thread.id}/messages/[0-9]+")
         deleted = [e for e in s.env.http_requests if e.method == "DELETE" and message.fullmatch(e.path)]
-        assert len(made) == 7 + 3 and len(deleted) == 3
+        assert len(made) == 8 + 3 and len(deleted) == 3
 
 
 def edits_fail(s: Studio, times: int = 1) -> None:

@@ -122,20 +122,28 @@ async def test_a_session_shows_one_message_per_take_plus_its_frame_and_nothing_e
             finish = await press(api, ALICE, take3, Action.FINISH)
             assert await toast(api, finish) == "🏁 Joining the video…"
             await until(lambda: len(api.sent("sendVideo")) == 4, "the final video")
+            await until(
+                lambda: any(p.params["caption"].startswith("The storyboard") for p in api.sent("sendPhoto")),
+                "the storyboard after it",
+            )
             await asyncio.sleep(0.5)  # anything late would show now
             assert labels(api, take3) == ["✅ Approved"] and live_controls(api, take3) == []
             row = await bot.store.find_active_session("telegram", str(GROUP), "", str(ALICE))
             assert row is None  # finished
 
-            # The whole session, as the chat shows it: two messages per take, three short lines.
-            assert seen(api) == ["video", "photo", "video", "photo", "text", "video", "photo", "text", "text", "video"]
+            # The whole session, as the chat shows it: two messages per take, three short lines, the
+            # video and its storyboard.
+            assert seen(api) == [
+                *("video", "photo", "video", "photo", "text", "video", "photo", "text", "text", "video", "photo")
+            ]
             lines = seen_texts(api)
             assert [line.split(" — ")[0].split(" (")[0] for line in lines] == [
                 "Segment 1 approved",
                 "Segment 2 approved",
                 "Joining 2 segments",
             ]
-            assert api.bot_messages(GROUP)[-1]["caption"].startswith("Here's your video: 2 segments")
+            assert api.bot_messages(GROUP)[-2]["caption"].startswith("Here's your video: 2 segments")
+            assert api.bot_messages(GROUP)[-1]["caption"].startswith("The storyboard of your video")
 
             # Each take had one progress message, deleted once its video and frame were up.
             progress = [c for c in api.sent("sendMessage") if c.params["text"].startswith("⏳")]

@@ -220,3 +220,16 @@ async def test_an_interrupt_by_someone_else_fails_the_job(standin: ComfyStandIn)
         await pressing
     finally:
         backend.close()
+
+
+async def test_an_end_keyframe_is_refused_before_anything_reaches_the_server(standin: ComfyStandIn) -> None:
+    backend = await open_backend(options(standin.url))
+    try:
+        with pytest.raises(BadInput, match="does not take end keyframes"):
+            await asyncio.to_thread(
+                backend.generate, image=start_picture(), prompt="a fox", negative_prompt="", width=64, height=64,
+                frames=5, steps=4, guidance=3.5, guidance_2=3.0, seed=7, end_image=start_picture(),
+            )  # fmt: skip
+    finally:
+        backend.close()
+    assert standin.received == [] and standin.uploads == {}

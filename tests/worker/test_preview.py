@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -146,3 +147,21 @@ def test_a_step_delay_paces_the_steps() -> None:
     start = time.perf_counter()
     call(PreviewBackend(step_delay=0.05), steps=4)
     assert time.perf_counter() - start >= 0.2
+
+
+def test_an_end_keyframe_is_cross_faded_into_and_is_the_last_frame() -> None:
+    end_picture = Image.new("RGB", (80, 60), (250, 20, 20))
+    plain = call(PreviewBackend()).frames
+    aimed = call(PreviewBackend(), end_image=end_picture).frames
+    end = np.asarray(prepare_start_image(end_picture, 64, 48)).astype(int)
+    assert np.array_equal(aimed[0], plain[0])  # frame 0 is still the start image
+    assert np.array_equal(aimed[-1], end)  # the hand-off frame is the keyframe itself
+    # Each frame comes closer to the keyframe than the one before it.
+    distances = [np.abs(frame.astype(int) - end).mean() for frame in aimed]
+    assert all(a > b for a, b in itertools.pairwise(distances))
+    assert not np.array_equal(plain[-1], aimed[-1])
+
+
+def test_a_bad_end_image_is_refused() -> None:
+    with pytest.raises(BadInput, match="end_image"):
+        call(PreviewBackend(), end_image="picture.png")

@@ -155,3 +155,21 @@ async def test_stdin_closed_exits_cleanly(worker: RawWorker) -> None:
     assert worker.proc.stdin is not None
     worker.proc.stdin.close()
     assert await asyncio.wait_for(worker.proc.wait(), 30) == 0
+
+
+async def test_an_end_image_is_read_like_the_start_image_and_ends_the_clip(
+    worker: RawWorker, tmp_path: Path, start_image: Path
+) -> None:
+    await worker.event()
+    end = tmp_path / "end.png"
+    Image.new("RGB", (96, 72), (10, 200, 30)).save(end)
+    await worker.send(job(tmp_path, start_image, end_image=str(end)))
+    done, _ = await worker.until("done")
+    last = np.asarray(Image.open(done["last_frame"])).astype(int)
+    assert np.abs(last - [10, 200, 30]).max() <= 1  # the preview backend fades into it
+    # A broken end picture fails the job as bad input, with the picture policy's words.
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    await worker.send(job(tmp_path, start_image, "j2", end_image=str(broken)))
+    failed, _ = await worker.until("failed")
+    assert failed["job_id"] == "j2" and failed["kind"] == "bad_input"

@@ -202,11 +202,18 @@ class ComfyUIBackend:
         seed: int | None,
         on_step: StepCallback | None = None,
         on_wait: WaitCallback | None = None,
+        end_image: Image.Image | None = None,
     ) -> SegmentFrames:
         check_inputs(
             image=image, prompt=prompt, width=width, height=height, frames=frames,
-            steps=steps, guidance=guidance, guidance_2=guidance_2, seed=seed,
+            steps=steps, guidance=guidance, guidance_2=guidance_2, seed=seed, end_image=end_image,
         )  # fmt: skip
+        if end_image is not None:
+            # The reference graph (WanImageToVideo) and mapped workflows have no end-frame input.
+            raise BadInput(
+                "the comfyui backend does not take end keyframes (/end); clear it with /end clear, "
+                "or use the wan backend"
+            )
         if seed is None:
             seed = secrets.randbelow(2**31)
         start = prepare_start_image(image, width, height)

@@ -3,7 +3,7 @@
 The pipeline is loaded once, in the constructor, and reused for every segment. Foreign errors are
 translated here, at the edge: CUDA/CPU out-of-memory -> OutOfMemory, a stop asked for by the
 progress callback -> Cancelled, an unreadable start image -> BadInput, anything else ->
-GenerationError.
+GenerationError. An end keyframe goes in as the pipeline's ``last_image`` (first-last-frame).
 """
 
 from __future__ import annotations
@@ -94,11 +94,12 @@ class WanBackend:
         seed: int | None,
         on_step: StepCallback | None = None,
         on_wait: WaitCallback | None = None,  # never called: its jobs wait on no one else's queue
+        end_image: Image.Image | None = None,
     ) -> SegmentFrames:
         # 1. Check inputs before any work.
         check_inputs(
             image=image, prompt=prompt, width=width, height=height, frames=frames,
-            steps=steps, guidance=guidance, guidance_2=guidance_2, seed=seed,
+            steps=steps, guidance=guidance, guidance_2=guidance_2, seed=seed, end_image=end_image,
         )  # fmt: skip
         if not isinstance(negative_prompt, str):
             raise BadInput(f"negative_prompt must be a string, got {type(negative_prompt).__name__}")
@@ -109,11 +110,18 @@ class WanBackend:
                 "off for both experts): set guidance above 1, or guidance_2 to 1"
             )
 
-        # 2. Prepare the start image at the exact output size.
+        # 2. Prepare the start image (and an end keyframe) at the exact output size, so both
+        #    are cropped alike and the pipeline's own resize changes nothing.
         try:
             start = prepare_start_image(image, width, height)
         except (OSError, ValueError) as exc:
             raise BadInput(f"the start image could not be read: {exc}") from exc
+        end = None
+        if end_image is not None:
+            try:
+                end = prepare_start_image(end_image, width, height)
+            except (OSError, ValueError) as exc:
+                raise BadInput(f"the end image could not be read: {exc}") from exc
 
         # 3. Seed: a CPU generator gives the same noise whatever device the model runs on.
         if seed is None:
@@ -139,6 +147,8 @@ class WanBackend:
         try:
             output = self.pipe(
                 image=start,
+                # First-last-frame: the conditioning mask then marks the last latent frame too.
+                last_image=end,
                 prompt=prompt,
                 negative_prompt=negative_prompt,
                 height=height,
