@@ -46,6 +46,14 @@ Rules, decided here once so every platform behaves the same:
   "fixed" is the configured size. A second picture replaces the first while nothing is approved
   and no take is pending (a failed take is dropped); with a take, the user is told to undo it
   first; after an approval, to /cancel and /start again.
+- Takes: regenerate keeps the take under review (``Session.kept``; it stays ``done`` in the
+  store) and its message keeps a ✅ Approve (:data:`KEPT_CONTROLS`, effect :class:`KeepTake`).
+  Each take keeps its own message, so paging through takes is scrolling the chat (no ◀ ▶ pair).
+  Any kept take, or the one under review, may be approved, also while a newer one is being
+  made: the others are rejected and their controls close, a take being made is stopped. Undo
+  discards the newest take (a typed /undo with nothing newer: the newest kept one), so the
+  earlier takes stay up; a new prompt or a failure keeps them too. Finish and cancel discard
+  them. A typed /approve takes the one under review, else the newest kept one.
 - Regenerate redoes the take under review (or the last failed one) with the same prompt or a new
   one. Seeds: with ``Settings.seed`` random every take gets a fresh random seed; with a fixed seed
   S, take k of a segment uses S + k - 1, so a regenerate always changes the seed reproducibly.
@@ -77,6 +85,7 @@ from dataclasses import replace
 from bot.core_keyframes import after_approval, after_undo, on_end_frame
 from bot.core_model import (
     EVENT_TYPES,
+    KEPT_CONTROLS,
     REVIEW_CONTROLS,
     SEED_LIMIT,
     SYSTEM_EVENTS,
@@ -101,6 +110,7 @@ from bot.core_model import (
     JobDone,
     JobFailed,
     JobProgress,
+    KeepTake,
     Limits,
     Picture,
     PostFinal,
@@ -170,6 +180,7 @@ __all__ = [
     "CAPTION_PROMPT_CHARS",
     "DEFAULT_LIMITS",
     "EVENT_TYPES",
+    "KEPT_CONTROLS",
     "RECONCILE",
     "REVIEW_CONTROLS",
     "SEED_LIMIT",
@@ -196,6 +207,7 @@ __all__ = [
     "JobDone",
     "JobFailed",
     "JobProgress",
+    "KeepTake",
     "Limits",
     "Picture",
     "PostFinal",
@@ -269,6 +281,7 @@ TRANSITIONS: Mapping[tuple[State, type[Event]], frozenset[State]] = {
     (_S.AWAITING_PROMPT, ApproveAndFinish): frozenset({_S.ASSEMBLING}),
     (_S.AWAITING_PROMPT, Cancel): frozenset({_S.CANCELLED}),
     (_S.AWAITING_PROMPT, EndFrame): frozenset({_S.AWAITING_PROMPT}),
+    (_S.AWAITING_PROMPT, Approve): frozenset({_S.AWAITING_PROMPT}),
     (_S.GENERATING, JobProgress): frozenset({_S.GENERATING}),
     (_S.GENERATING, JobDone): frozenset({_S.REVIEWING}),
     (_S.GENERATING, JobFailed): frozenset({_S.AWAITING_PROMPT}),
@@ -276,6 +289,7 @@ TRANSITIONS: Mapping[tuple[State, type[Event]], frozenset[State]] = {
     (_S.GENERATING, Finish): frozenset({_S.ASSEMBLING}),
     (_S.GENERATING, Cancel): frozenset({_S.CANCELLED}),
     (_S.GENERATING, EndFrame): frozenset({_S.GENERATING}),
+    (_S.GENERATING, Approve): frozenset({_S.AWAITING_PROMPT}),
     (_S.REVIEWING, Approve): frozenset({_S.AWAITING_PROMPT}),
     (_S.REVIEWING, ApproveAndFinish): frozenset({_S.ASSEMBLING}),
     (_S.REVIEWING, Regenerate): frozenset({_S.GENERATING}),
@@ -363,7 +377,7 @@ def _on_start(s: Session, e: Event, limits: Limits) -> Transition:
 def _on_image(s: Session, e: Event, limits: Limits) -> Transition:
     assert isinstance(e, ImageReceived)
     if s.state is State.AWAITING_PROMPT:
-        if s.approved:
+        if s.approved or s.kept:
             return s, [Say(second_picture_text(s))]
         # Nothing approved yet (at most a failed take): the new picture simply replaces the old.
         return _take_picture(s, e.picture, None, limits, [])
@@ -425,12 +439,15 @@ def _on_regenerate(s: Session, e: Event, limits: Limits) -> Transition:
         return s, [Say(problem)]
     effects = pressed(e, f"🔁 Regenerating segment {cur.number}…")
     if cur.result is not None:  # reviewing; a failed take (awaiting_prompt) is already settled
-        effects.append(RejectSegment(s.id, cur.key))
+        # The take stays, with its Approve: the user may still prefer it to the new one.
+        effects.append(KeepTake(s.id, cur.key))
+        return _enqueue(s, prompt, effects, kept=(*s.kept, cur))
     return _enqueue(s, prompt, effects)
 
 
-def _enqueue(s: Session, prompt: str, effects: list[Effect]) -> Transition:
-    """A new take at the next chain position; the session moves to generating."""
+def _enqueue(s: Session, prompt: str, effects: list[Effect], kept: tuple[Segment, ...] | None = None) -> Transition:
+    """A new take at the next chain position; the session moves to generating, keeping
+    ``kept`` (default: the takes it kept already)."""
     assert s.start_image is not None
     idx = len(s.approved)
     attempt = s.next_attempt(idx)
@@ -452,19 +469,37 @@ def _enqueue(s: Session, prompt: str, effects: list[Effect]) -> Transition:
     )
     attempts = list(s.attempts) + [0] * (idx + 1 - len(s.attempts))
     attempts[idx] = attempt
-    s = replace(s, state=State.GENERATING, current=segment, attempts=tuple(attempts), pending_prompt=None)
+    s = replace(
+        s,
+        state=State.GENERATING,
+        current=segment,
+        attempts=tuple(attempts),
+        pending_prompt=None,
+        kept=s.kept if kept is None else kept,
+    )
     assert s.first_image is not None
     return s, [*effects, EnqueueSegment(s.id, s.owner_id, segment, s.first_image)]
 
 
 def _on_approve(s: Session, e: Event, limits: Limits) -> Transition:
     assert isinstance(e, Approve)
-    cur = s.current
-    assert cur is not None and cur.result is not None
-    if e.segment is not None and e.segment != cur.key:
-        return s, [stale_review(s, e.segment)]
-    effects = pressed(e, f"✅ Approved segment {cur.number}.")
-    s = after_approval(replace(s, state=State.AWAITING_PROMPT, approved=(*s.approved, cur), current=None), cur)
+    reviewed = s.current if s.state is State.REVIEWING else None
+    choices = (*s.kept, *([reviewed] if reviewed is not None else []))
+    if e.segment is None:
+        # Typed: the take under review, else the newest kept one; never one still being made.
+        if s.state is State.GENERATING or not choices:
+            return s, not_accepted(s, e)
+        chosen = choices[-1]
+    else:
+        match = [t for t in choices if t.key == e.segment]
+        if not match:
+            return s, [stale_review(s, e.segment)]
+        chosen = match[0]
+    which = f", take {chosen.attempt}" if len(choices) > 1 else ""
+    effects = pressed(e, f"✅ Approved segment {chosen.number}{which}.")
+    effects += _discard_others(s, chosen)
+    cur = chosen
+    s = after_approval(replace(s, state=State.AWAITING_PROMPT, approved=(*s.approved, cur), current=None, kept=()), cur)
     text = f"Segment {cur.number} approved — {s.seconds:.1f} s so far. "
     if len(s.approved) >= limits.max_segments:
         text += f"That's the limit of {limits.max_segments} segments: 🏁 Finish (or /finish) to get the video."
@@ -472,6 +507,19 @@ def _on_approve(s: Session, e: Event, limits: Limits) -> Transition:
         text += "Send the next prompt, or 🏁 Finish (or /finish) to get the video."
     # The approved take keeps its Finish button: the user can finish from there, no typing.
     return s, [*effects, ApproveSegment(s.id, cur.key, keep_controls=(Control.FINISH,)), Say(text)]
+
+
+def _discard_others(s: Session, chosen: Segment | None) -> list[Effect]:
+    """Every other take of the next chain position goes: kept ones are rejected (their
+    controls close), the one under review too, and one still being made is stopped."""
+    effects: list[Effect] = [RejectSegment(s.id, k.key) for k in s.kept if k != chosen]
+    cur = s.current
+    if cur is not None and cur != chosen:
+        if s.state is State.GENERATING:
+            effects.append(CancelJob(s.id, cur.key))
+        elif s.state is State.REVIEWING:
+            effects.append(RejectSegment(s.id, cur.key))
+    return effects
 
 
 def _on_approve_and_finish(s: Session, e: Event, limits: Limits) -> Transition:
@@ -487,9 +535,10 @@ def _on_approve_and_finish(s: Session, e: Event, limits: Limits) -> Transition:
         return s, [stale_review(s, e.segment)]
     effects = [
         *pressed(e, f"✅ Approved segment {cur.number} — joining the video…"),
+        *_discard_others(s, cur),
         ApproveSegment(s.id, cur.key),
     ]
-    s = after_approval(replace(s, state=State.AWAITING_PROMPT, approved=(*s.approved, cur), current=None), cur)
+    s = after_approval(replace(s, state=State.AWAITING_PROMPT, approved=(*s.approved, cur), current=None, kept=()), cur)
     return _assemble(s, effects, f"Segment {cur.number} approved. ")
 
 
@@ -505,14 +554,20 @@ def _on_undo(s: Session, e: Event, limits: Limits) -> Transition:
         return s, [
             *pressed(e, f"↩ Stopped segment {cur.number}."),
             CancelJob(s.id, cur.key),
-            Say(f"Stopped segment {cur.number}. Send a new prompt for it."),
+            Say(f"Stopped segment {cur.number}. Send a new prompt for it{_or_kept(s)}."),
         ]
     if s.state is State.REVIEWING:
         assert cur is not None
         s = replace(s, state=State.AWAITING_PROMPT, current=None)
-        more = f", or /undo again to remove segment {cur.number - 1}" if s.approved else ""
-        text = f"Discarded this take of segment {cur.number}. Send a new prompt for it{more}."
+        more = f", or /undo again to remove segment {cur.number - 1}" if s.approved and not s.kept else ""
+        text = f"Discarded this take of segment {cur.number}. Send a new prompt for it{_or_kept(s)}{more}."
         return s, [*pressed(e, "↩ Take discarded."), RejectSegment(s.id, cur.key), Say(text)]
+    if s.kept:
+        # The newest thing is the newest kept take: it goes, the ones before it stay.
+        newest = s.kept[-1]
+        s = replace(s, kept=s.kept[:-1])
+        text = f"Discarded take {newest.attempt} of segment {newest.number}. Send a new prompt for it{_or_kept(s)}."
+        return s, [RejectSegment(s.id, newest.key), Say(text)]
     if not s.approved:
         return s, [Say("Nothing to undo yet.", ephemeral=True)]
     last = s.approved[-1]
@@ -522,6 +577,13 @@ def _on_undo(s: Session, e: Event, limits: Limits) -> Transition:
     if last.end_image is not None and s.end_image == last.end_image:
         text += " It will end on its end keyframe again (/end clear removes it)."
     return s, [DropLastApproved(s.id, last.key), Say(text)]
+
+
+def _or_kept(s: Session) -> str:
+    if not s.kept:
+        return ""
+    takes = ", ".join(str(k.attempt) for k in s.kept)
+    return f", or ✅ Approve an earlier take ({'take' if len(s.kept) == 1 else 'takes'} {takes})"
 
 
 def _on_finish(s: Session, e: Event, limits: Limits) -> Transition:
@@ -543,15 +605,19 @@ def _on_finish(s: Session, e: Event, limits: Limits) -> Transition:
             return s, [Say(f"Nothing is approved yet — segment {cur.number} is still being made.")]
         return s, [Say("Nothing to join yet — approve at least one segment first.")]
     effects: list[Effect] = []
-    if cur is not None:
-        effects.append(CancelJob(s.id, cur.key))
-        effects.append(Say(f"Segment {cur.number} wasn't approved, so it's left out."))
+    if cur is not None or s.kept:
+        if cur is not None:
+            effects.append(CancelJob(s.id, cur.key))
+        number = cur.number if cur is not None else s.kept[0].number
+        effects.append(Say(f"Segment {number} wasn't approved, so it's left out."))
     return _assemble(s, effects)
 
 
 def _assemble(s: Session, effects: list[Effect], lead: str = "") -> Transition:
     """Join the approved segments: the session moves to assembling."""
-    s = replace(s, state=State.ASSEMBLING, current=None)
+    # Takes of a segment never approved are left out of the join: they go.
+    effects = [*effects, *(RejectSegment(s.id, k.key) for k in s.kept)]
+    s = replace(s, state=State.ASSEMBLING, current=None, kept=())
     n = len(s.approved)
     return s, [
         *effects,
@@ -561,16 +627,11 @@ def _assemble(s: Session, effects: list[Effect], lead: str = "") -> Transition:
 
 
 def _on_cancel(s: Session, e: Event, limits: Limits) -> Transition:
-    effects: list[Effect] = []
-    cur = s.current
-    if s.state is State.GENERATING and cur is not None:
-        effects.append(CancelJob(s.id, cur.key))
-    elif s.state is State.REVIEWING and cur is not None:
-        effects.append(RejectSegment(s.id, cur.key))
-    elif s.state is State.ASSEMBLING:
+    effects: list[Effect] = _discard_others(s, None)
+    if s.state is State.ASSEMBLING:
         effects.append(CancelAssembly(s.id))
     effects.append(Say("Cancelled. Send /start with a picture to begin a new session."))
-    return replace(s, state=State.CANCELLED, current=None, pending_prompt=None), effects
+    return replace(s, state=State.CANCELLED, current=None, pending_prompt=None, kept=()), effects
 
 
 def _on_settings(s: Session, e: Event, limits: Limits) -> Transition:
@@ -625,8 +686,11 @@ def _on_failed(s: Session, e: Event, limits: Limits) -> Transition:
         FailureKind.INTERNAL: f"Sorry — something went wrong making segment {n} "
         f"(ref {s.id}/{cur.idx}.{cur.attempt}). {retry}",
     }
+    text = texts[FailureKind(e.kind)]
+    if s.kept:
+        text += f" The earlier {'take is' if len(s.kept) == 1 else 'takes are'} still there to ✅ Approve."
     # The failed take stays as ``current`` so /regenerate can retry it.
-    return replace(s, state=State.AWAITING_PROMPT), [Say(texts[FailureKind(e.kind)])]
+    return replace(s, state=State.AWAITING_PROMPT), [Say(text)]
 
 
 def _on_assembly_done(s: Session, e: Event, limits: Limits) -> Transition:

@@ -179,6 +179,9 @@ class Session:
     final_video: str | None = None
     #: The end keyframe (/end) every new take aims at until a take aimed at it is approved.
     end_image: str | None = None
+    #: Earlier takes of the next chain position that were regenerated, not rejected: each is
+    #: done (with a result) and keeps its ✅ Approve until one take of the position is approved.
+    kept: tuple[Segment, ...] = ()
 
     def __post_init__(self) -> None:
         problems = _invariant_problems(self)
@@ -227,6 +230,11 @@ def _invariant_problems(s: Session) -> list[str]:
         problems.append(f"{s.state.value} has no current take")
     if s.state is not State.AWAITING_IMAGE and s.first_image is None and s.state is not State.CANCELLED:
         problems.append(f"{s.state.value} needs the first picture")
+    for k in s.kept:
+        if k.idx != len(s.approved) or k.result is None or (cur is not None and k.attempt >= cur.attempt):
+            problems.append(f"kept take {k.key} must be an earlier done take of the next chain position")
+    if s.kept and s.state not in (State.GENERATING, State.REVIEWING, State.AWAITING_PROMPT):
+        problems.append(f"{s.state.value} keeps no earlier takes")
     if s.state is State.FINISHED and s.final_video is None:
         problems.append("finished needs the final video")
     return problems
@@ -440,6 +448,8 @@ class Control(StrEnum):
 
 #: The controls of a take under review, in display order.
 REVIEW_CONTROLS: tuple[Control, ...] = (Control.APPROVE, Control.REGENERATE, Control.UNDO, Control.APPROVE_FINISH)
+#: The controls an earlier take keeps once it is regenerated.
+KEPT_CONTROLS: tuple[Control, ...] = (Control.APPROVE,)
 
 
 @dataclass(frozen=True)
@@ -503,8 +513,17 @@ class ApproveSegment(Effect):
 
 
 @dataclass(frozen=True)
+class KeepTake(Effect):
+    """The take under review was regenerated: it stays done (nothing to store) and its
+    controls shrink to ``KEPT_CONTROLS``, so it can still be approved."""
+
+    session_id: str
+    segment: SegmentKey
+
+
+@dataclass(frozen=True)
 class RejectSegment(Effect):
-    """Store: the take under review is rejected."""
+    """Store: the take (under review, or a kept earlier one) is rejected; its controls close."""
 
     session_id: str
     segment: SegmentKey
@@ -561,3 +580,6 @@ class Take:
 
     segment: Segment
     status: TakeStatus
+    #: The earlier takes at that position still done (regenerated, not rejected), oldest first:
+    #: they become ``Session.kept`` in a state that keeps takes.
+    earlier: tuple[Segment, ...] = ()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from bot.core_model import Effect, PostSegment, Say, Session, State, Take, TakeStatus
+from bot.core_model import Effect, PostSegment, Say, Segment, Session, State, Take, TakeStatus
 from bot.core_settings import review_caption
 
 _S, _T = State, TakeStatus
@@ -55,7 +55,16 @@ def restore(base: Session, saved: State, take: Take | None) -> Session:
         current = take.segment
         if saved is State.GENERATING:
             current = replace(current, result=None)
-    return replace(base, state=saved, current=current)
+    return replace(base, state=saved, current=current, kept=_kept(saved, take))
+
+
+def _kept(state: State, take: Take | None) -> tuple[Segment, ...]:
+    """The earlier takes a session in ``state`` keeps up for approval (see ``Session.kept``)."""
+    return take.earlier if take is not None and state in _KEEPS else ()
+
+
+#: The states that keep earlier takes of the next chain position.
+_KEEPS = frozenset({_S.GENERATING, _S.REVIEWING, _S.AWAITING_PROMPT})
 
 
 def reconcile(base: Session, saved: State, take: Take | None) -> tuple[Session, list[Effect]]:
@@ -68,17 +77,17 @@ def reconcile(base: Session, saved: State, take: Take | None) -> tuple[Session, 
         return restore(base, saved, take), []
     if target is State.REVIEWING:
         assert take is not None
-        s = replace(base, state=target, current=take.segment)
+        s = replace(base, state=target, current=take.segment, kept=_kept(target, take))
         return s, [PostSegment(s.id, take.segment, review_caption(take.segment))]
     if target is State.GENERATING:
         assert take is not None
-        return replace(base, state=target, current=replace(take.segment, result=None)), []
+        return replace(base, state=target, current=replace(take.segment, result=None), kept=_kept(target, take)), []
     number = len(base.approved) + 1
     if status is TakeStatus.FAILED:
         assert take is not None
-        s = replace(base, state=target, current=replace(take.segment, result=None))
+        s = replace(base, state=target, current=replace(take.segment, result=None), kept=_kept(target, take))
         return s, [Say(f"Segment {number} couldn't be made. /regenerate to try again, or send a new prompt.")]
-    s = replace(base, state=target, current=None)
+    s = replace(base, state=target, current=None, kept=_kept(target, take))
     return s, [Say(f"Segment {number} was stopped by a restart. Send a prompt for it.")]
 
 

@@ -31,6 +31,9 @@ UPLOAD_MARGIN = 0.95
 #: Shown once a take is approved, and while its Finish is the next thing to do.
 APPROVED = "✅ Approved"
 FINISH_LABEL = "🏁 Finish"
+APPROVE_LABEL = "✅ Approve"
+#: Shown on an earlier take once a newer one is asked for; its Approve stays.
+KEPT = "🎞 Earlier take — still yours to approve"
 
 
 class Posting:
@@ -123,13 +126,20 @@ class Posting:
 
         return sent
 
-    async def close_controls(self, chat: ChatRef, segment_id: int, note: str, *, finish: bool = False) -> None:
-        """The take's review is over: its controls go, but for a Finish when ``finish``. Best
-        effort: a control left up is refused by the core when pressed."""
+    async def close_controls(
+        self, chat: ChatRef, segment_id: int, note: str, *, finish: bool = False, approve: bool = False
+    ) -> None:
+        """The take's review is over: its controls go, but for a Finish when ``finish``, and
+        an Approve when ``approve`` (an earlier take kept beside a newer one). Best effort: a
+        control left up is refused by the core when pressed."""
         segment = await self.store.get_segment(segment_id)
         messages = delivery.control_messages(segment.posted)
         if messages:
-            keep = ((FINISH_LABEL, control_id(segment_id, Action.FINISH)),) if finish else ()
+            keep: tuple[tuple[str, str], ...] = ()
+            if approve:
+                keep += ((APPROVE_LABEL, control_id(segment_id, Action.APPROVE)),)
+            if finish:
+                keep += ((FINISH_LABEL, control_id(segment_id, Action.FINISH)),)
             try:
                 await self.chats.port(chat).close_controls(chat, messages, note, keep=keep)
             except Exception:

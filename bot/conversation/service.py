@@ -34,7 +34,7 @@ from bot.conversation.jobs import Jobs
 from bot.conversation.locks import SessionLocks
 from bot.conversation.media import Media
 from bot.conversation.persist import persist
-from bot.conversation.posting import APPROVED, Posting
+from bot.conversation.posting import APPROVED, KEPT, Posting
 from bot.conversation.progress_messages import ProgressMessages
 from bot.conversation.queue_view import whole_queue
 from bot.conversation.quotas import Quotas
@@ -631,6 +631,8 @@ class ConversationService:
             await close_controls(chat, ids[effect.segment], APPROVED, finish=finish_next)
         elif isinstance(effect, core.RejectSegment):
             await close_controls(chat, ids[effect.segment], "🗑 Discarded")
+        elif isinstance(effect, core.KeepTake):
+            await close_controls(chat, ids[effect.segment], KEPT, approve=True)
         elif isinstance(effect, core.DropLastApproved):
             await close_controls(chat, ids[effect.segment], "↩ Undone")
             if session.approved and session.state is State.AWAITING_PROMPT:

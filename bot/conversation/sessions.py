@@ -65,7 +65,11 @@ def saved(row: SessionRow, rows: list[SegmentRow], defaults: core.Settings) -> t
     take = None
     if takes:
         newest = max(takes, key=lambda r: r.attempt)
-        take = core.Take(segment_of(newest), _TAKE_STATUS[newest.status])
+        # Earlier takes regenerated but not rejected: still up for approval (core.Session.kept).
+        older = sorted((r for r in takes if r is not newest), key=lambda r: r.attempt)
+        done = (segment_of(r) for r in older if r.status is SegmentStatus.DONE)
+        earlier = tuple(seg for seg in done if seg.result is not None)
+        take = core.Take(segment_of(newest), _TAKE_STATUS[newest.status], earlier)
     base = core.Session(
         id=row.id,
         owner_id=row.owner_id,

@@ -32,6 +32,7 @@ from bot.core import (
     JobDone,
     JobFailed,
     JobProgress,
+    KeepTake,
     Limits,
     Picture,
     PostFinal,
@@ -310,12 +311,13 @@ def test_full_session_start_to_finish() -> None:
     assert post.caption == "Segment 1 · take 1 · 5.1 s · seed 1234\n“a boat sails”"
 
     s, fx = run(s, Regenerate(user_id=OWNER, segment=SegmentKey(0, 1), via=Via.CONTROL))
-    assert kinds(fx) == [Say, RejectSegment, EnqueueSegment]
+    assert kinds(fx) == [Say, KeepTake, EnqueueSegment]
     assert fx[0] == Say("🔁 Regenerating segment 1…", ephemeral=True)
     s, _ = run(s, done(SegmentKey(0, 2)))
     s, fx = run(s, Approve(user_id=OWNER, segment=SegmentKey(0, 2), via=Via.CONTROL))
-    assert fx[:2] == [
-        Say("✅ Approved segment 1.", ephemeral=True),
+    assert fx[:3] == [
+        Say("✅ Approved segment 1, take 2.", ephemeral=True),
+        RejectSegment("s1", SegmentKey(0, 1)),
         ApproveSegment("s1", SegmentKey(0, 2), keep_controls=(Control.FINISH,)),
     ]
     assert "Segment 1 approved — 5.1 s so far" in says(fx)[1]
@@ -356,20 +358,24 @@ def test_double_approve_press_approves_once() -> None:
     assert second == [Say("Segment 2 is already approved.", ephemeral=True)]
 
 
-def test_old_take_buttons_are_stale_after_regenerate() -> None:
+def test_old_take_buttons_but_approve_are_stale_after_regenerate() -> None:
     s = reviewing()
     old = SegmentKey(1, 1)
     s, _ = run(s, Regenerate(user_id=OWNER, segment=old, via=Via.CONTROL))
-    # The new take is still generating: presses on the old one do nothing.
-    for press in (Approve(user_id=OWNER, segment=old), Regenerate(user_id=OWNER, segment=old)):
+    # The old take keeps only its Approve: its other presses do nothing.
+    for press in (
+        Regenerate(user_id=OWNER, segment=old),
+        Undo(user_id=OWNER, segment=old),
+        ApproveAndFinish(user_id=OWNER, segment=old),
+    ):
         after, fx = run(s, press)
         assert after == s and fx == [Say("That take is no longer up for review.", ephemeral=True)]
     s, _ = run(s, done(SegmentKey(1, 2)))
-    after, fx = run(s, Approve(user_id=OWNER, segment=old, via=Via.CONTROL))
+    after, fx = run(s, Regenerate(user_id=OWNER, segment=old, via=Via.CONTROL))
     assert after == s and says(fx) == ["That take is no longer up for review."]
     # Pressing regenerate twice on the current take starts one new take only.
     s, fx = run(s, Regenerate(user_id=OWNER, segment=SegmentKey(1, 2)))
-    assert kinds(fx) == [RejectSegment, EnqueueSegment]
+    assert kinds(fx) == [KeepTake, EnqueueSegment]
     after, fx = run(s, Regenerate(user_id=OWNER, segment=SegmentKey(1, 2)))
     assert after == s and kinds(fx) == [Say]
 
@@ -504,8 +510,8 @@ def test_regenerate_with_fixed_seed_counts_up() -> None:
 def test_regenerate_with_a_new_prompt() -> None:
     s = reviewing()
     s, fx = run(s, Regenerate(user_id=OWNER, prompt="  a dog instead "))
-    [reject, enqueue] = fx
-    assert reject == RejectSegment("s1", SegmentKey(1, 1))
+    [keep, enqueue] = fx
+    assert keep == KeepTake("s1", SegmentKey(1, 1))
     assert isinstance(enqueue, EnqueueSegment)
     assert enqueue.segment.prompt == "a dog instead" and enqueue.segment.key == SegmentKey(1, 2)
     s, _ = run(s, done(SegmentKey(1, 2)))

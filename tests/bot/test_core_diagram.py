@@ -87,7 +87,14 @@ def sessions() -> list[Session]:
     pending, _ = run(fresh(), PromptText(user_id=OWNER, text="waves"))
     early_cancel, _ = run(fresh(), Cancel(user_id=OWNER))
     seeded = replace(reviewing(0), settings=Settings(seed=3))
+    # Takes kept beside the newest: being made, under review, and after the newest was undone.
+    kept_generating, _ = run(reviewing(1), Regenerate(user_id=OWNER))
+    kept_reviewing, _ = run(kept_generating, done(SegmentKey(1, 2)))
+    kept_waiting, _ = run(kept_reviewing, Undo(user_id=OWNER))
     return [
+        kept_generating,
+        kept_reviewing,
+        kept_waiting,
         fresh(),
         pending,
         awaiting_prompt(0),

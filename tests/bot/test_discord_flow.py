@@ -137,16 +137,18 @@ async def session_on_discord(
     assert (await bot.store.get_segment(first)).status is SegmentStatus.DONE
     assert len(review_messages(thread)) == 1
 
-    # 🔁 makes a second take; the first take's buttons go.
+    # 🔁 makes a second take; the first take's buttons but its Approve go (it is kept).
     await alice.react(take1, "🔁")
     await until(env, lambda: len(review_messages(thread)) == 2, "the second take")
-    assert not has_buttons(review_messages(thread)[0])
+    kept = review_messages(thread)[0]
+    assert [b.label for row in kept.components for b in getattr(row, "children", [])] == ["✅ Approve"]
     take2 = review_messages(thread)[1]
     assert take2.attachments[0].filename == "segment01_take2.mp4"
 
     # ✅ approves it; then a prompt in the thread makes segment 2.
     await alice.react(take2, "✅")
     await until(env, lambda: not has_buttons(review_messages(thread)[1]), "the approval")
+    await until(env, lambda: not has_buttons(review_messages(thread)[0]), "the kept take's Approve to go")
     assert (await bot.store.get_segment(segment_id_of(take2))).status is SegmentStatus.APPROVED
     await alice.send(thread, "a bird flies past")
     await until(env, lambda: len(review_messages(thread)) == 3, "segment 2")

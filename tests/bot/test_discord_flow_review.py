@@ -96,15 +96,18 @@ async def test_a_session_shows_one_message_per_take_and_nothing_else(tmp_path: P
         take1 = await whole_take(s, thread, 1)
         assert kinds(s, thread) == ["take"]
 
-        # Regenerate: the first take stays without its buttons; the second comes.
+        # Regenerate: the first take stays with only its Approve; the second comes.
         assert note(await s.alice.click(take1, label="🔁 Regenerate")) == "🔁 Regenerating segment 1…"
         take2 = await whole_take(s, thread, 2)
         assert kinds(s, thread) == ["take", "take"]
-        assert labels(thread, take1) == [] and now(thread, take1).content.endswith("🗑 Discarded")
+        assert labels(thread, take1) == ["✅ Approve"]
+        assert now(thread, take1).content.endswith("🎞 Earlier take — still yours to approve")
 
-        # Approve: one public line; the approved take keeps only a 🏁 Finish (and no bot reactions).
-        assert note(await s.alice.click(take2, label="✅ Approve")) == "✅ Approved segment 1."
+        # Approve: one public line; the approved take keeps only a 🏁 Finish (and no bot
+        # reactions); the kept take is discarded.
+        assert note(await s.alice.click(take2, label="✅ Approve")) == "✅ Approved segment 1, take 2."
         await said(s, thread, "Segment 1 approved")
+        assert labels(thread, take1) == [] and now(thread, take1).content.endswith("🗑 Discarded")
         assert labels(thread, take2) == ["🏁 Finish"]
         assert live_controls(thread, take2) == [(segment_id_of(take2), Action.FINISH)]
         assert not [r for r in now(thread, take2).reactions if r.me]
@@ -163,8 +166,9 @@ async def test_each_review_button_clicked_twice_acts_once(tmp_path: Path) -> Non
         assert await double_click(s, take1, "🔁 Regenerate") == {"🔁 Regenerating segment 1…", STALE}
         take2 = await whole_take(s, thread, 2)
 
-        assert await double_click(s, take2, "✅ Approve") == {
-            "✅ Approved segment 1.",
+        # Two edits: the kept take 1 is discarded, then take 2's controls close.
+        assert await double_click(s, take2, "✅ Approve", edits=2) == {
+            "✅ Approved segment 1, take 2.",
             "Segment 1 is already approved.",
         }
         await said(s, thread, "Segment 1 approved")
@@ -242,12 +246,13 @@ async def test_old_buttons_left_by_failed_edits_change_nothing(tmp_path: Path) -
         thread, row = await s.session("the sun rises")
         take1 = await whole_take(s, thread, 1)
 
-        # The edit closing take 1 fails: it keeps its buttons while take 2 is up.
+        # The edit closing take 1 fails: it keeps its buttons while take 2 is up. Its Approve is
+        # still valid (a kept take); the others change nothing.
         edits_fail(s)
         await s.alice.click(take1, label="🔁 Regenerate")
         take2 = await whole_take(s, thread, 2)
         assert len(live_controls(thread, take1)) == 4
-        for label in ("↩ Undo", "✅ Approve", "🔁 Regenerate", "🏁 Approve & finish"):
+        for label in ("↩ Undo", "🔁 Regenerate", "🏁 Approve & finish"):
             assert note(await s.alice.click(take1, label=label)) == STALE, label
         assert (await s.bot.store.get_segment(segment_id_of(take2))).status is SegmentStatus.DONE
         assert len(review_messages(thread)) == 2

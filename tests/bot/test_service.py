@@ -52,7 +52,8 @@ async def test_full_session(tmp_path: Path) -> None:
         await svc.control(CHAT, OWNER, first, Action.REGENERATE)
         [_, second_take] = await segment_posts(bot, 2)
         assert chat.of("segment")[1].post.attempt == 2
-        assert (await bot.store.get_segment(first)).status is SegmentStatus.REJECTED
+        # The first take is kept, approvable, until the second is approved.
+        assert (await bot.store.get_segment(first)).status is SegmentStatus.DONE
 
         notes: list[str] = []
 
@@ -62,7 +63,8 @@ async def test_full_session(tmp_path: Path) -> None:
         await svc.control(CHAT, OWNER, second_take, Action.APPROVE, reply=note)
         await svc.control(CHAT, OWNER, second_take, Action.APPROVE, reply=note)  # pressed twice: no harm
         assert (await bot.store.get_segment(second_take)).status is SegmentStatus.APPROVED
-        assert notes == ["✅ Approved segment 1.", "Segment 1 is already approved."]
+        assert notes == ["✅ Approved segment 1, take 2.", "Segment 1 is already approved."]
+        assert (await bot.store.get_segment(first)).status is SegmentStatus.REJECTED
         await svc.text(CHAT, OWNER, "a bird flies past")
         [*_, seg2] = await segment_posts(bot, 3)
         # Segment 2 starts from segment 1's hand-off frame.

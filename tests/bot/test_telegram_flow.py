@@ -103,6 +103,12 @@ def segment_of(take: Call) -> int:
     return controls(take.params["reply_markup"])[0][0]
 
 
+def kept_approve_only(api: BotApiStandIn, take: Call) -> bool:
+    """A take kept beside a newer one: its Approve is all that is left."""
+    left = controls(api.message(GROUP, take.result["message_id"]).get("reply_markup"))
+    return [action for _, action in left] == [Action.APPROVE]
+
+
 def buttons_closed(api: BotApiStandIn, take: Call) -> bool:
     """The take's review is over: no controls are left, but a 🏁 Finish on an approved take."""
     left = controls(api.message(GROUP, take.result["message_id"]).get("reply_markup"))
@@ -172,11 +178,11 @@ async def session(
     assert len(api.sent("sendMessage")) == in_chat + 1  # settle's /status only
 
     # Regenerate, with Telegram's flood control hitting a progress edit: the second take comes,
-    # the first take's buttons go.
+    # the first take's buttons but its Approve go (it is kept until one take is approved).
     api.fail("editMessageText", retry_after=1)
     await api.press(GROUP, ALICE, take1.result["message_id"], control_id(first, Action.REGENERATE))
     await until(lambda: len(takes(api)) == 2, "the second take")
-    await until(lambda: buttons_closed(api, take1), "the first take's buttons to go")
+    await until(lambda: kept_approve_only(api, take1), "the first take's buttons but Approve to go")
     take2 = takes(api)[1]
 
     def waited_out() -> bool:  # progress edits go out in the background, after the flood wait
@@ -189,6 +195,7 @@ async def session(
     # 👍 approves; the next prompt makes segment 2.
     await api.react(GROUP, ALICE, take2.result["message_id"], ["👍"])
     await until(lambda: buttons_closed(api, take2), "the approval")
+    await until(lambda: buttons_closed(api, take1), "the kept take's Approve to go")
     assert (await bot.store.get_segment(segment_of(take2))).status is SegmentStatus.APPROVED
     await api.user_message(GROUP, ALICE, text="a bird flies past")
     await until(lambda: len(takes(api)) == 3, "segment 2")

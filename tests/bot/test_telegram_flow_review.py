@@ -92,17 +92,19 @@ async def test_a_session_shows_one_message_per_take_plus_its_frame_and_nothing_e
             take1 = await next_take(api, 1)
             assert seen(api) == ["video", "photo"]
 
-            # Regenerate: the first take stays, marked discarded, and the second comes with its frame.
+            # Regenerate: the first take stays, kept with its Approve, and the second comes with its frame.
             regenerate = await press(api, ALICE, take1, Action.REGENERATE)
             take2 = await next_take(api, 2)
             assert await toast(api, regenerate) == "🔁 Regenerating segment 1…"
             assert seen(api) == ["video", "photo"] * 2
-            assert labels(api, take1) == ["🗑 Discarded"] and live_controls(api, take1) == []
+            assert labels(api, take1) == ["🎞 Earlier take — still yours to approve", "✅ Approve"]
+            assert live_controls(api, take1) == [(segment_of(take1), Action.APPROVE)]
 
-            # Approve: one public line, and the approved take keeps a 🏁 Finish.
+            # Approve: one public line, the approved take keeps a 🏁 Finish, the kept one goes.
             approve = await press(api, ALICE, take2, Action.APPROVE)
-            assert await toast(api, approve) == "✅ Approved segment 1."
+            assert await toast(api, approve) == "✅ Approved segment 1, take 2."
             await text_count(api, "Segment 1 approved")
+            assert labels(api, take1) == ["🗑 Discarded"] and live_controls(api, take1) == []
             assert labels(api, take2) == ["✅ Approved", "🏁 Finish"]
             assert live_controls(api, take2) == [(segment_of(take2), Action.FINISH)]
 
@@ -180,7 +182,7 @@ async def test_each_review_button_tapped_twice_acts_once(tmp_path: Path) -> None
 
             # Approve twice: approved once, one public line.
             toasts = await double_press(api, take2, Action.APPROVE)
-            assert toasts == ("✅ Approved segment 1.", "Segment 1 is already approved.")
+            assert toasts == ("✅ Approved segment 1, take 2.", "Segment 1 is already approved.")
             await text_count(api, "Segment 1 approved")
 
             # Undo twice on segment 2's take: the take goes, approved segment 1 stays.
