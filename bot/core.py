@@ -524,15 +524,17 @@ def _discard_others(s: Session, chosen: Segment | None) -> list[Effect]:
 
 def _on_approve_and_finish(s: Session, e: Event, limits: Limits) -> Transition:
     assert isinstance(e, ApproveAndFinish)
-    cur = s.current
-    if s.state is State.AWAITING_PROMPT:
+    # The take under review, or (a 🏁 reaction on its message) a kept earlier one.
+    reviewed = s.current if s.state is State.REVIEWING else None
+    choices = (*s.kept, *([reviewed] if reviewed is not None else []))
+    chosen = reviewed if e.segment is None else next((t for t in choices if t.key == e.segment), None)
+    if chosen is None:
         # Pressed again after the approval (the join failed, say): a Finish on that take.
-        if e.segment is not None and is_last_approved(s, e.segment):
+        if s.state is State.AWAITING_PROMPT and e.segment is not None and is_last_approved(s, e.segment):
             return _assemble(s, [*pressed(e, "🏁 Joining the video…")])
         return s, [stale_review(s, e.segment)]
-    assert cur is not None and cur.result is not None
-    if e.segment is not None and e.segment != cur.key:
-        return s, [stale_review(s, e.segment)]
+    cur = chosen
+    assert cur.result is not None
     effects = [
         *pressed(e, f"✅ Approved segment {cur.number} — joining the video…"),
         *_discard_others(s, cur),

@@ -182,7 +182,8 @@ def test_approve_and_finish_in_one_press() -> None:
 
 def test_approve_and_finish_on_a_stale_take_is_refused() -> None:
     s = reviewing(1)
-    s, _ = run(s, press(Regenerate, SegmentKey(1, 1)), done(SegmentKey(1, 2)))
+    # A discarded take (undone) is stale; a kept one (regenerated) may still be approved.
+    s, _ = run(s, press(Undo, SegmentKey(1, 1)), PromptText(user_id=OWNER, text="again"), done(SegmentKey(1, 2)))
     after, fx = run(s, press(ApproveAndFinish, SegmentKey(1, 1)))
     assert after == s and fx == [STALE]
     # Pressed on the approved take after a failed join: it finishes.

@@ -3,7 +3,12 @@ approving any one discards the others."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
+
 from bot.core import (
+    RECONCILE,
     Approve,
     ApproveAndFinish,
     ApproveSegment,
@@ -24,8 +29,12 @@ from bot.core import (
     Session,
     StartAssembly,
     State,
+    Take,
+    TakeStatus,
     Undo,
     Via,
+    reconcile,
+    restore,
 )
 from shared.protocol import FailureKind
 from tests.bot.test_core import OWNER, done, kinds, reviewing, run, says
@@ -159,3 +168,41 @@ def test_seeds_differ_between_takes_and_each_caption_reports_its_own() -> None:
     seeds = [k.result.seed for k in s.kept if k.result is not None]
     assert s.current is not None and s.current.result is not None
     assert len({*seeds, s.current.result.seed}) == 3
+
+
+def test_approve_and_finish_on_a_kept_take_joins_it() -> None:
+    # A 🏁 reaction on a kept take's message means approve & finish that take.
+    s, fx = run(three_takes(), ApproveAndFinish(user_id=OWNER, segment=SegmentKey(1, 2), via=Via.REACTION))
+    assert s.state is State.ASSEMBLING and s.approved[-1].key == SegmentKey(1, 2)
+    assert RejectSegment("s1", SegmentKey(1, 1)) in fx and RejectSegment("s1", SegmentKey(1, 3)) in fx
+    waiting, _ = run(three_takes(), Undo(user_id=OWNER))
+    s, _ = run(waiting, ApproveAndFinish(user_id=OWNER, segment=SegmentKey(1, 1), via=Via.REACTION))
+    assert s.state is State.ASSEMBLING and s.approved[-1].key == SegmentKey(1, 1)
+
+
+def _stored(status: TakeStatus) -> Take:
+    """Take 3 of segment 2 as the store holds it, with takes 1 and 2 kept (done) before it."""
+    s = three_takes()
+    assert s.current is not None
+    newest = s.current if status is TakeStatus.DONE else replace(s.current, result=None)
+    return Take(newest, status, earlier=s.kept)
+
+
+def _base() -> Session:
+    s = three_takes()
+    return replace(s, state=State.AWAITING_IMAGE, current=None, kept=())
+
+
+@pytest.mark.parametrize("saved", [State.GENERATING, State.REVIEWING, State.AWAITING_PROMPT])
+@pytest.mark.parametrize("status", list(TakeStatus))
+def test_a_restart_keeps_the_earlier_takes(saved: State, status: TakeStatus) -> None:
+    new, _ = reconcile(_base(), saved, _stored(status))
+    assert [k.attempt for k in new.kept] == [1, 2]
+    if saved is RECONCILE.get((saved, status), saved):
+        assert restore(_base(), saved, _stored(status)).kept == new.kept
+
+
+@pytest.mark.parametrize("saved", [State.ASSEMBLING, State.FINISHED, State.CANCELLED])
+def test_sessions_past_review_keep_no_takes(saved: State) -> None:
+    base = replace(_base(), final_video="final.mp4")
+    assert restore(base, saved, _stored(TakeStatus.SETTLED)).kept == ()

@@ -61,18 +61,21 @@ async def test_one_message_per_take_plus_its_frame_and_a_finish_on_the_approved_
         assert any(t.startswith("⏳ Segment 1 · take 1 — step ") for t in edits), edits
         assert not any("sun rises" in t for t in edits) and "sun rises" in take1.text
 
-        # Regenerate: the second take is one more message (and its frame); the first is closed.
+        # Regenerate: the second take is one more message (and its frame); the first keeps only
+        # its Approve.
         await svc.control(CHAT, OWNER, take1.post.segment_id, Action.REGENERATE)
         take2 = (await chat.wait_for("segment", 2))[1]
         await chat.wait_for("delete", 2)
         progress2 = progress_messages(chat)[1]
         assert progress2.text.startswith("⏳ Segment 1 · take 2")
         assert deleted(chat) == [progress1.message_id, progress2.message_id]
-        assert chat.controls_of(take1.message_id) == ()
+        first = take1.post.segment_id
+        assert chat.controls_of(take1.message_id) == (("✅ Approve", f"seg:{first}:approve"),)
 
-        # Approve: only a Finish stays on the approved take.
+        # Approve: only a Finish stays on the approved take; the kept one closes.
         second = take2.post.segment_id
         await svc.control(CHAT, OWNER, second, Action.APPROVE)
+        assert chat.controls_of(take1.message_id) == ()
         assert chat.controls_of(take2.message_id) == (("🏁 Finish", f"seg:{second}:finish"),)
         await svc.text(CHAT, OWNER, "a bird flies past")
         seg2 = (await chat.wait_for("segment", 3))[2]

@@ -103,7 +103,8 @@ async def test_clear_strangers_and_a_restart(tmp_path: Path) -> None:
         await svc.control(CHAT, OWNER, sent.post.segment_id, Action.REGENERATE)
         [_, again] = await chat.wait_for("segment", 2)
         assert "🎯" not in again.post.caption
-        assert (await bot.store.get_segment(sent.post.segment_id)).status is SegmentStatus.REJECTED
+        # The earlier take is kept (approvable) beside the new one.
+        assert (await bot.store.get_segment(sent.post.segment_id)).status is SegmentStatus.DONE
 
 
 async def test_refused_where_a_comfyui_server_serves(tmp_path: Path) -> None:

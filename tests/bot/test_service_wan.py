@@ -31,9 +31,10 @@ async def test_full_session_on_the_tiny_wan_model(tmp_path: Path, tiny_wan_dir: 
         await svc.control(CHAT, OWNER, first, Action.REGENERATE)
         [_, take2] = await segment_posts(bot, 2)
         assert chat.of("segment")[1].post.attempt == 2
-        assert (await store.get_segment(first)).status is SegmentStatus.REJECTED
+        assert (await store.get_segment(first)).status is SegmentStatus.DONE  # kept beside take 2
         await svc.control(CHAT, OWNER, take2, Action.APPROVE)
         assert (await store.get_segment(take2)).status is SegmentStatus.APPROVED
+        assert (await store.get_segment(first)).status is SegmentStatus.REJECTED
 
         await svc.text(CHAT, OWNER, "a bird flies past")
         [*_, seg2] = await segment_posts(bot, 3)
