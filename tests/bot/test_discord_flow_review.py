@@ -247,12 +247,12 @@ async def test_old_buttons_left_by_failed_edits_change_nothing(tmp_path: Path) -
         take1 = await whole_take(s, thread, 1)
 
         # The edit closing take 1 fails: it keeps its buttons while take 2 is up. Its Approve is
-        # still valid (a kept take); the others change nothing.
+        # still valid, and so is its Approve & finish (a kept take); the others change nothing.
         edits_fail(s)
         await s.alice.click(take1, label="🔁 Regenerate")
         take2 = await whole_take(s, thread, 2)
         assert len(live_controls(thread, take1)) == 4
-        for label in ("↩ Undo", "🔁 Regenerate", "🏁 Approve & finish"):
+        for label in ("↩ Undo", "🔁 Regenerate"):
             assert note(await s.alice.click(take1, label=label)) == STALE, label
         assert (await s.bot.store.get_segment(segment_id_of(take2))).status is SegmentStatus.DONE
         assert len(review_messages(thread)) == 2

@@ -103,6 +103,9 @@ async def test_two_servers_serve_one_fair_queue(tmp_path: Path, servers: list[Co
         bob = ChatRef("telegram", "200", "")
         for i, where in enumerate(alice):
             await svc.start(where, "1", picture_bytes(), f"alice {i + 1}")
+        # Bob arrives once both servers hold one of Alice's (on a loaded machine the dispatch
+        # can lag the starts): her third then waits in the queue with his.
+        await _until(lambda: all(s.received for s in servers))
         await svc.start(bob, "2", picture_bytes(), "bob 1")
         await chat.wait_for("segment", 4)
     arrivals = sorted(
