@@ -109,7 +109,15 @@ class ChatPort(Protocol):
         """Send a message; return its id."""
         ...
 
-    async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None: ...
+    async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None:
+        """Change a message's text (a progress message's caption once it shows a picture)."""
+        ...
+
+    async def edit_media(self, chat: ChatRef, message_id: str, path: Path, text: str) -> str:
+        """Put the picture ``path`` (a small PNG) with ``text`` as caption into a progress
+        message; return the id of the message that shows it now: the same one, or where the
+        platform cannot add a picture to a text message, a new one (the old one is deleted)."""
+        ...
 
     async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:
         """Send a picture (a JPEG or PNG well under the upload limit) with a caption; return the

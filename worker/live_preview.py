@@ -37,13 +37,6 @@ def preview_steps(total: int, every: int) -> frozenset[int]:
     return frozenset(range(every, total, every))
 
 
-def default_every(total: int, share: float) -> int:
-    """Steps between previews for a ``share`` of the steps (0.25: about every quarter); 0 = off."""
-    if share <= 0:
-        return 0
-    return max(1, round(total * share))
-
-
 def pick_frames(count: int, wanted: int = STRIP_FRAMES) -> list[int]:
     """Indices of ``wanted`` frames spread evenly over ``count`` (all of them when fewer)."""
     if count <= wanted:

@@ -9,6 +9,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from bot.conversation import delivery, progress
 from bot.conversation.background import BackgroundTasks
@@ -38,6 +39,10 @@ class ProgressMessage:
     #: The newest text not yet sent, and the task sending it.
     pending: str | None = None
     sender: asyncio.Task[None] | None = None
+    segment_id: int = 0
+    #: The newest live preview not yet shown, and when the last one went out.
+    pending_picture: Path | None = None
+    last_picture: float = float("-inf")
 
 
 def label(segment: SegmentRow) -> str:
@@ -71,7 +76,7 @@ class ProgressMessages:
 
     async def post(self, chat: ChatRef, segment: SegmentRow) -> None:
         """A new job's message ("queued"), recorded on its segment."""
-        shown = ProgressMessage(chat=chat, message_id=None, label=label(segment))
+        shown = ProgressMessage(chat=chat, message_id=None, label=label(segment), segment_id=segment.id)
         self._shown[segment.id] = shown
         with contextlib.suppress(Exception):
             text = progress.queued(shown.label)
@@ -86,6 +91,7 @@ class ProgressMessages:
             message_id=_str_or_none(segment.posted.get(delivery.PROGRESS)),
             label=label(segment),
             restarted=True,
+            segment_id=segment.id,
         )
         self._shown[segment.id] = shown
         # Not a silent jump back to "queued": the user sees why the job starts over.
@@ -101,6 +107,19 @@ class ProgressMessages:
         shown.last_edit = now
         self.queue_edit(shown, text)
 
+    async def picture(self, segment_id: int, path: Path, text: str) -> None:
+        """A live preview into the message, with ``text``: no more often than the edit interval
+        (a newer one arriving sooner is dropped: the next comes in a few steps)."""
+        shown = self._shown.get(segment_id)
+        if shown is None:
+            return
+        now = self.clock()
+        if now - shown.last_picture < self.interval:
+            return
+        shown.last_picture = shown.last_edit = now
+        shown.pending_picture = path
+        self.queue_edit(shown, text)
+
     def queue_edit(self, shown: ProgressMessage, text: str) -> None:
         """Edits go out from a task per message, newest text only: a platform's flood wait
         must never hold up the job's events (and with them the next job)."""
@@ -113,8 +132,17 @@ class ProgressMessages:
     async def _send_edits(self, shown: ProgressMessage) -> None:
         while shown.pending is not None and shown.message_id is not None:
             text, shown.pending = shown.pending, None
+            picture, shown.pending_picture = shown.pending_picture, None
+            port = self.chats.port(shown.chat)
             try:
-                await self.chats.port(shown.chat).edit_text(shown.chat, shown.message_id, text)
+                if picture is None:
+                    await port.edit_text(shown.chat, shown.message_id, text)
+                    continue
+                message_id = await port.edit_media(shown.chat, shown.message_id, picture, text)
+                if message_id != shown.message_id:
+                    # The platform put the picture into a new message: that one is the progress now.
+                    shown.message_id = message_id
+                    await self.store.record_posted(shown.segment_id, delivery.PROGRESS, message_id)
             except Exception as exc:  # an edit is cosmetic: a failure changes nothing else
                 log.debug("progress edit failed: %s", exc)
 

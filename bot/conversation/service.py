@@ -521,6 +521,9 @@ class ConversationService:
     async def job_waiting(self, job_id: str, ahead: int, where: str, eta: float | None) -> None:
         await self.jobs.waiting(job_id, ahead, where, eta)
 
+    async def job_preview(self, job_id: str, path: str, step: int, total: int) -> None:
+        await self.jobs.preview(job_id, path, step, total)
+
     async def job_retrying(self, job_id: str, reason: str) -> None:
         await self.jobs.retrying(job_id, reason)
 

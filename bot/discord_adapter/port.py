@@ -77,6 +77,13 @@ class DiscordPort:
             .edit(content=clip(text), allowed_mentions=NO_MENTIONS)
         )
 
+    async def edit_media(self, chat: ChatRef, message_id: str, path: Path, text: str) -> str:
+        """The message's attachments become the picture (a text message can take one)."""
+        picture = discord.File(path, filename=path.name)
+        message = self._channel(chat).get_partial_message(int(message_id))
+        await message.edit(content=clip(text), attachments=[picture], allowed_mentions=NO_MENTIONS)
+        return message_id
+
     async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
         """One message: the video, the hand-off frame, the caption and the buttons; where both
         files together would exceed the upload limit the frame follows in a second message. Each

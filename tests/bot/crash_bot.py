@@ -61,6 +61,10 @@ class FileChat:
     async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None:
         self._write({"kind": "edit", "text": text, "target": message_id})
 
+    async def edit_media(self, chat: ChatRef, message_id: str, path: Path, text: str) -> str:
+        self._write({"kind": "media", "path": str(path), "text": text, "target": message_id})
+        return message_id
+
     async def _accepted(self, role: str, message_id: str, sent: Sent) -> None:
         await sent(role, message_id)
         if role == self.die_after:

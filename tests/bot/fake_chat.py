@@ -17,7 +17,7 @@ from bot.ports import Sent as SentCallback
 
 @dataclass
 class Sent:
-    kind: str  # text | edit | delete | segment | close | final | photo
+    kind: str  # text | edit | media | delete | segment | close | final | photo
     chat: ChatRef
     text: str = ""
     message_id: str = ""
@@ -84,6 +84,13 @@ class FakeChat:
         if self.fail_edits:
             raise ConnectionError("edit failed")
         await self._record(Sent("edit", chat, text=text, message_id=message_id))
+
+    async def edit_media(self, chat: ChatRef, message_id: str, path: Path, text: str) -> str:
+        if self.fail_edits:
+            raise ConnectionError("edit failed")
+        assert path.is_file()
+        await self._record(Sent("media", chat, text=text, message_id=message_id, post=path))
+        return message_id
 
     async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: SentCallback = IGNORE_SENT) -> dict[str, str]:
         if self.fail_posts:

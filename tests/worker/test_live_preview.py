@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 from shared.params import WAN_NEGATIVE_PROMPT
+from shared.params import live_preview_every_steps as default_every
 from worker.backend import PreviewFrames
-from worker.live_preview import PreviewWriter, default_every, pick_frames, preview_steps, strip
+from worker.live_preview import PreviewWriter, pick_frames, preview_steps, strip
 from worker.preview import PreviewBackend
 from worker.wan.backend import WanBackend
 from worker.wan.latent_preview import WAN21_RGB_BIAS, clean_from_euler, latent_to_rgb

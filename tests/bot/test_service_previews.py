@@ -1,0 +1,51 @@
+"""Live previews through the real service, dispatcher and preview worker: edited into the job's
+progress message, no more often than the progress throttle, never at the cost of the job."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from PIL import Image
+
+from bot.ports import ChatRef
+from tests.bot.fake_chat import FakeChat
+from tests.bot.service_harness import picture_bytes, running_bot, write_config
+
+CHAT = ChatRef("telegram", "100", "")
+OWNER = "7"
+
+
+async def test_previews_are_edited_into_the_progress_message(tmp_path: Path) -> None:
+    config = write_config(tmp_path, steps=8, step_delay=0.05, extra="live_preview_every = 0.25")
+    async with running_bot(config) as bot:
+        await bot.service.start(CHAT, OWNER, picture_bytes(), "the sun rises")
+        await bot.chat.wait_for("segment")
+        [progress] = [s for s in bot.chat.of("text") if s.text.startswith("⏳ Segment 1")]
+        media = [s for s in bot.chat.of("media") if s.message_id == progress.message_id]
+        assert media, "no preview reached the progress message"
+        for edit in media:
+            assert "step" in edit.text
+            path = Path(edit.post)
+            assert path.parent == bot.config.data_dir / "sessions" / path.parent.name
+            assert path.name == "seg001-take1.preview.png"
+            with Image.open(path) as image:
+                assert image.width > 3 * image.height  # a strip of four frames
+        # Steps 2, 4 and 6 of 8 (the last is the result itself).
+        assert {int(e.text.split("step ")[1].split("/")[0]) for e in media} <= {2, 4, 6}
+
+
+async def test_no_previews_when_turned_off(tmp_path: Path) -> None:
+    config = write_config(tmp_path, steps=8, extra="live_preview_every = 0")
+    async with running_bot(config) as bot:
+        await bot.service.start(CHAT, OWNER, picture_bytes(), "the sun rises")
+        await bot.chat.wait_for("segment")
+        assert bot.chat.of("media") == []
+
+
+async def test_failing_preview_edits_never_fail_the_job(tmp_path: Path) -> None:
+    config = write_config(tmp_path, steps=8, step_delay=0.02)
+    async with running_bot(config, chat=FakeChat(fail_edits=True)) as bot:
+        await bot.service.start(CHAT, OWNER, picture_bytes(), "the sun rises")
+        [posted] = await asyncio.wait_for(bot.chat.wait_for("segment"), 60)
+        assert posted.post.frames == 33
