@@ -67,6 +67,9 @@ class ProgressMessages:
         self._shown: dict[int, ProgressMessage] = {}
         #: Segments whose progress message is being deleted.
         self._retiring: set[int] = set()
+        #: Edits still going out, by segment, also for messages forgotten meanwhile: a preview
+        #: may replace the message (a new id), and retiring must wait for that.
+        self._sending: dict[int, asyncio.Task[None]] = {}
 
     def get(self, segment_id: int) -> ProgressMessage | None:
         return self._shown.get(segment_id)
@@ -127,7 +130,14 @@ class ProgressMessages:
         shown.pending = text
         if shown.message_id is None or (shown.sender is not None and not shown.sender.done()):
             return
-        shown.sender = self.background.spawn(self._send_edits(shown), "progress-edits")
+        sender = shown.sender = self.background.spawn(self._send_edits(shown), "progress-edits")
+        self._sending[shown.segment_id] = sender
+
+        def sent(task: asyncio.Task[None]) -> None:
+            if self._sending.get(shown.segment_id) is task:
+                del self._sending[shown.segment_id]
+
+        sender.add_done_callback(sent)
 
     async def _send_edits(self, shown: ProgressMessage) -> None:
         while shown.pending is not None and shown.message_id is not None:
@@ -156,9 +166,10 @@ class ProgressMessages:
 
         async def retire() -> None:
             try:
-                if shown is not None and shown.sender is not None:
+                sender = shown.sender if shown is not None else self._sending.get(segment_id)
+                if sender is not None:
                     with contextlib.suppress(Exception):
-                        await shown.sender
+                        await sender
                 message_id = (await self.store.get_segment(segment_id)).posted.get(delivery.PROGRESS)
                 if message_id is None:
                     return

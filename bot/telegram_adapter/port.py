@@ -177,7 +177,7 @@ class TelegramPort:
                 await self._call(
                     "editMessageMedia",
                     lambda: self._bot.edit_message_media(
-                        InputMediaPhoto(InputFile(data, filename=name), caption=caption),
+                        InputMediaPhoto(InputFile(data, filename=name, attach=True), caption=caption),
                         chat_id=int(chat.chat_id),
                         message_id=int(message_id),
                         read_timeout=MEDIA_READ_TIMEOUT,

@@ -45,9 +45,14 @@ class FakeChat:
     #: ``final.1``…) was accepted and reported, once: a crash in the middle of a post.
     crash_after: str | None = None
     crash_with: type[BaseException] = Crash
+    #: Like Telegram: a picture cannot go into a text message, so a new message replaces it
+    #: (after ``media_delay`` seconds: an upload under way).
+    media_replaces: bool = False
+    media_delay: float = 0.0
     sent: list[Sent] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _pictured: set[str] = field(default_factory=set)
 
     def upload_limit(self, chat: ChatRef) -> int:
         return self.limit
@@ -89,6 +94,13 @@ class FakeChat:
         if self.fail_edits:
             raise ConnectionError("edit failed")
         assert path.is_file()
+        await asyncio.sleep(self.media_delay)
+        if self.media_replaces and message_id not in self._pictured:
+            new_id = str(next(self._ids))
+            self._pictured.add(new_id)
+            await self._record(Sent("media", chat, text=text, message_id=new_id, post=path))
+            await self._record(Sent("delete", chat, message_id=message_id))
+            return new_id
         await self._record(Sent("media", chat, text=text, message_id=message_id, post=path))
         return message_id
 

@@ -49,3 +49,17 @@ async def test_failing_preview_edits_never_fail_the_job(tmp_path: Path) -> None:
         await bot.service.start(CHAT, OWNER, picture_bytes(), "the sun rises")
         [posted] = await asyncio.wait_for(bot.chat.wait_for("segment"), 60)
         assert posted.post.frames == 33
+
+
+async def test_a_progress_message_replaced_by_a_late_preview_is_still_deleted(tmp_path: Path) -> None:
+    """Where a picture needs a new message (Telegram), the preview's upload may still be under
+    way when the take is up: the message it creates is the one deleted, none is left behind."""
+    chat = FakeChat(media_replaces=True, media_delay=0.3)
+    async with running_bot(write_config(tmp_path, steps=4), chat=chat) as bot:
+        await bot.service.start(CHAT, OWNER, picture_bytes(), "the sun rises")
+        await chat.wait_for("segment")
+        await asyncio.sleep(1.0)  # the late preview and the retiring are done by now
+        created = {s.message_id for s in chat.of("text") if s.text.startswith("⏳")}
+        created |= {s.message_id for s in chat.of("media")}
+        deleted = {s.message_id for s in chat.of("delete")}
+        assert chat.of("media") and created <= deleted
