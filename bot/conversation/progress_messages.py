@@ -14,7 +14,7 @@ from pathlib import Path
 from bot.conversation import delivery, progress
 from bot.conversation.background import BackgroundTasks
 from bot.conversation.chats import Chats
-from bot.ports import ChatRef
+from bot.ports import Action, ChatRef, control_id
 from bot.store import SegmentRow, Store
 
 log = logging.getLogger("framechain.service")
@@ -83,7 +83,8 @@ class ProgressMessages:
         self._shown[segment.id] = shown
         with contextlib.suppress(Exception):
             text = progress.queued(shown.label)
-            shown.message_id = await self.chats.port(chat).send_text(chat, text)
+            stop = (("✖ Stop", control_id(segment.id, Action.STOP)),)  # one tap, all along
+            shown.message_id = await self.chats.port(chat).send_text(chat, text, controls=stop)
             shown.last_text = text
             await self.store.record_posted(segment.id, delivery.PROGRESS, shown.message_id)
 

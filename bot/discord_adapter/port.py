@@ -60,8 +60,12 @@ class DiscordPort:
         user = self._client.get_user(int(user_id)) or await self._client.fetch_user(int(user_id))
         await user.send(clip(text), allowed_mentions=NO_MENTIONS)
 
-    async def send_text(self, chat: ChatRef, text: str) -> str:
-        message = await self._channel(chat).send(clip(text), allowed_mentions=NO_MENTIONS)
+    async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
+        channel = self._channel(chat)
+        if controls:  # edits of the content or attachments keep the buttons
+            message = await channel.send(clip(text), view=review_view(controls), allowed_mentions=NO_MENTIONS)
+        else:
+            message = await channel.send(clip(text), allowed_mentions=NO_MENTIONS)
         return str(message.id)
 
     async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:

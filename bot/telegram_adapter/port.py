@@ -115,6 +115,8 @@ class TelegramPort:
         self._editors: dict[tuple[str, str], asyncio.Task[None]] = {}
         #: Messages that show a picture: their text is a caption (progress messages with a preview).
         self._media_messages: set[tuple[str, str]] = set()
+        #: Keyboards of messages that are edited (a progress message's ✖ Stop), repeated by each edit.
+        self._keyboards: dict[tuple[str, str], InlineKeyboardMarkup] = {}
         self._edit_wait = edit_wait
         #: Per chat, the monotonic time before which Telegram asked for no more edits.
         self._quiet_until: dict[str, float] = {}
@@ -125,13 +127,17 @@ class TelegramPort:
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         return await with_retries(what, call, self._retry)
 
-    async def send_text(self, chat: ChatRef, text: str) -> str:
+    async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
+        markup = review_keyboard(controls) if controls else None
         message = await self._call(
             "sendMessage",
             lambda: self._bot.send_message(
-                int(chat.chat_id), clip(text.strip() or "…", TEXT_LIMIT), **thread_kwargs(chat)
+                int(chat.chat_id), clip(text.strip() or "…", TEXT_LIMIT), reply_markup=markup, **thread_kwargs(chat)
             ),
         )
+        if markup is not None:
+            # Telegram drops a keyboard an edit does not repeat: every edit of this message does.
+            self._keyboards[(chat.chat_id, str(message.message_id))] = markup
         return str(message.message_id)
 
     async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:
@@ -180,6 +186,7 @@ class TelegramPort:
                         InputMediaPhoto(InputFile(data, filename=name, attach=True), caption=caption),
                         chat_id=int(chat.chat_id),
                         message_id=int(message_id),
+                        reply_markup=self._keyboards.get(key),
                         read_timeout=MEDIA_READ_TIMEOUT,
                     ),
                 )
@@ -189,8 +196,22 @@ class TelegramPort:
                     return message_id
                 if "no media" not in str(exc).lower():
                     raise
-        new_id = await self.send_photo(chat, path, text)
+        keyboard = self._keyboards.pop(key, None)
+        photo = await self._call(
+            "sendPhoto",
+            lambda: self._bot.send_photo(
+                int(chat.chat_id),
+                photo=InputFile(data, filename=name),
+                caption=caption,
+                reply_markup=keyboard,
+                read_timeout=MEDIA_READ_TIMEOUT,
+                **thread_kwargs(chat),
+            ),
+        )
+        new_id = str(photo.message_id)
         self._media_messages.add((chat.chat_id, new_id))
+        if keyboard is not None:
+            self._keyboards[(chat.chat_id, new_id)] = keyboard
         self._pending_edits.pop(key, None)  # the text message goes: no more edits for it
         try:
             await self.delete_message(chat, message_id)
@@ -228,7 +249,12 @@ class TelegramPort:
                 try:
                     await with_retries(
                         what,
-                        functools.partial(edit, chat_id=int(chat.chat_id), message_id=int(message_id)),
+                        functools.partial(
+                            edit,
+                            chat_id=int(chat.chat_id),
+                            message_id=int(message_id),
+                            reply_markup=self._keyboards.get(key),
+                        ),
                         self._retry,
                         still_wanted=lambda: key not in self._pending_edits,
                         on_flood=hold_back,
@@ -359,6 +385,8 @@ class TelegramPort:
             await self.settings_listener(session_id, current)
 
     async def delete_message(self, chat: ChatRef, message_id: str) -> None:
+        self._keyboards.pop((chat.chat_id, message_id), None)
+        self._media_messages.discard((chat.chat_id, message_id))
         try:
             await self._call(
                 "deleteMessage",

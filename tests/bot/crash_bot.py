@@ -49,7 +49,7 @@ class FileChat:
     def upload_limit(self, chat: ChatRef) -> int:
         return 50 * 1024 * 1024
 
-    async def send_text(self, chat: ChatRef, text: str) -> str:
+    async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
         return self._write({"kind": "text", "text": text})
 
     async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:

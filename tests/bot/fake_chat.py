@@ -70,11 +70,11 @@ class FakeChat:
             self.crash_after = None
             raise self.crash_with(f"crashed after sending {role}")
 
-    async def send_text(self, chat: ChatRef, text: str) -> str:
+    async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
         if self.fail_texts:
             raise ConnectionError("send failed")
         message_id = str(next(self._ids))
-        await self._record(Sent("text", chat, text=text, message_id=message_id))
+        await self._record(Sent("text", chat, text=text, message_id=message_id, keep=controls))
         return message_id
 
     async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:

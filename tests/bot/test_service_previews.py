@@ -8,7 +8,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from bot.ports import ChatRef
+from bot.conversation.service import STOP_TOO_LATE
+from bot.ports import Action, ChatRef, parse_control
+from bot.store import SegmentStatus, SessionState
 from tests.bot.fake_chat import FakeChat
 from tests.bot.service_harness import picture_bytes, running_bot, write_config
 
@@ -63,3 +65,48 @@ async def test_a_progress_message_replaced_by_a_late_preview_is_still_deleted(tm
         created |= {s.message_id for s in chat.of("media")}
         deleted = {s.message_id for s in chat.of("delete")}
         assert chat.of("media") and created <= deleted
+
+
+async def test_stop_on_the_progress_message_stops_the_take_and_only_while_it_is_made(tmp_path: Path) -> None:
+    async with running_bot(write_config(tmp_path, steps=40, step_delay=0.05)) as bot:
+        chat = bot.chat
+        await bot.service.start(CHAT, OWNER, picture_bytes(), "the sun rises")
+        [progress] = await chat.wait_for("text")
+        [(label, stop)] = progress.keep
+        parsed = parse_control(stop)
+        assert label == "✖ Stop" and parsed is not None and parsed[1] is Action.STOP
+        segment_id = parsed[0]
+        await chat.wait_for("edit", 3)  # it runs
+        notes: list[str] = []
+
+        async def note(text: str) -> None:
+            notes.append(text)
+
+        await bot.service.control(CHAT, "someone else", segment_id, Action.STOP, reply=note)
+        assert (await bot.store.get_segment(segment_id)).status is not SegmentStatus.CANCELLED
+        await bot.service.control(CHAT, OWNER, segment_id, Action.STOP, reply=note)
+        for _ in range(200):
+            if (await bot.store.get_segment(segment_id)).status is SegmentStatus.CANCELLED:
+                break
+            await asyncio.sleep(0.02)
+        assert (await bot.store.get_segment(segment_id)).status is SegmentStatus.CANCELLED
+        assert chat.of("segment") == []
+        row = await bot.store.find_active_session("telegram", "100", "", OWNER)
+        assert row is not None and row.state is SessionState.AWAITING_PROMPT
+        await bot.service.control(CHAT, OWNER, segment_id, Action.STOP, reply=note)  # a second tap
+        assert notes[-1] == STOP_TOO_LATE
+
+
+async def test_a_late_stop_never_discards_the_take_under_review(tmp_path: Path) -> None:
+    async with running_bot(write_config(tmp_path)) as bot:
+        await bot.service.start(CHAT, OWNER, picture_bytes(), "the sun rises")
+        [posted] = await bot.chat.wait_for("segment")
+        notes: list[str] = []
+
+        async def note(text: str) -> None:
+            notes.append(text)
+
+        segment_id = posted.post.segment_id
+        await bot.service.control(CHAT, OWNER, segment_id, Action.STOP, reply=note)
+        assert notes == [STOP_TOO_LATE]
+        assert (await bot.store.get_segment(segment_id)).status is SegmentStatus.DONE

@@ -64,8 +64,14 @@ async def next_take(api: BotApiStandIn, n: int) -> Call:
     """The n-th take once it is whole: its video, its hand-off frame, its progress message gone."""
     await until(lambda: len(takes(api)) >= n, f"take {n}")
     await until(lambda: sum(p.params["caption"].startswith(FRAME) for p in api.sent("sendPhoto")) >= n, f"frame {n}")
-    await until(lambda: len(api.sent("deleteMessage")) >= n, f"take {n}'s progress message to go")
+    gone = f"take {n}'s progress message to go"
+    await until(lambda: not any(progress_shown(m) for m in api.bot_messages(GROUP)), gone)
     return takes(api)[n - 1]
+
+
+def progress_shown(message: dict[str, Any]) -> bool:
+    """A progress message: text, or the caption of the live preview that took its place."""
+    return str(message.get("text", message.get("caption", ""))).startswith(("⏳", "✅ Segment"))
 
 
 async def press(api: BotApiStandIn, user: int, take: Call, action: Action) -> str:

@@ -122,6 +122,13 @@ def test_tiny_wan_previews_at_the_configured_steps_with_four_frames(backend: Wan
     assert not np.array_equal(recorder.frames[2], recorder.frames[4])  # the picture forms
 
 
+def test_tiny_wan_previews_after_consecutive_steps(backend: WanBackend) -> None:
+    """Every step a preview: each but the first (whose starting latents the callback never sees)."""
+    recorder = Recorder(set(preview_steps(4, 1)))
+    generate(backend, 4, recorder)
+    assert sorted(recorder.frames) == [2, 3]
+
+
 def test_tiny_wan_preview_is_the_x0_of_the_step(backend: WanBackend) -> None:
     """The preview at step 2 is the projection of x_t - sigma_t * v, with the latents and the
     velocity the transformer actually produced in that step (no CFG: guidance 1)."""

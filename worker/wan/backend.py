@@ -201,11 +201,10 @@ class WanBackend:
         Cosmetic, so a failure is logged and the step goes on."""
         step = index + 1
         try:
+            rgb = clean.frames(pipe.scheduler, index, latents) if on_preview.wants(step, steps) else None
+            # Only after this step's x0 is made from the latents kept a step ago.
             if on_preview.wants(step + 1, steps):
                 clean.keep(index, latents)
-            if not on_preview.wants(step, steps):
-                return
-            rgb = clean.frames(pipe.scheduler, index, latents)
             if rgb is None:
                 return
             ready = None

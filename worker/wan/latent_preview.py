@@ -91,6 +91,7 @@ class CleanPrediction:
         return clean_from_euler(latents[0, :, self.frame_indices], self._previous, sigma, sigma_next)
 
     def frames(self, scheduler: Any, index: int, latents: torch.Tensor) -> torch.Tensor | None:
+        """The preview frames of step ``index``; call before ``keep`` of the same step."""
         x0 = self.clean(scheduler, index, latents)
         self._previous = None
         if x0 is None:
