@@ -134,7 +134,8 @@ class WanBackend:
         # 4. Per-step progress; a True from on_step stops at once. Under low_ram, each model's
         #    mapped weights are handed back once its turn is over (worker.wan.mapped_file).
         done = 0
-        latent_frames = (frames - 1) // self.pipe.vae_scale_factor_temporal + 1
+        # The Wan VAE packs 4 frames into a latent frame (after the first).
+        latent_frames = (frames - 1) // getattr(self.pipe, "vae_scale_factor_temporal", 4) + 1
         clean = CleanPrediction(pick_frames(latent_frames))
 
         def step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
