@@ -97,7 +97,7 @@ def main() -> None:
         backend = TimedBackend(WanOptions(model=str(folder)))
         backend.in_loop = []
         plain = run(backend, args.size, args.frames, args.steps, None)
-        writer = TimedWriter(Path(tmp) / "seg001-take1.preview.png", preview_steps(args.steps, 1))
+        writer = TimedWriter(Path(tmp) / "preview-seg001-take1.png", preview_steps(args.steps, 1))
         timed = run(backend, args.size, args.frames, args.steps, writer)
         writer.close()
         started = time.perf_counter()

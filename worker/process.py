@@ -298,7 +298,8 @@ class Worker:
             with contextlib.suppress(ParentGone):
                 self._send(Preview(job_id=job.job_id, path=str(path), step=step, total=total))
 
-        return PreviewWriter(Path(job.out_dir) / f"{job.name}.preview.png", steps, written)
+        # A name of its own: never taken for one of the segment's files (``<name>.*``).
+        return PreviewWriter(Path(job.out_dir) / f"preview-{job.name}.png", steps, written)
 
 
 def load_start_image(path: str, limits: LimitsConfig | None = None) -> Image.Image:

@@ -71,7 +71,7 @@ async def test_discord_previews_are_attached_to_the_progress_message(tmp_path: P
         assert pictures, "no preview reached the progress message"
         assert len({e.path for e in pictures}) == 1  # one progress message, edited in place
         for edit in pictures:
-            assert [a["filename"] for a in edit.json["attachments"]] == ["seg001-take1.preview.png"]
+            assert [a["filename"] for a in edit.json["attachments"]] == ["preview-seg001-take1.png"]
             assert re.search(r"step \d/8", edit.json["content"])
 
 

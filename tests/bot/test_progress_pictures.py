@@ -34,7 +34,7 @@ async def setup(tmp_path: Path, chat: FakeChat, store: Store, clock: Clock) -> t
     session = await store.create_session(platform="telegram", chat_id="100", owner_id="7")
     segment = await store.add_segment(session.id, idx=0, prompt="p")
     await messages.post(CHAT, segment)
-    picture = tmp_path / "seg001-take1.preview.png"
+    picture = tmp_path / "preview-seg001-take1.png"
     Image.new("RGB", (40, 10)).save(picture)
     return messages, segment.id, picture
 

@@ -30,7 +30,7 @@ async def test_previews_are_edited_into_the_progress_message(tmp_path: Path) -> 
             assert "step" in edit.text
             path = Path(edit.post)
             assert path.parent == bot.config.data_dir / "sessions" / path.parent.name
-            assert path.name == "seg001-take1.preview.png"
+            assert path.name == "preview-seg001-take1.png"
             with Image.open(path) as image:
                 assert image.width > 3 * image.height  # a strip of four frames
         # Steps 2, 4 and 6 of 8 (the last is the result itself).

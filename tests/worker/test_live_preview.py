@@ -179,7 +179,7 @@ def test_preview_backend_previews_show_motion() -> None:
 def test_writer_writes_atomically_and_reports_off_the_calling_thread(tmp_path: Path) -> None:
     reports: list[tuple[int, Path, str]] = []
     writer = PreviewWriter(
-        tmp_path / "seg001-take1.preview.png",
+        tmp_path / "preview-seg001-take1.png",
         preview_steps(8, 2),
         lambda step, total, path: reports.append((step, path, threading.current_thread().name)),
     )
@@ -191,7 +191,7 @@ def test_writer_writes_atomically_and_reports_off_the_calling_thread(tmp_path: P
     assert reports[-1][0] == 4
     with Image.open(reports[-1][1]) as image:
         assert image.size == (4 * 160 + 3 * 4, 160)
-    assert [p.name for p in tmp_path.iterdir()] == ["seg001-take1.preview.png"]  # no temporary left
+    assert [p.name for p in tmp_path.iterdir()] == ["preview-seg001-take1.png"]  # no temporary left
 
 
 def test_writer_survives_failing_frames_and_unwritable_paths(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def test_previews_are_written_and_reported_before_the_result(tmp_path: Path, sta
     assert previews and previews[-1].step == 6 and {p.step for p in previews} <= {2, 4, 6}
     assert all(p.job_id == "7" and p.total == 8 for p in previews)
     path = Path(previews[-1].path)
-    assert path == tmp_path / "session" / "seg001-take1.preview.png"
+    assert path == tmp_path / "session" / "preview-seg001-take1.png"
     with Image.open(path) as image:
         assert image.size == (4 * 160 + 3 * 4, 120)  # four frames of 64x48, scaled to 160 wide
 
@@ -50,10 +50,10 @@ def test_previews_are_written_and_reported_before_the_result(tmp_path: Path, sta
 def test_no_previews_when_off(tmp_path: Path, start_image: Path) -> None:
     _, previews = run(tmp_path, start_image, every=0)
     assert previews == []
-    assert not list((tmp_path / "session").glob("*.preview.png"))
+    assert not list((tmp_path / "session").glob("preview-*.png"))
 
 
 def test_an_unwritable_preview_never_fails_the_job(tmp_path: Path, start_image: Path) -> None:
-    (tmp_path / "session" / "seg001-take1.preview.png").mkdir(parents=True)
+    (tmp_path / "session" / "preview-seg001-take1.png").mkdir(parents=True)
     done, previews = run(tmp_path, start_image, every=2)
     assert previews == [] and Path(done.video).exists()
