@@ -41,7 +41,7 @@ class TimedChat(FakeChat):
         super().__init__()
         self.acks: dict[ChatRef, list[float]] = {}
 
-    async def send_text(self, chat: ChatRef, text: str) -> str:
+    async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
         if "queued" in text:
             self.acks.setdefault(chat, []).append(time.perf_counter())
         return await super().send_text(chat, text)

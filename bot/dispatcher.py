@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
 
 from bot.worker_client import (
+    PreviewHandler,
     ProgressHandler,
     QueuedHandler,
     WorkerDied,
@@ -25,7 +26,7 @@ from bot.worker_client import (
     WorkerProcess,
     WorkerStartError,
 )
-from shared.protocol import Done, Failed, FailureKind, Generate, Progress, Queued
+from shared.protocol import Done, Failed, FailureKind, Generate, Preview, Progress, Queued
 
 log = logging.getLogger("framechain.dispatcher")
 
@@ -59,6 +60,10 @@ class DispatchListener(Protocol):
     async def job_waiting(self, job_id: str, ahead: int, where: str, eta: float | None) -> None:
         """The job runs on its slot but waits there behind ``ahead`` other people's jobs (the
         queue of a ComfyUI server); ``eta``: seconds until it starts, when the worker can tell."""
+        ...
+
+    async def job_preview(self, job_id: str, path: str, step: int, total: int) -> None:
+        """A live preview of the running job after ``step``: a picture at ``path``."""
         ...
 
     async def job_retrying(self, job_id: str, reason: str) -> None:
@@ -310,7 +315,10 @@ class Dispatcher:
             try:
                 await _quietly(self.listener.job_started(job.job_id, device))
                 result = await worker.run(
-                    job.message, self._progress_handler(job.job_id), self._queued_handler(job.job_id)
+                    job.message,
+                    self._progress_handler(job.job_id),
+                    self._queued_handler(job.job_id),
+                    on_preview=self._preview_handler(job.job_id),
                 )
             except WorkerDied as exc:
                 deaths += 1
@@ -342,6 +350,12 @@ class Dispatcher:
     def _progress_handler(self, job_id: str) -> ProgressHandler:
         async def handle(event: Progress) -> None:
             await _quietly(self.listener.job_progress(job_id, event.step, event.total))
+
+        return handle
+
+    def _preview_handler(self, job_id: str) -> PreviewHandler:
+        async def handle(event: Preview) -> None:
+            await _quietly(self.listener.job_preview(job_id, event.path, event.step, event.total))
 
         return handle
 

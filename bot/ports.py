@@ -31,11 +31,13 @@ class Action(StrEnum):
     FINISH = "finish"
     #: Approve the take under review and join the video in one press.
     APPROVE_FINISH = "apfin"
+    #: Stop the take being made (the ✖ Stop on its progress message).
+    STOP = "stop"
 
 
 #: Review controls carry the segment id, so a button keeps working after a restart.
 #: Short enough for Telegram's 64-byte callback data and Discord's 100-character custom_id.
-_CONTROL = re.compile(r"^seg:(?P<segment>[0-9]{1,18}):(?P<action>approve|regen|undo|finish|apfin)$")
+_CONTROL = re.compile(r"^seg:(?P<segment>[0-9]{1,18}):(?P<action>approve|regen|undo|finish|apfin|stop)$")
 
 
 def control_id(segment_id: int, action: Action) -> str:
@@ -105,11 +107,20 @@ class ChatPort(Protocol):
         """Largest file, in bytes, this chat accepts."""
         ...
 
-    async def send_text(self, chat: ChatRef, text: str) -> str:
-        """Send a message; return its id."""
+    async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
+        """Send a message, with ``controls`` ((label, control id) pairs: a progress message's ✖ Stop)
+        that stay on it through every edit; return its id."""
         ...
 
-    async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None: ...
+    async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None:
+        """Change a message's text (a progress message's caption once it shows a picture)."""
+        ...
+
+    async def edit_media(self, chat: ChatRef, message_id: str, path: Path, text: str) -> str:
+        """Put the picture ``path`` (a small PNG) with ``text`` as caption into a progress
+        message; return the id of the message that shows it now: the same one, or where the
+        platform cannot add a picture to a text message, a new one (the old one is deleted)."""
+        ...
 
     async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:
         """Send a picture (a JPEG or PNG well under the upload limit) with a caption; return the

@@ -21,6 +21,7 @@ from shared.protocol import (
     FailureKind,
     Generate,
     Message,
+    Preview,
     Progress,
     ProtocolError,
     Queued,
@@ -35,6 +36,8 @@ log = logging.getLogger("framechain.worker_client")
 ProgressHandler = Callable[[Progress], Awaitable[None] | None]
 #: Called while the job waits in the queue of what the worker's backend drives (a ComfyUI server).
 QueuedHandler = Callable[[Queued], Awaitable[None] | None]
+#: Called with each live preview of the running job (a picture in the job's out_dir).
+PreviewHandler = Callable[[Preview], Awaitable[None] | None]
 
 #: A worker loading a 14B model from a slow disk can take minutes before `ready`.
 DEFAULT_START_TIMEOUT = 900.0
@@ -152,7 +155,12 @@ class WorkerProcess:
             raise WorkerDied(f"{self.name} is not running") from exc
 
     async def run(
-        self, job: Generate, on_progress: ProgressHandler | None = None, on_queued: QueuedHandler | None = None
+        self,
+        job: Generate,
+        on_progress: ProgressHandler | None = None,
+        on_queued: QueuedHandler | None = None,
+        *,
+        on_preview: PreviewHandler | None = None,
     ) -> Done | Failed:
         """Send one job and wait for its ``done`` or ``failed``. Raises WorkerDied if the process ends."""
         async with self._lock:
@@ -172,6 +180,11 @@ class WorkerProcess:
                     elif isinstance(event, Queued) and event.job_id == job.job_id:
                         if on_queued is not None:
                             result = on_queued(event)
+                            if result is not None:
+                                await result
+                    elif isinstance(event, Preview) and event.job_id == job.job_id:
+                        if on_preview is not None:
+                            result = on_preview(event)
                             if result is not None:
                                 await result
                     elif isinstance(event, (Done, Failed)) and event.job_id == job.job_id:

@@ -123,6 +123,10 @@ class GenerationConfig:
     lora_guidance: float = 1.0
     #: Seconds the preview backend waits per step, to rehearse progress messages at a model's pace.
     preview_step_delay: float = 0.0
+    #: Live previews (the step's prediction of the clean video, as a strip of frames) into the
+    #: progress message, after about this share of the steps each (0.25: every quarter); 0 = none.
+    #: They come no more often than progress edits (``progress_interval``) whatever the share.
+    live_preview_every: float = 0.25
     #: For 32 GB machines: fp8_scaled experts stay in memory maps of their files (at most about one
     #: expert in RAM; the idle one is read back from disk when its turn comes, see the memory plan).
     low_ram: bool = False
@@ -468,6 +472,8 @@ def _check(config: Config, source: str) -> None:
         fail("generation.color_strength", f"must be between 0 and 1, got {g.color_strength}")
     if not 0.0 <= g.preview_step_delay <= 60.0:
         fail("generation.preview_step_delay", f"must be between 0 and 60, got {g.preview_step_delay}")
+    if not 0.0 <= g.live_preview_every <= 1.0:
+        fail("generation.live_preview_every", f"must be between 0 and 1, got {g.live_preview_every}")
     if g.seed < 0:
         fail("generation.seed", f"must not be negative, got {g.seed}")
     if g.width * g.height > limits.max_pixels:

@@ -108,3 +108,11 @@ def segment_size(
     if size_mode != "fit":
         raise ParameterError(f"size_mode must be 'fit' or 'fixed', got {size_mode!r}")
     return fit_size(image_width, image_height, width * height)
+
+
+def live_preview_every_steps(steps: int, share: float) -> int:
+    """Steps between live previews for a ``share`` of the steps (0.25: about every quarter);
+    0 when previews are off."""
+    if share <= 0:
+        return 0
+    return max(1, round(steps * share))

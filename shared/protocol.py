@@ -1,7 +1,7 @@
 """Messages between the bot and a worker process: one JSON object per line, each with ``type``.
 
 bot -> worker: ``generate``, ``cancel``, ``shutdown``
-worker -> bot: ``ready``, ``queued``, ``progress``, ``done``, ``failed``
+worker -> bot: ``ready``, ``queued``, ``progress``, ``preview``, ``done``, ``failed``
 
 Media travel as file paths inside the data directory, never inline.
 """
@@ -52,6 +52,9 @@ class Generate:
     #: An end keyframe: path of the picture the segment should end on (Wan first-last-frame),
     #: or None to end wherever the prompt leads.
     end_image: str | None = None
+    #: A live preview after every this many steps (never after the last: the result follows);
+    #: 0 for none.
+    preview_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,18 @@ class Queued:
 
 
 @dataclass(frozen=True)
+class Preview:
+    """A small picture of what the job's step ``step`` predicts the clean video to be (a strip
+    of a few of its frames), written into the job's out_dir; the next preview replaces it."""
+
+    type: ClassVar[str] = "preview"
+    job_id: str
+    path: str
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
 class Done:
     type: ClassVar[str] = "done"
     job_id: str
@@ -120,10 +135,10 @@ class Failed:
     message: str
 
 
-Message = Generate | Cancel | Shutdown | Ready | Queued | Progress | Done | Failed
+Message = Generate | Cancel | Shutdown | Ready | Queued | Progress | Preview | Done | Failed
 
 _TYPES: dict[str, type[Any]] = {
-    cls.type: cls for cls in (Generate, Cancel, Shutdown, Ready, Queued, Progress, Done, Failed)
+    cls.type: cls for cls in (Generate, Cancel, Shutdown, Ready, Queued, Progress, Preview, Done, Failed)
 }
 
 

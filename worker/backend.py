@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +24,20 @@ class WaitCallback(Protocol):
         """Called while the job waits behind ``ahead`` other jobs in the queue of what the backend
         drives (a ComfyUI server), when that number changes and between checks. Return True to stop."""
         ...
+
+
+#: Makes a preview's frames, uint8 RGB (n, h, w, 3): called off the denoising loop, on the
+#: preview writer's thread (worker.live_preview), so it may wait for the GPU.
+PreviewFrames = Callable[[], np.ndarray]
+
+
+class PreviewCallback(Protocol):
+    """Live previews: the backend asks ``wants`` before each step and, when true, hands over the
+    step's picture of the clean video without waiting for it to be made."""
+
+    def wants(self, step: int, total: int) -> bool: ...
+
+    def __call__(self, step: int, total: int, frames: PreviewFrames) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -55,8 +70,10 @@ class Backend(Protocol):
         on_step: StepCallback | None = None,
         on_wait: WaitCallback | None = None,
         end_image: Image.Image | None = None,
+        on_preview: PreviewCallback | None = None,
     ) -> SegmentFrames:
-        """``on_wait``: told while the job waits in a queue that is not ours (a ComfyUI server's);
+        """``on_preview``: live previews at the steps it wants (a backend that cannot make them
+        never calls it); ``on_wait``: told while the job waits in a queue that is not ours (a ComfyUI server's);
         ``end_image``: a keyframe the last frame should become (prepared like the start image);
         a backend that cannot aim at one raises BadInput saying so."""
         ...

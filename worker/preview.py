@@ -21,9 +21,10 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from worker.backend import SegmentFrames, StepCallback, WaitCallback, check_inputs
+from worker.backend import PreviewCallback, SegmentFrames, StepCallback, WaitCallback, check_inputs
 from worker.errors import Cancelled
 from worker.images import prepare_start_image
+from worker.live_preview import pick_frames
 
 #: Zoom reached over an 81-frame (5 s) clip, drawn per seed; shorter clips zoom proportionally
 #: less, so the speed is the same whatever the length and chained segments flow into each other.
@@ -57,6 +58,7 @@ class PreviewBackend:
         on_step: StepCallback | None = None,
         on_wait: WaitCallback | None = None,  # never called: its jobs wait on no one else's queue
         end_image: Image.Image | None = None,
+        on_preview: PreviewCallback | None = None,
     ) -> SegmentFrames:
         # 1. Check inputs, as every backend does, before any work.
         check_inputs(
@@ -75,10 +77,15 @@ class PreviewBackend:
 
         # 3. Render frames 1.. in ``steps`` chunks, so progress and cancellation are real.
         chunks = np.array_split(np.arange(1, frames), steps)
+        rendered = 1
         for step, chunk in enumerate(chunks, start=1):
             for index in chunk:
                 frame = start.resize((width, height), Image.Resampling.BILINEAR, box=boxes[index])
                 out[index] = np.asarray(frame) if end is None else cross_fade(np.asarray(frame), end, index, frames)
+                rendered = int(index) + 1
+            if on_preview is not None and on_preview.wants(step, steps):
+                # What is rendered so far, so the flow can be watched without a model.
+                on_preview(step, steps, functools.partial(np.copy, out[pick_frames(rendered)]))
             if self.step_delay:
                 time.sleep(self.step_delay)
             if on_step is not None and on_step(step, steps):

@@ -32,6 +32,7 @@ from shared.protocol import (
     FailureKind,
     Generate,
     Message,
+    Preview,
     Progress,
     ProtocolError,
     Queued,
@@ -40,8 +41,9 @@ from shared.protocol import (
     decode,
     encode,
 )
-from worker.backend import Backend
+from worker.backend import Backend, SegmentFrames, StepCallback, WaitCallback
 from worker.errors import BackendLost, BadInput, Cancelled, GenerationError
+from worker.live_preview import PreviewWriter, preview_steps
 from worker.segment_files import write_segment_files
 
 log = logging.getLogger("framechain.worker")
@@ -217,21 +219,12 @@ class Worker:
 
             if cancel.is_set():
                 raise Cancelled("cancelled")
-            result = self.backend.generate(
-                image=image,
-                prompt=job.prompt,
-                negative_prompt=job.negative_prompt,
-                width=job.width,
-                height=job.height,
-                frames=job.frames,
-                steps=job.steps,
-                guidance=job.guidance,
-                guidance_2=job.guidance_2,
-                seed=job.seed,
-                on_step=on_step,
-                on_wait=on_wait,
-                end_image=end_image,
-            )
+            previews = self._preview_writer(job)
+            try:
+                result = self._generate(job, image, end_image, on_step, on_wait, previews)
+            finally:
+                if previews is not None:
+                    previews.close()  # its last message goes out before the result's
             if cancel.is_set():
                 raise Cancelled("cancelled")
             files = write_segment_files(
@@ -268,6 +261,45 @@ class Worker:
             height=int(frames.shape[1]),
             preview=self.backend.preview,
         )
+
+    def _generate(
+        self,
+        job: Generate,
+        image: Image.Image,
+        end_image: Image.Image | None,
+        on_step: StepCallback,
+        on_wait: WaitCallback,
+        previews: PreviewWriter | None,
+    ) -> SegmentFrames:
+        return self.backend.generate(
+            image=image,
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            width=job.width,
+            height=job.height,
+            frames=job.frames,
+            steps=job.steps,
+            guidance=job.guidance,
+            guidance_2=job.guidance_2,
+            seed=job.seed,
+            on_step=on_step,
+            on_wait=on_wait,
+            end_image=end_image,
+            on_preview=previews,
+        )
+
+    def _preview_writer(self, job: Generate) -> PreviewWriter | None:
+        """Live previews for ``job``, written beside its segment files and reported as they land."""
+        steps = preview_steps(job.steps, job.preview_every)
+        if not steps:
+            return None
+
+        def written(step: int, total: int, path: Path) -> None:
+            with contextlib.suppress(ParentGone):
+                self._send(Preview(job_id=job.job_id, path=str(path), step=step, total=total))
+
+        # A name of its own: never taken for one of the segment's files (``<name>.*``).
+        return PreviewWriter(Path(job.out_dir) / f"preview-{job.name}.png", steps, written)
 
 
 def load_start_image(path: str, limits: LimitsConfig | None = None) -> Image.Image:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from bot import core
 from bot.conversation import progress
@@ -18,6 +19,7 @@ from bot.dispatcher import Dispatcher
 from bot.ports import ChatRef
 from bot.store import PENDING, Conflict, NotFound, SegmentRow, SessionRow, Store
 from shared.config import Config
+from shared.params import live_preview_every_steps
 from shared.protocol import Done, Failed, FailureKind, Generate
 
 log = logging.getLogger("framechain.service")
@@ -81,6 +83,7 @@ class Jobs:
             color_strength=g.color_strength,
             color_lightness=g.color_lightness,
             end_image=end_image,
+            preview_every=live_preview_every_steps(int(params["steps"]), g.live_preview_every),
         )
         await self.dispatcher.submit(message, owner=f"{row.platform.value}:{row.owner_id}")
 
@@ -148,6 +151,17 @@ class Jobs:
         if shown.started is not None and step > 0:
             left = (self.clock() - shown.started) / step * (total - step)
         await self.progress.edit(segment_id, progress.step(shown.label, step, total, left))
+
+    async def preview(self, job_id: str, path: str, step: int, total: int) -> None:
+        """A live preview of the running job: into its progress message, with the step's text."""
+        segment_id = int(job_id)
+        shown = self.progress.get(segment_id)
+        if shown is None:
+            return
+        left = None
+        if shown.started is not None and step > 0:
+            left = (self.clock() - shown.started) / step * (total - step)
+        await self.progress.picture(segment_id, Path(path), progress.step(shown.label, step, total, left))
 
     async def record_result(self, job_id: str, result: Done | Failed) -> tuple[str, core.Event] | None:
         """Store a job's result on its segment; return the session and the event for the core,

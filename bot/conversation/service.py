@@ -53,6 +53,9 @@ from shared.protocol import Done, Failed
 
 log = logging.getLogger("framechain.service")
 
+#: A ✖ Stop pressed once the take was no longer being made.
+STOP_TOO_LATE = "That take is not being made any more: nothing to stop."
+
 #: Seconds a shutdown waits for progress edits and deletions still going out.
 COSMETIC_WAIT = 5.0
 #: The answer to a user action while the bot shuts down.
@@ -361,6 +364,14 @@ class ConversationService:
             event = core.Undo(user_id=user_id, via=via, segment=key)
         elif action is Action.APPROVE_FINISH:
             event = core.ApproveAndFinish(user_id=user_id, via=via, segment=key)
+        elif action is Action.STOP:
+            if segment.status not in (SegmentStatus.QUEUED, SegmentStatus.RUNNING):
+                # Its result is up (or it ended): a late ✖ Stop must never discard the take
+                # under review, which an Undo of the same take would.
+                await self.chats.answer(chat, STOP_TOO_LATE, reply, typed=False)
+                return
+            # While it is made, the core's Undo of this very take stops it (a stale one is refused).
+            event = core.Undo(user_id=user_id, via=via, segment=key)
         else:
             event = core.Finish(user_id=user_id, via=via, segment=key)
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
@@ -520,6 +531,9 @@ class ConversationService:
 
     async def job_waiting(self, job_id: str, ahead: int, where: str, eta: float | None) -> None:
         await self.jobs.waiting(job_id, ahead, where, eta)
+
+    async def job_preview(self, job_id: str, path: str, step: int, total: int) -> None:
+        await self.jobs.preview(job_id, path, step, total)
 
     async def job_retrying(self, job_id: str, reason: str) -> None:
         await self.jobs.retrying(job_id, reason)

@@ -60,8 +60,12 @@ class DiscordPort:
         user = self._client.get_user(int(user_id)) or await self._client.fetch_user(int(user_id))
         await user.send(clip(text), allowed_mentions=NO_MENTIONS)
 
-    async def send_text(self, chat: ChatRef, text: str) -> str:
-        message = await self._channel(chat).send(clip(text), allowed_mentions=NO_MENTIONS)
+    async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
+        channel = self._channel(chat)
+        if controls:  # edits of the content or attachments keep the buttons
+            message = await channel.send(clip(text), view=review_view(controls), allowed_mentions=NO_MENTIONS)
+        else:
+            message = await channel.send(clip(text), allowed_mentions=NO_MENTIONS)
         return str(message.id)
 
     async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:
@@ -76,6 +80,13 @@ class DiscordPort:
             .get_partial_message(int(message_id))
             .edit(content=clip(text), allowed_mentions=NO_MENTIONS)
         )
+
+    async def edit_media(self, chat: ChatRef, message_id: str, path: Path, text: str) -> str:
+        """The message's attachments become the picture (a text message can take one)."""
+        picture = discord.File(path, filename=path.name)
+        message = self._channel(chat).get_partial_message(int(message_id))
+        await message.edit(content=clip(text), attachments=[picture], allowed_mentions=NO_MENTIONS)
+        return message_id
 
     async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
         """One message: the video, the hand-off frame, the caption and the buttons; where both

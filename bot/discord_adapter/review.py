@@ -24,6 +24,7 @@ STYLES = {
     Action.UNDO: discord.ButtonStyle.secondary,
     Action.FINISH: discord.ButtonStyle.secondary,
     Action.APPROVE_FINISH: discord.ButtonStyle.success,
+    Action.STOP: discord.ButtonStyle.danger,
 }
 LABELS = {
     Action.APPROVE: "Approve",
@@ -31,6 +32,7 @@ LABELS = {
     Action.UNDO: "Undo",
     Action.FINISH: "Finish",
     Action.APPROVE_FINISH: "Approve & finish",
+    Action.STOP: "Stop",
 }
 
 

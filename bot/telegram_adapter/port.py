@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, InputMediaPhoto, Message
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
@@ -113,6 +113,10 @@ class TelegramPort:
         #: Per message, the newest text not yet sent, and the task sending it.
         self._pending_edits: dict[tuple[str, str], str] = {}
         self._editors: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: Messages that show a picture: their text is a caption (progress messages with a preview).
+        self._media_messages: set[tuple[str, str]] = set()
+        #: Keyboards of messages that are edited (a progress message's ✖ Stop), repeated by each edit.
+        self._keyboards: dict[tuple[str, str], InlineKeyboardMarkup] = {}
         self._edit_wait = edit_wait
         #: Per chat, the monotonic time before which Telegram asked for no more edits.
         self._quiet_until: dict[str, float] = {}
@@ -123,13 +127,17 @@ class TelegramPort:
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         return await with_retries(what, call, self._retry)
 
-    async def send_text(self, chat: ChatRef, text: str) -> str:
+    async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
+        markup = review_keyboard(controls) if controls else None
         message = await self._call(
             "sendMessage",
             lambda: self._bot.send_message(
-                int(chat.chat_id), clip(text.strip() or "…", TEXT_LIMIT), **thread_kwargs(chat)
+                int(chat.chat_id), clip(text.strip() or "…", TEXT_LIMIT), reply_markup=markup, **thread_kwargs(chat)
             ),
         )
+        if markup is not None:
+            # Telegram drops a keyboard an edit does not repeat: every edit of this message does.
+            self._keyboards[(chat.chat_id, str(message.message_id))] = markup
         return str(message.message_id)
 
     async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:
@@ -164,6 +172,53 @@ class TelegramPort:
         else:
             editor.add_done_callback(_log_failure)
 
+    async def edit_media(self, chat: ChatRef, message_id: str, path: Path, text: str) -> str:
+        """editMessageMedia where the message has a picture already; a text message cannot
+        take one, so a photo with the text as caption replaces it (and the text one goes)."""
+        data, name = await asyncio.to_thread(photo_upload, path)
+        caption = clip(text.strip() or "…", CAPTION_LIMIT)
+        key = (chat.chat_id, message_id)
+        if key in self._media_messages:
+            try:
+                await self._call(
+                    "editMessageMedia",
+                    lambda: self._bot.edit_message_media(
+                        InputMediaPhoto(InputFile(data, filename=name, attach=True), caption=caption),
+                        chat_id=int(chat.chat_id),
+                        message_id=int(message_id),
+                        reply_markup=self._keyboards.get(key),
+                        read_timeout=MEDIA_READ_TIMEOUT,
+                    ),
+                )
+                return message_id
+            except BadRequest as exc:
+                if _not_modified(exc):
+                    return message_id
+                if "no media" not in str(exc).lower():
+                    raise
+        keyboard = self._keyboards.pop(key, None)
+        photo = await self._call(
+            "sendPhoto",
+            lambda: self._bot.send_photo(
+                int(chat.chat_id),
+                photo=InputFile(data, filename=name),
+                caption=caption,
+                reply_markup=keyboard,
+                read_timeout=MEDIA_READ_TIMEOUT,
+                **thread_kwargs(chat),
+            ),
+        )
+        new_id = str(photo.message_id)
+        self._media_messages.add((chat.chat_id, new_id))
+        if keyboard is not None:
+            self._keyboards[(chat.chat_id, new_id)] = keyboard
+        self._pending_edits.pop(key, None)  # the text message goes: no more edits for it
+        try:
+            await self.delete_message(chat, message_id)
+        except TelegramError as exc:
+            log.info("replaced progress message %s not deleted: %s", message_id, exc)
+        return new_id
+
     async def _edit_loop(self, chat: ChatRef, message_id: str) -> None:
         key = (chat.chat_id, message_id)
 
@@ -178,14 +233,27 @@ class TelegramPort:
                     await asyncio.sleep(quiet)
                     continue
                 text = self._pending_edits.pop(key)
+                # A message that shows a picture (a progress message with a preview) has a caption.
+                if key in self._media_messages:
+                    what, edit = (
+                        "editMessageCaption",
+                        functools.partial(
+                            self._bot.edit_message_caption, caption=clip(text.strip() or "…", CAPTION_LIMIT)
+                        ),
+                    )
+                else:
+                    what, edit = (
+                        "editMessageText",
+                        functools.partial(self._bot.edit_message_text, clip(text.strip() or "…", TEXT_LIMIT)),
+                    )
                 try:
                     await with_retries(
-                        "editMessageText",
+                        what,
                         functools.partial(
-                            self._bot.edit_message_text,
-                            clip(text.strip() or "…", TEXT_LIMIT),
+                            edit,
                             chat_id=int(chat.chat_id),
                             message_id=int(message_id),
+                            reply_markup=self._keyboards.get(key),
                         ),
                         self._retry,
                         still_wanted=lambda: key not in self._pending_edits,
@@ -194,6 +262,11 @@ class TelegramPort:
                 except Superseded:
                     continue
                 except BadRequest as exc:
+                    if "no text in the message" in str(exc).lower() and key not in self._media_messages:
+                        # A picture came in before a restart: its text is a caption now.
+                        self._media_messages.add(key)
+                        self._pending_edits.setdefault(key, text)
+                        continue
                     if not _not_modified(exc):
                         raise
         finally:
@@ -312,6 +385,8 @@ class TelegramPort:
             await self.settings_listener(session_id, current)
 
     async def delete_message(self, chat: ChatRef, message_id: str) -> None:
+        self._keyboards.pop((chat.chat_id, message_id), None)
+        self._media_messages.discard((chat.chat_id, message_id))
         try:
             await self._call(
                 "deleteMessage",

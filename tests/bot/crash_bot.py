@@ -49,7 +49,7 @@ class FileChat:
     def upload_limit(self, chat: ChatRef) -> int:
         return 50 * 1024 * 1024
 
-    async def send_text(self, chat: ChatRef, text: str) -> str:
+    async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
         return self._write({"kind": "text", "text": text})
 
     async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:
@@ -60,6 +60,10 @@ class FileChat:
 
     async def edit_text(self, chat: ChatRef, message_id: str, text: str) -> None:
         self._write({"kind": "edit", "text": text, "target": message_id})
+
+    async def edit_media(self, chat: ChatRef, message_id: str, path: Path, text: str) -> str:
+        self._write({"kind": "media", "path": str(path), "text": text, "target": message_id})
+        return message_id
 
     async def _accepted(self, role: str, message_id: str, sent: Sent) -> None:
         await sent(role, message_id)

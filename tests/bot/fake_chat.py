@@ -17,7 +17,7 @@ from bot.ports import Sent as SentCallback
 
 @dataclass
 class Sent:
-    kind: str  # text | edit | delete | segment | close | final | photo
+    kind: str  # text | edit | media | delete | segment | close | final | photo
     chat: ChatRef
     text: str = ""
     message_id: str = ""
@@ -45,9 +45,14 @@ class FakeChat:
     #: ``final.1``…) was accepted and reported, once: a crash in the middle of a post.
     crash_after: str | None = None
     crash_with: type[BaseException] = Crash
+    #: Like Telegram: a picture cannot go into a text message, so a new message replaces it
+    #: (after ``media_delay`` seconds: an upload under way).
+    media_replaces: bool = False
+    media_delay: float = 0.0
     sent: list[Sent] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _pictured: set[str] = field(default_factory=set)
 
     def upload_limit(self, chat: ChatRef) -> int:
         return self.limit
@@ -65,11 +70,11 @@ class FakeChat:
             self.crash_after = None
             raise self.crash_with(f"crashed after sending {role}")
 
-    async def send_text(self, chat: ChatRef, text: str) -> str:
+    async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
         if self.fail_texts:
             raise ConnectionError("send failed")
         message_id = str(next(self._ids))
-        await self._record(Sent("text", chat, text=text, message_id=message_id))
+        await self._record(Sent("text", chat, text=text, message_id=message_id, keep=controls))
         return message_id
 
     async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:
@@ -84,6 +89,20 @@ class FakeChat:
         if self.fail_edits:
             raise ConnectionError("edit failed")
         await self._record(Sent("edit", chat, text=text, message_id=message_id))
+
+    async def edit_media(self, chat: ChatRef, message_id: str, path: Path, text: str) -> str:
+        if self.fail_edits:
+            raise ConnectionError("edit failed")
+        assert path.is_file()
+        await asyncio.sleep(self.media_delay)
+        if self.media_replaces and message_id not in self._pictured:
+            new_id = str(next(self._ids))
+            self._pictured.add(new_id)
+            await self._record(Sent("media", chat, text=text, message_id=new_id, post=path))
+            await self._record(Sent("delete", chat, message_id=message_id))
+            return new_id
+        await self._record(Sent("media", chat, text=text, message_id=message_id, post=path))
+        return message_id
 
     async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: SentCallback = IGNORE_SENT) -> dict[str, str]:
         if self.fail_posts:

@@ -54,6 +54,7 @@ CHAT_ACTIONS = frozenset(
 )
 _JSON_FIELDS = frozenset(
     {
+        "media",
         "reply_markup",
         "allowed_updates",
         "commands",
@@ -679,6 +680,35 @@ class BotApiStandIn:
         if len(caption) > 1024:
             raise _bad("message caption is too long")
         message["caption"] = caption
+        return message
+
+    async def _m_editMessageMedia(self, call: Call) -> Any:
+        message = self._edited(call)
+        if not any(kind in message for kind in ("photo", "video", "document", "animation")):
+            raise _bad("there is no media in the message to edit")
+        media = call.params.get("media")
+        if not isinstance(media, dict) or media.get("type") != "photo":
+            raise _bad("can't parse InputMedia: media type is invalid")
+        attached = str(media.get("media", ""))
+        upload = call.files.get(attached.removeprefix("attach://")) if attached.startswith("attach://") else None
+        if upload is None:
+            raise _bad("there is no photo in the request")
+        stored = self._store_file(upload.data, "photos", "jpg", None)
+        width, height = _image_size(stored.data)
+        caption = media.get("caption", "")
+        if len(caption) > 1024:
+            raise _bad("message caption is too long")
+        message.pop("video", None)
+        message.pop("document", None)
+        message["photo"] = [
+            {"file_id": stored.file_id, "file_unique_id": stored.unique_id, "width": width, "height": height}
+        ]
+        message["caption"] = caption
+        message["edit_date"] = int(time.time())
+        if "reply_markup" in call.params:
+            message["reply_markup"] = call.params["reply_markup"]
+        else:
+            message.pop("reply_markup", None)
         return message
 
     async def _m_answerCallbackQuery(self, call: Call) -> Any:

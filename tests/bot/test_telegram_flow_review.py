@@ -64,8 +64,14 @@ async def next_take(api: BotApiStandIn, n: int) -> Call:
     """The n-th take once it is whole: its video, its hand-off frame, its progress message gone."""
     await until(lambda: len(takes(api)) >= n, f"take {n}")
     await until(lambda: sum(p.params["caption"].startswith(FRAME) for p in api.sent("sendPhoto")) >= n, f"frame {n}")
-    await until(lambda: len(api.sent("deleteMessage")) >= n, f"take {n}'s progress message to go")
+    gone = f"take {n}'s progress message to go"
+    await until(lambda: not any(progress_shown(m) for m in api.bot_messages(GROUP)), gone)
     return takes(api)[n - 1]
+
+
+def progress_shown(message: dict[str, Any]) -> bool:
+    """A progress message: text, or the caption of the live preview that took its place."""
+    return str(message.get("text", message.get("caption", ""))).startswith(("⏳", "✅ Segment"))
 
 
 async def press(api: BotApiStandIn, user: int, take: Call, action: Action) -> str:
@@ -147,13 +153,18 @@ async def test_a_session_shows_one_message_per_take_plus_its_frame_and_nothing_e
             assert api.bot_messages(GROUP)[-2]["caption"].startswith("Here's your video: 2 segments")
             assert api.bot_messages(GROUP)[-1]["caption"].startswith("The storyboard of your video")
 
-            # Each take had one progress message, deleted once its video and frame were up.
+            # Each take had one progress message: text, until its first live preview came as a
+            # photo in its place (a text message cannot take a picture), deleted once its video
+            # and frame were up.
             progress = [c for c in api.sent("sendMessage") if c.params["text"].startswith("⏳")]
+            previews = [c for c in api.sent("sendPhoto") if c.params["caption"].startswith("⏳")]
             deletes = api.sent("deleteMessage")
-            assert len(progress) == 3 and len(api.sent("sendMessage")) == 3 + 3
-            assert [d.params["message_id"] for d in deletes] == [p.result["message_id"] for p in progress]
+            assert len(progress) == len(previews) == 3 and len(api.sent("sendMessage")) == 3 + 3
+            shown = sorted([*progress, *previews], key=lambda c: c.at)
+            assert [d.params["message_id"] for d in deletes] == [p.result["message_id"] for p in shown]
             frames = [p for p in api.sent("sendPhoto") if p.params["caption"].startswith(FRAME)]
-            assert all(d.at >= f.at for d, f in zip(deletes, frames, strict=True))
+            retired = [d for d in deletes if d.params["message_id"] in {p.result["message_id"] for p in previews}]
+            assert all(d.at >= f.at for d, f in zip(retired, frames, strict=True))
 
             # Every press was answered once, with its note as the toast.
             for query in (regenerate, approve, approve2, finish):

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from shared.config import ComfyUIConfig, ComfyUIServerConfig, GenerationConfig
-from worker.backend import SegmentFrames, StepCallback, WaitCallback, check_inputs
+from worker.backend import PreviewCallback, SegmentFrames, StepCallback, WaitCallback, check_inputs
 from worker.comfyui.client import ComfyClient, parse_headers
 from worker.comfyui.errors import ServerLost, ServerUnavailable
 from worker.comfyui.graph import (
@@ -203,6 +203,7 @@ class ComfyUIBackend:
         on_step: StepCallback | None = None,
         on_wait: WaitCallback | None = None,
         end_image: Image.Image | None = None,
+        on_preview: PreviewCallback | None = None,  # never called: the server's latents stay there
     ) -> SegmentFrames:
         check_inputs(
             image=image, prompt=prompt, width=width, height=height, frames=frames,

@@ -18,10 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worker.backend import SegmentFrames, StepCallback, WaitCallback, check_inputs
+from worker.backend import PreviewCallback, SegmentFrames, StepCallback, WaitCallback, check_inputs
 from worker.errors import BadInput, Cancelled, GenerationError, OutOfMemory, is_out_of_memory
 from worker.images import prepare_start_image
+from worker.live_preview import pick_frames
 from worker.wan.fp8 import release_mapped_weights
+from worker.wan.latent_preview import CleanPrediction, to_numpy
 from worker.wan.loader import Plan, load_model, plan_for
 from worker.wan.options import WanOptions
 
@@ -95,6 +97,7 @@ class WanBackend:
         on_step: StepCallback | None = None,
         on_wait: WaitCallback | None = None,  # never called: its jobs wait on no one else's queue
         end_image: Image.Image | None = None,
+        on_preview: PreviewCallback | None = None,
     ) -> SegmentFrames:
         # 1. Check inputs before any work.
         check_inputs(
@@ -131,12 +134,17 @@ class WanBackend:
         # 4. Per-step progress; a True from on_step stops at once. Under low_ram, each model's
         #    mapped weights are handed back once its turn is over (worker.wan.mapped_file).
         done = 0
+        # The Wan VAE packs 4 frames into a latent frame (after the first).
+        latent_frames = (frames - 1) // getattr(self.pipe, "vae_scale_factor_temporal", 4) + 1
+        clean = CleanPrediction(pick_frames(latent_frames))
 
         def step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             nonlocal done
             done = index + 1
             if self.options.low_ram:
                 self._release_finished(pipe, index)
+            if on_preview is not None:
+                self._preview(on_preview, clean, pipe, index, steps, tensors["latents"])
             if on_step is not None and on_step(done, steps):
                 raise _StopRequested
             return tensors
@@ -184,6 +192,29 @@ class WanBackend:
             raise GenerationError(f"pipeline returned shape {video.shape}, expected {(frames, height, width, 3)}")
         pixels = (np.clip(video, 0.0, 1.0) * 255.0).round().astype(np.uint8)
         return SegmentFrames(frames=pixels, seed=seed)
+
+    @staticmethod
+    def _preview(
+        on_preview: PreviewCallback, clean: CleanPrediction, pipe: Any, index: int, steps: int, latents: Any
+    ) -> None:
+        """Hand step ``index``'s x0 over as preview frames: a few small tensor operations here,
+        the rest (waiting for the copy, the picture, the file) on the preview writer's thread.
+        Cosmetic, so a failure is logged and the step goes on."""
+        step = index + 1
+        try:
+            rgb = clean.frames(pipe.scheduler, index, latents) if on_preview.wants(step, steps) else None
+            # Only after this step's x0 is made from the latents kept a step ago.
+            if on_preview.wants(step + 1, steps):
+                clean.keep(index, latents)
+            if rgb is None:
+                return
+            ready = None
+            if latents.device.type == "cuda":
+                ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
+                ready.record()
+            on_preview(step, steps, lambda: to_numpy(rgb, ready))
+        except Exception as exc:
+            log.warning("no preview at step %s: %s: %s", step, type(exc).__name__, exc)
 
     def _release_finished(self, pipe: Any, index: int) -> None:
         """After step ``index``: once the last high-noise step has run, the high-noise expert is
