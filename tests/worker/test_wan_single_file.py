@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from tests.tiny_wan import to_original_layout, write_gguf
 from worker.wan.backend import WanBackend
-from worker.wan.loader import SHIPPED_TRANSFORMER_CONFIG, dequantize_scaled_fp8, load_transformer_file
+from worker.wan.loader import SHIPPED_TRANSFORMER_CONFIG, load_transformer_file
 from worker.wan.options import WanOptions
 
 FP8_MAX = 448.0  # largest float8_e4m3fn value
@@ -108,17 +108,6 @@ def test_fp8_scaled_file_weights_are_rescaled(tiny_wan_dir: Path, tmp_path: Path
     raw = WanTransformer3DModel.from_single_file(str(file), config=str(config), torch_dtype=torch.float32)
     q = "blocks.0.attn1.to_q.weight"
     assert not torch.allclose(raw.state_dict()[q], original[q], atol=1e-2)
-
-
-def test_dequantize_handles_per_channel_scales_and_leaves_plain_files_alone() -> None:
-    weight = torch.tensor([[1.0, -2.0], [3.0, 4.0]])
-    scale = torch.tensor([0.5, 2.0])
-    state = {"a.weight": weight.to(torch.float8_e4m3fn), "a.scale_weight": scale, "a.bias": torch.ones(2)}
-    out = dequantize_scaled_fp8(state, torch.float32)
-    assert set(out) == {"a.weight", "a.bias"}
-    assert torch.equal(out["a.weight"], torch.tensor([[0.5, -1.0], [6.0, 8.0]]))
-    plain = {"a.weight": weight}
-    assert dequantize_scaled_fp8(plain, torch.float32) is plain
 
 
 def test_gguf_file_loads_quantized_and_runs(tiny_wan_dir: Path, tmp_path: Path) -> None:

@@ -12,9 +12,8 @@ import torch
 from safetensors import safe_open
 
 from worker.errors import BadInput
+from worker.wan.safetensors_header import SCALE_SUFFIXES
 
-#: Per-weight scale keys of ComfyUI scaled-fp8 files (older ``scale_weight``, newer ``weight_scale``).
-SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
 #: Keys that are not weights: input scales, format markers, the tokenizer's sentencepiece model.
 _NOT_WEIGHTS = (".scale_input", ".input_scale", ".comfy_quant")
 _NOT_WEIGHT_KEYS = ("scaled_fp8", "spiece_model")

@@ -25,11 +25,11 @@ from transformers import AutoTokenizer, T5Tokenizer, UMT5Config, UMT5EncoderMode
 
 from worker.errors import BadInput
 from worker.model_check import read_safetensors_header
-from worker.wan.comfy_state import SCALE_SUFFIXES, is_weight, load_into, mismatches, read_state_dict
+from worker.wan.comfy_state import is_weight, load_into, mismatches, read_state_dict
 from worker.wan.detect import TextEncoderArchitecture
 from worker.wan.expert_file import fill_scaled_fp8
 from worker.wan.fp8 import ScaledFP8Linear, scaled_linears
-from worker.wan.safetensors_header import read_bytes, read_header
+from worker.wan.safetensors_header import SCALE_SUFFIXES, read_bytes, read_header
 
 log = logging.getLogger("framechain.worker")
 

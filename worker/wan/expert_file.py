@@ -30,6 +30,7 @@ from torch import nn
 from worker.model_check import SafetensorsHeader, TensorEntry, read_safetensors_header
 from worker.wan.fp8 import FP8_DTYPE, ScaledFP8Linear, swap_in_scaled_linears
 from worker.wan.mapped_file import MappedFile
+from worker.wan.safetensors_header import SCALE_SUFFIXES
 
 log = logging.getLogger("framechain.worker")
 
@@ -45,8 +46,6 @@ TORCH_DTYPES = {
     "I8": torch.int8,
     "U8": torch.uint8,
 }
-#: Per-weight scale keys (older ``scale_weight``, newer ``weight_scale``).
-SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
 #: Keys that are not weights: input scales (for fp8 matmuls, not used here), format markers.
 IGNORED_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant")
 IGNORED_KEYS = ("scaled_fp8",)

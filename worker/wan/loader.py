@@ -24,7 +24,6 @@ from typing import Any, cast
 
 import torch
 from diffusers import GGUFQuantizationConfig, WanImageToVideoPipeline, WanTransformer3DModel
-from safetensors import safe_open
 
 from worker.model_check import read_safetensors_header
 from worker.wan.components import (
@@ -57,11 +56,6 @@ from worker.wan.schedule import make_scheduler
 log = logging.getLogger("framechain.worker")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-#: Per-weight scale keys of ComfyUI scaled-fp8 files (older ``scale_weight``, newer ``weight_scale``).
-_SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
-#: Keys of scaled-fp8 files that are not weights: input scales, format markers.
-_DROP_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant")
-_DROP_KEYS = ("scaled_fp8",)
 
 
 @dataclass(frozen=True)
@@ -119,60 +113,6 @@ def transformer_config_path(options: WanOptions, expert: str) -> Path:
     if local is not None and (local / expert / "config.json").is_file():
         return local / expert / "config.json"
     return SHIPPED_TRANSFORMER_CONFIG
-
-
-def _scale_of(key: str) -> str | None:
-    """The weight key a scale key belongs to; None for any other key."""
-    for suffix in _SCALE_SUFFIXES:
-        if key.endswith(suffix):
-            return key[: -len(suffix)] + ".weight"
-    return None
-
-
-def _is_dropped(key: str) -> bool:
-    return _scale_of(key) is not None or key in _DROP_KEYS or key.endswith(_DROP_SUFFIXES)
-
-
-def _rescale(key: str, weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    scale = scale.to(torch.float32)
-    if scale.numel() == 1:
-        scale = scale.reshape(())
-    elif scale.numel() == weight.shape[0]:
-        scale = scale.reshape(-1, *([1] * (weight.dim() - 1)))  # per output channel
-    else:
-        raise ValueError(f"scale for {key} has shape {tuple(scale.shape)}, weight {tuple(weight.shape)}")
-    return (weight.to(torch.float32) * scale).to(dtype)
-
-
-def dequantize_scaled_fp8(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Apply ComfyUI scaled-fp8 ``scale_weight`` tensors (weight = fp8 value x scale) and drop the
-    keys that are not weights. A state dict without scales comes back unchanged."""
-    scales = {w: key for key in state_dict if (w := _scale_of(key)) is not None}
-    if not scales:
-        return state_dict
-    return {
-        key: _rescale(key, tensor, state_dict[scales[key]], dtype) if key in scales else tensor
-        for key, tensor in state_dict.items()
-        if not _is_dropped(key)
-    }
-
-
-def read_safetensors(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
-    """The state dict of a scaled-fp8 file with its scales applied; None when the file has no
-    scales (diffusers then reads it straight from disk, memory-mapped). Tensors are read one at a
-    time from the memory-mapped file, so only the rescaled copy of a 14B expert is ever resident."""
-    with safe_open(str(path), framework="pt") as f:
-        keys = list(f.keys())
-        scales = {w: key for key in keys if (w := _scale_of(key)) is not None}
-        if not scales:
-            return None
-        out: dict[str, torch.Tensor] = {}
-        for key in keys:
-            if _is_dropped(key):
-                continue
-            tensor = f.get_tensor(key)
-            out[key] = _rescale(key, tensor, f.get_tensor(scales[key]), dtype) if key in scales else tensor
-        return out
 
 
 def load_transformer_file(

@@ -17,6 +17,8 @@ from typing import Any
 
 from worker.errors import BadInput
 
+#: Per-weight scale keys of ComfyUI scaled-fp8 files (older ``scale_weight``, newer ``weight_scale``).
+SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
 #: A header larger than this is not a model's (safetensors itself caps it at 100 MB).
 _MAX_HEADER = 100 * 1024 * 1024
 

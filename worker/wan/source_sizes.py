@@ -23,14 +23,13 @@ from pathlib import Path
 
 from shared.memory_plan import COMFY_FP8, ModelSizes
 from worker.wan.options import WanOptions
-from worker.wan.safetensors_header import Header, read_header
+from worker.wan.safetensors_header import SCALE_SUFFIXES, Header, read_header
 from worker.wan.sources import resolve_files
 
 #: Published parameter counts, for a hub id that is not on disk: one A14B expert, the UMT5-XXL
 #: encoder, the Wan 2.1 VAE.
 _EXPERT_PARAMS = 14_290_000_000
 _TEXT_ENCODER_PARAMS = 5_680_000_000
-_SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
 _EXPERTS = ("transformer", "transformer_2")
 
 
@@ -55,9 +54,9 @@ def _header_sizes(headers: list[Header], *, other_bytes: int) -> tuple[int, int]
     """(bytes of fp8 weights that have a scale, bytes of everything else at ``other_bytes`` a value)."""
     fp8, other = 0, 0
     for header in headers:
-        scaled = {k[: -len(s)] + ".weight" for k in header.tensors for s in _SCALE_SUFFIXES if k.endswith(s)}
+        scaled = {k[: -len(s)] + ".weight" for k in header.tensors for s in SCALE_SUFFIXES if k.endswith(s)}
         for key, info in header.tensors.items():
-            if key == "spiece_model" or key == "scaled_fp8" or key.endswith((*_SCALE_SUFFIXES, ".scale_input")):
+            if key == "spiece_model" or key == "scaled_fp8" or key.endswith((*SCALE_SUFFIXES, ".scale_input")):
                 continue
             if key in scaled and info.dtype.startswith("F8"):
                 fp8 += _numel(info.shape)
