@@ -55,6 +55,9 @@ class Generate:
     #: A live preview after every this many steps (never after the last: the result follows);
     #: 0 for none.
     preview_every: int = 0
+    #: Drift figures (shared.drift): the session's first picture, which the take's last frame is
+    #: measured against; None measures the take on its own.
+    drift_reference: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,9 @@ class Done:
     width: int
     height: int
     preview: bool = False
+    #: The take's drift figures (shared.drift.DriftFigures.to_json), measured on the frames as
+    #: written; None from a worker that does not measure them.
+    drift: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,7 @@ class Worker:
             reference = load_start_image(job.color_reference, self.limits) if job.color_reference else None
             # The end keyframe passed the start picture's checks in the chat; read it the same way.
             end_image = load_start_image(job.end_image, self.limits) if job.end_image else None
+            drift_reference = load_start_image(job.drift_reference, self.limits) if job.drift_reference else None
 
             # A backend also calls these just to ask whether to stop (ComfyUI, between server
             # messages): only a change is worth a message.
@@ -235,6 +236,7 @@ class Worker:
                 color_reference=reference,
                 color_strength=job.color_strength,
                 color_lightness=job.color_lightness,
+                drift_reference=drift_reference,
             )
         except BackendLost:
             raise  # ends the worker: the dispatcher retries the job on a fresh one
@@ -260,6 +262,7 @@ class Worker:
             width=int(frames.shape[2]),
             height=int(frames.shape[1]),
             preview=self.backend.preview,
+            drift=files.drift.to_json(),
         )
 
     def _generate(

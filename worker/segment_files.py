@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from shared.drift import DriftFigures
 from worker.color import match_colors
+from worker.drift import measure_drift
 from worker.images import prepare_start_image
 from worker.video import save_hand_off_frame, write_segment_master
 
@@ -17,6 +19,8 @@ from worker.video import save_hand_off_frame, write_segment_master
 class SegmentFiles:
     video: Path
     last_frame: Path
+    #: Measured on the frames as written (after colour matching).
+    drift: DriftFigures
 
 
 def write_segment_files(
@@ -28,17 +32,20 @@ def write_segment_files(
     color_reference: Image.Image | None = None,
     color_strength: float = 1.0,
     color_lightness: bool = True,
+    drift_reference: Image.Image | None = None,
 ) -> SegmentFiles:
-    """Colour-match (optional), then write ``<name>.mp4`` and ``<name>.png`` atomically.
+    """Colour-match (optional), then write ``<name>.mp4`` and ``<name>.png`` atomically, and
+    measure the take's drift against ``drift_reference`` (the session's first picture).
 
     The PNG is the last of exactly the frames that were encoded, taken from memory, so the next
     segment starts from the same pixels the joined video shows, without a lossy round trip.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    height, width = frames.shape[1:3]
     if color_reference is not None and color_strength > 0:
-        height, width = frames.shape[1:3]
         reference = np.asarray(prepare_start_image(color_reference, width, height))
         frames = match_colors(frames, reference, strength=color_strength, lightness=color_lightness)
     video = write_segment_master(frames, out_dir / f"{name}.mp4", fps=fps)
     last_frame = save_hand_off_frame(frames, out_dir / f"{name}.png")
-    return SegmentFiles(video=video, last_frame=last_frame)
+    first = np.asarray(prepare_start_image(drift_reference, width, height)) if drift_reference is not None else None
+    return SegmentFiles(video=video, last_frame=last_frame, drift=measure_drift(frames, first))

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shared.drift import DriftFigures
 from shared.protocol import Cancel, Generate, Shutdown, encode
+from worker.drift import picture_stats
 from worker.video import probe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +102,20 @@ async def test_ready_generate_progress_done(worker: RawWorker, tmp_path: Path, s
     assert last.shape == (48, 64, 3)
     # No temporary files are left beside the results.
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["j1.mp4", "j1.png"]
+
+
+async def test_done_carries_the_takes_drift_against_the_first_picture(
+    worker: RawWorker, tmp_path: Path, start_image: Path
+) -> None:
+    await worker.event()
+    await worker.send(job(tmp_path, start_image, drift_reference=str(start_image)))
+    done, _ = await worker.until("done")
+    figures = DriftFigures.from_json(done["drift"])
+    assert figures is not None and figures.has_reference
+    fitted = np.asarray(Image.open(start_image).convert("RGB").resize((64, 48), Image.Resampling.LANCZOS))
+    assert figures.ref_luma == pytest.approx(picture_stats(fitted)[0], abs=1e-3)
+    last = np.asarray(Image.open(done["last_frame"]))
+    assert figures.luma == pytest.approx(picture_stats(last)[0], abs=1e-4)
 
 
 async def test_failing_job_and_malformed_lines_leave_the_worker_up(

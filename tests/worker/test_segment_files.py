@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from worker.color import lab_stats
+from worker.drift import picture_stats
 from worker.segment_files import write_segment_files
 from worker.video import probe
 
@@ -43,3 +45,21 @@ def test_colour_only_matching_leaves_lightness_alone(tmp_path: Path) -> None:
     hand_off = np.asarray(Image.open(files.last_frame))
     drifted_l = lab_stats(frames[-1:])[0][0]
     assert abs(lab_stats(hand_off[None])[0][0] - drifted_l) < 1.5
+
+
+def test_drift_is_measured_on_the_frames_as_written_against_the_first_picture(tmp_path: Path) -> None:
+    frames = clip(60)
+    first = Image.fromarray(clip(0)[0])
+    unmatched = write_segment_files(frames, tmp_path, "raw", fps=16, drift_reference=first).drift
+    matched = write_segment_files(
+        frames, tmp_path, "matched", fps=16, color_reference=first, drift_reference=first
+    ).drift
+    assert unmatched.has_reference and matched.has_reference
+    assert unmatched.ref_luma == matched.ref_luma == picture_stats(np.asarray(first))[0]
+    # Matching to the first picture takes most of the brightness drift away, and the figures show it.
+    assert unmatched.change()[0] > 0.2
+    assert abs(matched.change()[0]) < unmatched.change()[0] / 2
+    # The clip rolls one pixel a frame to the right.
+    assert matched.head_dx == pytest.approx(1, abs=0.2)
+    alone = write_segment_files(frames, tmp_path, "alone", fps=16).drift
+    assert alone.has_reference is False
