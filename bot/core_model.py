@@ -371,6 +371,8 @@ class Status(UserEvent):
     queue_position: int | None = None
     #: The asking user's quotas (not the owner's: anyone may ask); None: not shown.
     quota: Quota | None = None
+    #: The drift line of the newest approved segment (bot.conversation.drift); "": none.
+    drift: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

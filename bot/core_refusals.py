@@ -49,7 +49,7 @@ def not_accepted(s: Session, event: Event) -> list[Effect]:
     if not isinstance(event, UserEvent):
         return []  # a late report about a stopped or superseded job
     if isinstance(event, Status):
-        return [Say(status_text(s, event.queue_position, event.quota))]
+        return [Say(status_text(s, event.queue_position, event.quota, drift=event.drift))]
     if isinstance(event, ChangeSettings) and not event.changes:
         return [Say(f"Settings: {settings_text(s.settings)}")]
     if s.state is State.FINISHED and isinstance(event, (Finish, ApproveAndFinish, Cancel)):

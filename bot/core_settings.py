@@ -134,11 +134,14 @@ def settings_text(settings: Settings) -> str:
     )
 
 
-def status_text(s: Session, queue_position: int | None = None, quota: Quota | None = None) -> str:
-    """Where the session stands; then, given ``quota``, what is left of the asking user's quotas."""
+def status_text(s: Session, queue_position: int | None = None, quota: Quota | None = None, *, drift: str = "") -> str:
+    """Where the session stands, with the newest segment's ``drift`` line; then, given
+    ``quota``, what is left of the asking user's quotas."""
     text = _session_status(s, queue_position)
     if s.end_image is not None and not s.state.over and s.state is not State.ASSEMBLING:
         text += " 🎯 An end keyframe is set for the next take (/end clear removes it)."
+    if drift and s.approved:
+        text += f"\n{drift}"
     return text if quota is None else f"{text}\n{quota_text(quota)}"
 
 

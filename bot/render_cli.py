@@ -20,6 +20,7 @@ from bot.core_model import SEED_LIMIT
 from bot.core_settings import clean_prompt
 from bot.worker_client import WorkerError, WorkerProcess, worker_command
 from shared import params
+from shared.color_reference import color_reference, continuity_of
 from shared.config import Config, LimitsConfig
 from shared.pictures import Accepted, Refused, check_file_size, check_picture
 from shared.protocol import Done, FailureKind, Generate, Progress
@@ -286,7 +287,14 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
         masters: list[Path] = []
         for index, seg in enumerate(plan.segments, start=1):
             label = f"segment {index}/{total}"
-            reference = {"start": start_image, "first": first}.get(g.color_match)
+            reference = color_reference(
+                g.color_match,
+                number=index,
+                start_image=start_image,
+                first_image=first,
+                continuity=continuity_of(g, {}),
+                first_from=g.color_first_from,
+            )
             job = Generate(
                 job_id=uuid.uuid4().hex,
                 image=str(start_image),
@@ -305,6 +313,7 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
                 color_reference=str(reference) if reference is not None else None,
                 color_strength=g.color_strength,
                 color_lightness=g.color_lightness,
+                drift_reference=str(first),
             )
             started = time.monotonic()
 

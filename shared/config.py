@@ -105,11 +105,14 @@ class GenerationConfig:
     seed_policy: Literal["random", "fixed", "increment"] = "random"
     seed: int = 0
     #: Colour-drift control: match each segment to its own start image, the session's first
-    #: image, or not at all.
-    color_match: Literal["start", "first", "off"] = "start"
+    #: image, or not at all; "auto" picks by continuity and chain position (shared.color_reference).
+    color_match: Literal["auto", "start", "first", "off"] = "auto"
     color_strength: float = 1.0
     #: Match lightness too; false matches colour only, so a scene meant to darken may do so.
     color_lightness: bool = True
+    #: Under color_match "auto" and frame continuity: the first segment (1-based) matched to the
+    #: session's first picture; earlier ones follow their own start image.
+    color_first_from: int = 4
     #: "auto" picks from the card's memory; "full", "expert_offload", "group_offload" force one.
     memory_profile: Literal["auto", "full", "expert_offload", "group_offload"] = "auto"
     #: A diffusers attention backend name (e.g. "flash", "sage"); empty = default.
@@ -470,6 +473,8 @@ def _check(config: Config, source: str) -> None:
         fail("generation.boundary_ratio", f"must be between 0 and 1, got {g.boundary_ratio}")
     if not 0.0 <= g.color_strength <= 1.0:
         fail("generation.color_strength", f"must be between 0 and 1, got {g.color_strength}")
+    if g.color_first_from < 1:
+        fail("generation.color_first_from", f"must be at least 1, got {g.color_first_from}")
     if not 0.0 <= g.preview_step_delay <= 60.0:
         fail("generation.preview_step_delay", f"must be between 0 and 60, got {g.preview_step_delay}")
     if not 0.0 <= g.live_preview_every <= 1.0:

@@ -18,6 +18,7 @@ from bot.conversation.quotas import Quotas
 from bot.dispatcher import Dispatcher
 from bot.ports import ChatRef
 from bot.store import PENDING, Conflict, NotFound, SegmentRow, SessionRow, Store
+from shared.color_reference import color_reference, continuity_of
 from shared.config import Config
 from shared.params import live_preview_every_steps
 from shared.protocol import Done, Failed, FailureKind, Generate
@@ -59,7 +60,14 @@ class Jobs:
             raise RuntimeError("no dispatcher attached")
         g = self.config.generation
         params = segment.params
-        reference = {"start": segment.start_image, "first": row.first_image}.get(g.color_match)
+        reference = color_reference(
+            g.color_match,
+            number=segment.idx + 1,
+            start_image=segment.start_image,
+            first_image=row.first_image,
+            continuity=continuity_of(g, row.settings),
+            first_from=g.color_first_from,
+        )
         end_image = params.get("end_image")
         if end_image is not None:
             reference = None  # the user's keyframe sets the colours it ends on: no pull back to the start's
@@ -84,6 +92,7 @@ class Jobs:
             color_lightness=g.color_lightness,
             end_image=end_image,
             preview_every=live_preview_every_steps(int(params["steps"]), g.live_preview_every),
+            drift_reference=str(row.first_image) if row.first_image is not None else None,
         )
         await self.dispatcher.submit(message, owner=f"{row.platform.value}:{row.owner_id}")
 
@@ -181,7 +190,7 @@ class Jobs:
             try:
                 async with self.store.transaction():
                     await self.store.finish_segment(segment_id, video=result.video, last_frame=result.last_frame)
-                    await self.store.update_segment(segment_id, seed=result.seed, params=params)
+                    await self.store.update_segment(segment_id, seed=result.seed, params=params, drift=result.drift)
             except Conflict:
                 log.info("segment %s finished after it was stopped; ignoring", segment_id)
                 self.progress.forget(segment_id)

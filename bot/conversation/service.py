@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import Any, ParamSpec
 
 from bot import core
+from bot.conversation import drift
 from bot.conversation.alerts import AdminAlerts
 from bot.conversation.assembly import Assemblies
 from bot.conversation.background import BackgroundTasks
@@ -432,6 +433,7 @@ class ConversationService:
                 user_id=user_id,
                 queue_position=await self.jobs.queue_position(row.id),
                 quota=await self.quotas.of(chat.platform, user_id, is_admin=is_admin),
+                drift=drift.status_line(await self.store.approved_segments(row.id)),
             )
         elif name in ("regenerate", "regen"):
             if user_id == row.owner_id and not await self._can_queue(row, chat):

@@ -1,7 +1,8 @@
 """The storyboard sheet: a session's story at a glance, as one picture.
 
 The start picture and every approved segment's hand-off frame, in order, as numbered tiles on a
-grid, each with its prompt wrapped under it. The sheet is bounded (``MAX_WIDTH`` × ``MAX_HEIGHT``)
+grid, each with its prompt wrapped under it and, where the worker measured it, a one-line drift
+note (``bot.conversation.drift``) below that. The sheet is bounded (``MAX_WIDTH`` × ``MAX_HEIGHT``)
 however many segments there are: tiles shrink, and a prompt is clipped to ``MAX_LINES`` lines
 ending in "…". Text goes through ``storyboard_fonts``, so any prompt is drawn or cleanly replaced
 with whatever fonts the machine has. Pure Pillow, no I/O but reading the pictures: the service
@@ -31,6 +32,7 @@ FONT_SIZE = 18
 BADGE_FONT_SIZE = 22
 BACKGROUND = "#1c1c1e"
 TEXT = "#ececec"
+NOTE = "#9a9aa0"
 BADGE = "#ffffffd8"
 BADGE_TEXT = "#111111"
 START_LABEL = "Start"
@@ -47,6 +49,8 @@ class Panel:
     picture: Path
     #: The prompt that led to this frame; empty for the start picture.
     prompt: str = ""
+    #: A short line under the prompt (the take's drift figures); empty for none.
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class Tile:
     box: tuple[int, int, int, int]
     lines: tuple[str, ...]
     clipped: bool
+    #: The note as drawn (clipped to the tile's width), "" for none.
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -115,39 +121,43 @@ class Grid:
     tile: int
     thumb_height: int
     texts: tuple[tuple[tuple[str, ...], bool], ...]
+    #: Per panel, its note as drawn on one line ("" for none).
+    notes: tuple[str, ...]
     row_heights: tuple[int, ...]
     width: int
     height: int
 
 
-def _plan(prompts: list[str], aspect: float, face: Typeface, columns: int, tile: int) -> Grid:
+def _plan(prompts: list[str], aspect: float, face: Typeface, columns: int, tile: int, notes: list[str]) -> Grid:
     thumb_height = max(1, round(tile * aspect))
     texts = tuple(wrap(p, face, tile) if p else ((START_CAPTION,), False) for p in prompts)
+    drawn = tuple(wrap(n, face, tile, max_lines=1)[0][0] if n else "" for n in notes)
+    lines = [len(t[0]) + (1 if n else 0) for t, n in zip(texts, drawn, strict=True)]
     rows = math.ceil(len(prompts) / columns)
     row_heights = tuple(
-        thumb_height + GAP // 2 + face.line_height * max(len(t[0]) for t in texts[r * columns : (r + 1) * columns])
-        for r in range(rows)
+        thumb_height + GAP // 2 + face.line_height * max(lines[r * columns : (r + 1) * columns]) for r in range(rows)
     )
     width = columns * tile + (columns + 1) * GAP
     height = sum(row_heights) + (rows + 1) * GAP
-    return Grid(columns, tile, thumb_height, texts, row_heights, width, height)
+    return Grid(columns, tile, thumb_height, texts, drawn, row_heights, width, height)
 
 
-def plan_layout(prompts: list[str], aspect: float, face: Typeface) -> Grid:
+def plan_layout(prompts: list[str], aspect: float, face: Typeface, notes: list[str] | None = None) -> Grid:
     """The grid with the largest tiles that fits the bounds; ties go to the more compact sheet."""
+    notes = notes if notes is not None else [""] * len(prompts)
     best: Grid | None = None
     for columns in range(1, min(len(prompts), MAX_COLUMNS) + 1):
         tile = min(MAX_TILE, (MAX_WIDTH - (columns + 1) * GAP) // columns)
-        plan = _plan(prompts, aspect, face, columns, tile)
+        plan = _plan(prompts, aspect, face, columns, tile, notes)
         while plan.height > MAX_HEIGHT and tile > MIN_TILE:
             tile = max(MIN_TILE, int(tile * 0.92))
-            plan = _plan(prompts, aspect, face, columns, tile)
+            plan = _plan(prompts, aspect, face, columns, tile, notes)
         if plan.height > MAX_HEIGHT:
             continue
         if best is None or (plan.tile, -plan.width * plan.height) > (best.tile, -best.width * best.height):
             best = plan
     if best is None:  # more panels than even the smallest tiles take: drawn, then scaled down
-        best = _plan(prompts, aspect, face, MAX_COLUMNS, MIN_TILE)
+        best = _plan(prompts, aspect, face, MAX_COLUMNS, MIN_TILE, notes)
     return best
 
 
@@ -162,7 +172,8 @@ def compose(panels: list[Panel]) -> Sheet:
     aspect = min(max(reference.height / max(1, reference.width), ASPECTS[0]), ASPECTS[1])
     # A prompt with nothing drawable still gets a mark, so it never reads as the start picture.
     prompts = [(face.drawable(p.prompt) or face.replacement or "?") if p.prompt else "" for p in panels]
-    plan = plan_layout(prompts, aspect, face)
+    notes = [face.drawable(p.note) for p in panels]
+    plan = plan_layout(prompts, aspect, face, notes)
     badge_face = typeface(min(BADGE_FONT_SIZE, max(11, plan.tile // 10)))
     sheet = Image.new("RGB", (plan.width, plan.height), BACKGROUND)
     draw = ImageDraw.Draw(sheet, "RGBA")
@@ -187,7 +198,11 @@ def compose(panels: list[Panel]) -> Sheet:
             lines, clipped = plan.texts[i]
             for n, line in enumerate(lines):
                 face.draw(draw, (x, y + plan.thumb_height + GAP // 2 + n * face.line_height), line, TEXT)
-            tiles.append(Tile(number, badge, (*box, box[0] + thumb.width, box[1] + thumb.height), lines, clipped))
+            note = plan.notes[i]
+            if note:
+                face.draw(draw, (x, y + plan.thumb_height + GAP // 2 + len(lines) * face.line_height), note, NOTE)
+            box4 = (*box, box[0] + thumb.width, box[1] + thumb.height)
+            tiles.append(Tile(number, badge, box4, lines, clipped, note))
         y += row_height + GAP
     if sheet.width > MAX_WIDTH or sheet.height > MAX_HEIGHT:
         scale = min(MAX_WIDTH / sheet.width, MAX_HEIGHT / sheet.height)

@@ -16,7 +16,7 @@ import json
 import logging
 from pathlib import Path
 
-from bot.conversation import delivery
+from bot.conversation import delivery, drift
 from bot.conversation.chats import Chats, chat_of
 from bot.conversation.media import Media
 from bot.conversation.storyboard import Panel, compose_jpeg
@@ -44,13 +44,13 @@ class Storyboards:
         if not approved:
             return None
         panels = [Panel(row.first_image)] if row.first_image is not None else []
-        for segment in approved:
+        for segment, note in zip(approved, drift.tile_lines(approved), strict=True):
             if segment.last_frame is None:
                 return None
-            panels.append(Panel(segment.last_frame, segment.prompt))
+            panels.append(Panel(segment.last_frame, segment.prompt, note))
         if not all(p.picture.is_file() for p in panels):
             return None
-        key = json.dumps([[str(p.picture), p.prompt] for p in panels], ensure_ascii=False)
+        key = json.dumps([[str(p.picture), p.prompt, p.note] for p in panels], ensure_ascii=False)
         folder = self.media.session_dir(row.id)
         path = folder / f"{PREFIX}{hashlib.sha256(key.encode()).hexdigest()[:16]}.jpg"
         if not path.is_file():

@@ -94,8 +94,14 @@ CREATE TABLE gpu_usage (
 CREATE INDEX gpu_usage_by_owner ON gpu_usage (platform, owner_id, recorded_at);
 """
 
+# Migration 4: each take's drift figures (shared.drift), as its worker measured them; NULL for
+# a take from before, or from a worker that does not measure them.
+_V4 = """
+ALTER TABLE segments ADD COLUMN drift TEXT CHECK (drift IS NULL OR json_valid(drift));
+"""
+
 #: ``MIGRATIONS[i]`` brings ``user_version`` from ``i`` to ``i + 1``. Append only.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4)
 
 
 def _split_sql(script: str) -> list[str]:

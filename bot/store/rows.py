@@ -113,6 +113,9 @@ class SegmentRow:
     updated_at: float
     #: The caption the take is posted with for review (the same again after a restart).
     caption: str | None = None
+    #: The take's drift figures as the worker sent them (``shared.drift.DriftFigures`` JSON),
+    #: None when not measured.
+    drift: Mapping[str, Any] | None = None
 
 
 def path_or_none(value: str | None) -> Path | None:
@@ -170,6 +173,7 @@ def segment_row(row: sqlite3.Row) -> SegmentRow:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         caption=row["caption"],
+        drift=None if row["drift"] is None else json.loads(row["drift"]),
     )
 
 

@@ -355,8 +355,9 @@ class Store(QuotaQueries):
         started_at: float | Unset | None = UNSET,
         finished_at: float | Unset | None = UNSET,
         caption: str | Unset | None = UNSET,
+        drift: Mapping[str, Any] | Unset | None = UNSET,
     ) -> SegmentRow:
-        """Change the given columns (``params`` is replaced whole); returns the new row.
+        """Change the given columns (``params`` and ``drift`` are replaced whole); returns the new row.
 
         No state checks: prefer the specific methods (start_segment, finish_segment, ...).
         """
@@ -382,6 +383,8 @@ class Store(QuotaQueries):
         ):
             if not isinstance(value, Unset):
                 columns[name] = value
+        if not isinstance(drift, Unset):
+            columns["drift"] = None if drift is None else to_json(drift)
         return segment_row(await self._update("segments", segment_id, columns))
 
     async def list_segments(

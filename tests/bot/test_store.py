@@ -85,7 +85,12 @@ def _rows_v2(db: sqlite3.Connection) -> None:
     db.execute("UPDATE sessions SET final_caption = 'Here it is'")
 
 
-SAMPLE_ROWS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _rows_v1, 2: _rows_v2}
+def _rows_v4(db: sqlite3.Connection) -> None:
+    _rows_v2(db)
+    db.execute("UPDATE segments SET drift = '{\"luma\": 0.5}'")
+
+
+SAMPLE_ROWS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _rows_v1, 2: _rows_v2, 4: _rows_v4}
 
 
 # -- migrations ------------------------------------------------------------------------------
@@ -147,6 +152,17 @@ async def test_upgrade_to_v2_counts_earlier_posts_as_complete(tmp_path: Path) ->
         assert posted == [{"progress": 5}, {"video": 9, "frame": ""}]
         assert [s.caption for s in await store.list_segments("s1")] == [None, None]
         assert (await store.get_session("s1")).final_caption is None
+
+
+async def test_drift_figures_are_kept_per_take(store: Store) -> None:
+    session = await store.create_session(platform="telegram", chat_id=1, owner_id=1)
+    seg = await store.add_segment(session.id, idx=0, prompt="p")
+    assert seg.drift is None
+    figures = {"luma": 0.52, "head_dx": -1.5}
+    assert (await store.update_segment(seg.id, drift=figures)).drift == figures
+    assert (await store.get_segment(seg.id)).drift == figures
+    assert (await store.update_segment(seg.id, caption="c")).drift == figures
+    assert (await store.update_segment(seg.id, drift=None)).drift is None
 
 
 async def test_captions_are_kept(store: Store) -> None:
