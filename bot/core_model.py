@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, NamedTuple
 
+from shared.color_reference import COLOR_MATCHES, ColorMatch
 from shared.params import (
     DEFAULT_FPS,
     DEFAULT_HEIGHT,
@@ -89,10 +90,14 @@ class Settings:
     negative_prompt: str = WAN_NEGATIVE_PROMPT
     width: int = DEFAULT_WIDTH
     height: int = DEFAULT_HEIGHT
+    #: What new segments are colour-matched to (shared.color_reference).
+    color_match: ColorMatch = "auto"
 
     def __post_init__(self) -> None:
         # Limit-independent checks; a row from the store or the config must already pass these.
         frames_for_seconds(self.seconds)
+        if self.color_match not in COLOR_MATCHES:
+            raise ParameterError(f"color_match must be one of {', '.join(COLOR_MATCHES)}, got {self.color_match!r}")
         if not _is_int(self.steps) or self.steps < 1:
             raise ParameterError(f"steps must be at least 1, got {self.steps!r}")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < SEED_LIMIT):

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from bot.core_model import SEED_LIMIT, Limits, Quota, Segment, Session, Settings, State, joined_seconds
 from bot.core_quotas import quota_text
+from shared.color_reference import COLOR_MATCHES
 from shared.params import SECONDS_TO_FRAMES, SIDE_MULTIPLE, WAN_NEGATIVE_PROMPT
 
 # -- settings -------------------------------------------------------------------------------------
@@ -26,6 +27,8 @@ _SETTING_NAMES = {
     "negative": "negative",
     "negative_prompt": "negative",
     "size": "size",
+    "color": "color",
+    "color_match": "color",
 }
 
 
@@ -101,6 +104,11 @@ def _parse_setting(name: str, value: str, limits: Limits, size_lock: str | None)
                 f"the negative prompt is {len(value)} characters; the limit is {limits.max_negative_chars}"
             )
         return {"negative_prompt": value}
+    if name == "color":
+        for mode in COLOR_MATCHES:
+            if lowered == mode:
+                return {"color_match": mode}
+        raise SettingsError("color must be auto, first (the first picture), start (each start image) or off")
     assert name == "size"
     if size_lock is not None:
         raise SettingsError(size_lock)
@@ -130,7 +138,8 @@ def settings_text(settings: Settings) -> str:
     seed = "random" if settings.seed is None else str(settings.seed)
     return (
         f"{settings.seconds} s per segment ({settings.frames} frames), {settings.steps} steps, "
-        f"seed {seed}, size {settings.width}×{settings.height}, negative prompt {negative}."
+        f"seed {seed}, size {settings.width}×{settings.height}, negative prompt {negative}, "
+        f"colour match {settings.color_match}."
     )
 
 

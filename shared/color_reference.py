@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 ColorMatch = Literal["auto", "first", "start", "off"]
+COLOR_MATCHES: Final[tuple[ColorMatch, ...]] = ("auto", "first", "start", "off")
 ColorReference = Literal["first", "start", "off"]
 #: Under ``auto`` and frame continuity, the first segment (1-based) matched to the first picture.
 COLOR_FIRST_FROM: Final = 4
@@ -59,3 +60,11 @@ def continuity_of(generation: object, settings: Mapping[str, Any]) -> str:
     ``[generation] continuity``, else "frame" (where this framechain has no such setting)."""
     chosen = settings.get("continuity") or getattr(generation, "continuity", None) or "frame"
     return str(chosen)
+
+
+def color_match_of(settings: Mapping[str, Any], default: ColorMatch) -> ColorMatch:
+    """A session's stored ``color_match`` (/settings color=...), else ``default``."""
+    for mode in COLOR_MATCHES:
+        if settings.get("color_match") == mode:
+            return mode
+    return default

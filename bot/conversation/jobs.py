@@ -18,7 +18,7 @@ from bot.conversation.quotas import Quotas
 from bot.dispatcher import Dispatcher
 from bot.ports import ChatRef
 from bot.store import PENDING, Conflict, NotFound, SegmentRow, SessionRow, Store
-from shared.color_reference import color_reference, continuity_of
+from shared.color_reference import color_match_of, color_reference, continuity_of
 from shared.config import Config
 from shared.params import live_preview_every_steps
 from shared.protocol import Done, Failed, FailureKind, Generate
@@ -61,7 +61,7 @@ class Jobs:
         g = self.config.generation
         params = segment.params
         reference = color_reference(
-            g.color_match,
+            color_match_of(row.settings, g.color_match),
             number=segment.idx + 1,
             start_image=segment.start_image,
             first_image=row.first_image,

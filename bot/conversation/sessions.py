@@ -10,6 +10,7 @@ from typing import Any
 from bot import core
 from bot.ports import ChatRef
 from bot.store import NotFound, SegmentRow, SegmentStatus, SessionRow, Store
+from shared.color_reference import color_match_of
 from shared.config import Config
 from shared.params import SECONDS_TO_FRAMES
 
@@ -26,6 +27,7 @@ def default_settings(config: Config) -> core.Settings:
         negative_prompt=g.negative_prompt,
         width=g.width,
         height=g.height,
+        color_match=g.color_match,
     )
 
 
@@ -39,6 +41,7 @@ def settings_json(settings: core.Settings, pending_prompt: str | None, end_image
         "negative_prompt": settings.negative_prompt,
         "width": settings.width,
         "height": settings.height,
+        "color_match": settings.color_match,
         "pending_prompt": pending_prompt,
         "end_image": end_image,
     }
@@ -55,6 +58,7 @@ def saved(row: SessionRow, rows: list[SegmentRow], defaults: core.Settings) -> t
         negative_prompt=str(stored.get("negative_prompt", defaults.negative_prompt)),
         width=int(stored.get("width", defaults.width)),
         height=int(stored.get("height", defaults.height)),
+        color_match=color_match_of(stored, defaults.color_match),
     )
     approved = tuple(segment_of(r) for r in rows if r.status is SegmentStatus.APPROVED)
     attempts: list[int] = []

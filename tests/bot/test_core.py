@@ -686,7 +686,8 @@ def test_settings_change_applies_to_the_next_take() -> None:
     s, fx = run(s, ChangeSettings(user_id=OWNER, changes=changes))
     assert s.settings == Settings(seconds=3, steps=8, seed=42, negative_prompt="blurry", width=832, height=480)
     assert says(fx) == [
-        "Settings updated: 3 s per segment (49 frames), 8 steps, seed 42, size 832×480, negative prompt “blurry”."
+        "Settings updated: 3 s per segment (49 frames), 8 steps, seed 42, size 832×480, negative prompt “blurry”, "
+        "colour match auto."
     ]
     s, fx = run(s, PromptText(user_id=OWNER, text="go"))
     seg = fx[0].segment if isinstance(fx[0], EnqueueSegment) else None
@@ -811,3 +812,14 @@ def test_core_imports_nothing_heavy() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_colour_match_is_a_session_setting() -> None:
+    s = awaiting_prompt(0)
+    s, fx = run(s, ChangeSettings(user_id=OWNER, changes=parse_settings("color=first")))
+    assert s.settings.color_match == "first"
+    assert says(fx)[0].endswith("colour match first.")
+    s, fx = run(s, ChangeSettings(user_id=OWNER, changes=parse_settings("color_match=OFF")))
+    assert s.settings.color_match == "off"
+    s, fx = run(s, ChangeSettings(user_id=OWNER, changes=parse_settings("color=sepia")))
+    assert s.settings.color_match == "off" and "color must be auto, first" in says(fx)[0]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.color_reference import color_reference, continuity_of, resolve_color_match
+from shared.color_reference import color_match_of, color_reference, continuity_of, resolve_color_match
 from shared.config import GenerationConfig
 
 
@@ -39,3 +39,9 @@ def test_continuity_comes_from_the_session_then_the_server() -> None:
     assert continuity_of(GenerationConfig(), {}) == "frame"
     assert continuity_of(GenerationConfig(), {"continuity": "svi"}) == "svi"
     assert GenerationConfig().color_match == "auto"
+
+
+def test_a_sessions_stored_colour_match_wins_over_the_servers() -> None:
+    assert color_match_of({"color_match": "off"}, "auto") == "off"
+    assert color_match_of({}, "start") == "start"
+    assert color_match_of({"color_match": "sepia"}, "first") == "first"  # not one of ours: the server's
