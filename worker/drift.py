@@ -98,16 +98,26 @@ def motion(frames: np.ndarray) -> tuple[float, float, float]:
     return float(dx), float(dy), energy
 
 
-def measure_drift(frames: np.ndarray, reference: np.ndarray | None, *, pairs: int = SEAM_PAIRS) -> DriftFigures:
+def measure_drift(
+    frames: np.ndarray, reference: np.ndarray | None, *, pairs: int = SEAM_PAIRS, dropped: int = 1
+) -> DriftFigures:
     """The drift figures of a take's frames (as written: after colour matching) against the
     session's first picture ``reference`` (uint8 (H, W, 3), already fitted to the frame size), or
-    against nothing when it is None."""
+    against nothing when it is None.
+
+    ``dropped``: how many of the take's first frames the join drops because they repeat the end
+    of the take before (1 under frame continuity: frame 0 re-renders the hand-off frame; more
+    where clips overlap). The head is measured from the last dropped frame, the stand-in for the
+    predecessor's last one, so its first pair is the seam as the joined video shows it."""
     _check(frames, ndim=4)
     if pairs < 1:
         raise ValueError(f"pairs must be at least 1, got {pairs}")
+    if dropped < 1:
+        raise ValueError(f"dropped must be at least 1, got {dropped}")
+    dropped = min(dropped, frames.shape[0])  # a clip no longer than its overlap has no head motion
     luma, contrast, saturation = picture_stats(frames[-1])
     ref = picture_stats(reference) if reference is not None else (luma, contrast, saturation)
-    head = motion(frames[: pairs + 1])
+    head = motion(frames[dropped - 1 : dropped + pairs])
     tail = motion(frames[-(pairs + 1) :])
     return DriftFigures(
         luma=luma,

@@ -33,9 +33,11 @@ def write_segment_files(
     color_strength: float = 1.0,
     color_lightness: bool = True,
     drift_reference: Image.Image | None = None,
+    join_drops: int = 1,
 ) -> SegmentFiles:
     """Colour-match (optional), then write ``<name>.mp4`` and ``<name>.png`` atomically, and
-    measure the take's drift against ``drift_reference`` (the session's first picture).
+    measure the take's drift against ``drift_reference`` (the session's first picture);
+    ``join_drops`` is how many of its first frames the join drops (``worker.drift.measure_drift``).
 
     The PNG is the last of exactly the frames that were encoded, taken from memory, so the next
     segment starts from the same pixels the joined video shows, without a lossy round trip.
@@ -48,4 +50,4 @@ def write_segment_files(
     video = write_segment_master(frames, out_dir / f"{name}.mp4", fps=fps)
     last_frame = save_hand_off_frame(frames, out_dir / f"{name}.png")
     first = np.asarray(prepare_start_image(drift_reference, width, height)) if drift_reference is not None else None
-    return SegmentFiles(video=video, last_frame=last_frame, drift=measure_drift(frames, first))
+    return SegmentFiles(video=video, last_frame=last_frame, drift=measure_drift(frames, first, dropped=join_drops))

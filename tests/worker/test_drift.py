@@ -133,3 +133,12 @@ def test_bad_frames_are_refused() -> None:
         measure_drift(np.zeros((2, 4, 4, 3), dtype=np.float32), None)
     with pytest.raises(ValueError, match="differ in size"):
         global_shift(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 6, 3), np.uint8))
+
+
+def test_the_head_starts_where_the_join_takes_over_from_the_predecessor() -> None:
+    # Four frames repeat the end of the take before (an overlap), then the camera moves 3 px a frame.
+    frames = _panning([(0, 0)] * 3 + [(3, 0)] * 8)
+    assert measure_drift(frames, None).head_dx == pytest.approx(-0.75, abs=0.2)  # 3 still pairs, one moving
+    assert measure_drift(frames, None, dropped=4).head_dx == pytest.approx(-3, abs=0.15)
+    with pytest.raises(ValueError, match="dropped"):
+        measure_drift(frames, None, dropped=0)
