@@ -22,6 +22,7 @@ from bot.worker_client import WorkerError, WorkerProcess, worker_command
 from shared import params
 from shared.color_reference import color_reference, continuity_of
 from shared.config import Config, LimitsConfig
+from shared.drift import DriftFigures, drift_line
 from shared.pictures import Accepted, Refused, check_file_size, check_picture
 from shared.protocol import Done, FailureKind, Generate, Progress
 
@@ -285,6 +286,7 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
             print("note: preview backend: a stand-in animation, not a Wan generation")
         start_image = first
         masters: list[Path] = []
+        previous: DriftFigures | None = None
         for index, seg in enumerate(plan.segments, start=1):
             label = f"segment {index}/{total}"
             reference = color_reference(
@@ -330,6 +332,10 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
                 f"{label}: {result.frames} frames, seed {result.seed}, {seconds:.1f} s -> {result.video}",
                 flush=True,
             )
+            figures = DriftFigures.from_json(result.drift) if result.drift is not None else None
+            if figures is not None and (line := drift_line(index, figures, previous)):
+                print(f"  {line}", flush=True)
+            previous = figures
             masters.append(Path(result.video))
             start_image = Path(result.last_frame)
     except WorkerError as exc:

@@ -67,6 +67,8 @@ def test_chained_render_with_prompts(tmp_path: Path, image: Path) -> None:
     lines = [line for line in result.stdout.splitlines() if line.startswith("segment ")]
     assert len(lines) == 3 and lines[0].startswith("segment 1/3: 9 frames, seed 11,")
     assert "seed 12" in lines[1] and "seed 13" in lines[2]
+    drift = [line.strip() for line in result.stdout.splitlines() if "Drift at segment" in line]
+    assert len(drift) == 3 and "against the first picture" in drift[0] and "seam 2→3: motion" in drift[2]
     assert "preview" in result.stdout
     folder = tmp_path / "film"
     for i in (1, 2, 3):
