@@ -55,6 +55,15 @@ class Generate:
     #: A live preview after every this many steps (never after the last: the result follows);
     #: 0 for none.
     preview_every: int = 0
+    #: How the segment continues from its predecessor: "frame" (from ``image``, today's way) or
+    #: "svi" (SVI 2.0 Pro: from ``previous_latents``, the approved predecessor's latent file,
+    #: anchored on ``anchor_image``, the session's first picture). A worker that cannot make an
+    #: svi take makes a frame one from ``image`` and says why in ``done.note``.
+    continuity: str = "frame"
+    anchor_image: str | None = None
+    previous_latents: str | None = None
+    #: Latent frames of the predecessor that condition the take (svi).
+    motion_latents: int = 1
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,12 @@ class Done:
     width: int
     height: int
     preview: bool = False
+    #: The take's final latents (``<name>.latent.safetensors``), where the backend keeps them.
+    latents: str | None = None
+    #: The continuity the take was made with ("frame" or "svi"), and why not "svi" when that was
+    #: asked for and could not be done ("" otherwise).
+    continuity: str = "frame"
+    note: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""What a worker writes for one generated segment: the mp4 master and the hand-off PNG."""
+"""What a worker writes for one generated segment: the mp4 master, the hand-off PNG and, where
+the backend keeps them, the take's final latents (``<name>.latent.safetensors``, for a latent
+hand-off to the next segment; removed with the rest of the session's media)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from worker.color import match_colors
+from worker.hand_off import SavableLatents
 from worker.images import prepare_start_image
 from worker.video import save_hand_off_frame, write_segment_master
 
@@ -17,6 +20,11 @@ from worker.video import save_hand_off_frame, write_segment_master
 class SegmentFiles:
     video: Path
     last_frame: Path
+    latents: Path | None = None
+
+
+#: What a take's latent file is called after its basename.
+LATENT_SUFFIX = ".latent.safetensors"
 
 
 def write_segment_files(
@@ -28,6 +36,7 @@ def write_segment_files(
     color_reference: Image.Image | None = None,
     color_strength: float = 1.0,
     color_lightness: bool = True,
+    latents: SavableLatents | None = None,
 ) -> SegmentFiles:
     """Colour-match (optional), then write ``<name>.mp4`` and ``<name>.png`` atomically.
 
@@ -41,4 +50,6 @@ def write_segment_files(
         frames = match_colors(frames, reference, strength=color_strength, lightness=color_lightness)
     video = write_segment_master(frames, out_dir / f"{name}.mp4", fps=fps)
     last_frame = save_hand_off_frame(frames, out_dir / f"{name}.png")
-    return SegmentFiles(video=video, last_frame=last_frame)
+    # Latents are what the model made, before any colour matching: the next clip continues the model's picture.
+    kept = latents.save(out_dir / f"{name}{LATENT_SUFFIX}") if latents is not None else None
+    return SegmentFiles(video=video, last_frame=last_frame, latents=kept)
