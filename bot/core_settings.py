@@ -26,6 +26,7 @@ _SETTING_NAMES = {
     "negative": "negative",
     "negative_prompt": "negative",
     "size": "size",
+    "continuity": "continuity",
 }
 
 
@@ -101,6 +102,12 @@ def _parse_setting(name: str, value: str, limits: Limits, size_lock: str | None)
                 f"the negative prompt is {len(value)} characters; the limit is {limits.max_negative_chars}"
             )
         return {"negative_prompt": value}
+    if name == "continuity":
+        if lowered not in ("frame", "svi"):
+            raise SettingsError("continuity must be 'frame' (from the last frame) or 'svi' (from the last latents)")
+        if lowered == "svi" and not limits.svi:
+            raise SettingsError("continuity=svi needs the SVI 2.0 Pro LoRAs, which this server does not have")
+        return {"continuity": lowered}
     assert name == "size"
     if size_lock is not None:
         raise SettingsError(size_lock)
@@ -128,9 +135,11 @@ def settings_text(settings: Settings) -> str:
     else:
         negative = f"“{clip(settings.negative_prompt, 60)}”"
     seed = "random" if settings.seed is None else str(settings.seed)
+    # Said only when not the default, so a server without SVI never mentions it.
+    continuity = ", continuity svi (from the last latents)" if settings.continuity == "svi" else ""
     return (
         f"{settings.seconds} s per segment ({settings.frames} frames), {settings.steps} steps, "
-        f"seed {seed}, size {settings.width}×{settings.height}, negative prompt {negative}."
+        f"seed {seed}, size {settings.width}×{settings.height}, negative prompt {negative}{continuity}."
     )
 
 

@@ -26,6 +26,7 @@ def default_settings(config: Config) -> core.Settings:
         negative_prompt=g.negative_prompt,
         width=g.width,
         height=g.height,
+        continuity=g.continuity,
     )
 
 
@@ -39,6 +40,7 @@ def settings_json(settings: core.Settings, pending_prompt: str | None, end_image
         "negative_prompt": settings.negative_prompt,
         "width": settings.width,
         "height": settings.height,
+        "continuity": settings.continuity,
         "pending_prompt": pending_prompt,
         "end_image": end_image,
     }
@@ -55,6 +57,7 @@ def saved(row: SessionRow, rows: list[SegmentRow], defaults: core.Settings) -> t
         negative_prompt=str(stored.get("negative_prompt", defaults.negative_prompt)),
         width=int(stored.get("width", defaults.width)),
         height=int(stored.get("height", defaults.height)),
+        continuity=str(stored.get("continuity", defaults.continuity)),
     )
     approved = tuple(segment_of(r) for r in rows if r.status is SegmentStatus.APPROVED)
     attempts: list[int] = []
@@ -101,7 +104,11 @@ def segment_of(r: SegmentRow) -> core.Segment:
     result = None
     if r.status in (SegmentStatus.DONE, SegmentStatus.APPROVED) and r.video and r.last_frame and r.seed is not None:
         result = core.SegmentResult(
-            video=str(r.video), last_frame=str(r.last_frame), frames=int(r.params["frames"]), seed=r.seed
+            video=str(r.video),
+            last_frame=str(r.last_frame),
+            frames=int(r.params["frames"]),
+            seed=r.seed,
+            overlap=int(r.params.get("overlap", 1)),
         )
     return core.Segment(
         idx=r.idx,

@@ -109,6 +109,7 @@ def test_an_svi_chain_of_three_segments_conditions_on_the_anchor_and_the_previou
     seg2 = generate(svi_backend, Image.fromarray(seg1.frames[-1]), seed=2, hand_off=hand_off)
     given = inputs.take()
     assert seg2.continuity == "svi" and seg2.note == ""
+    assert seg2.latents.info.continued_from == "seg001-take1.latent.safetensors"
     path2 = seg2.latents.save(tmp_path / "seg002-take1.latent.safetensors")
 
     # Segment 3 from segment 2's, anchored on the same first picture.

@@ -240,6 +240,7 @@ class WanBackend:
             info = LatentInfo(
                 seed=seed, prompt=prompt, steps=steps, width=width, height=height, frames=frames,
                 vae_hash=self.vae_hash, model_hash=self.model_hash,
+                continued_from=hand_off.previous.name if condition is not None and hand_off is not None else "",
             )  # fmt: skip
             latents = TakeLatents(final, info)
         return SegmentFrames(

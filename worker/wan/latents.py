@@ -68,6 +68,8 @@ class LatentInfo:
     frames: int
     vae_hash: str
     model_hash: str
+    #: The latent file this take continued from (svi), by name; "" for a take made from a picture.
+    continued_from: str = ""
 
     def as_metadata(self) -> dict[str, str]:
         return {k: str(v) for k, v in self.__dict__.items()}
@@ -84,6 +86,7 @@ class LatentInfo:
                 frames=int(meta["frames"]),
                 vae_hash=meta["vae_hash"],
                 model_hash=meta["model_hash"],
+                continued_from=meta.get("continued_from", ""),
             )
         except (KeyError, ValueError) as exc:
             raise LatentMismatch(f"the latent file's metadata is incomplete ({exc})") from None
