@@ -284,7 +284,20 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
             print("note: preview backend: a stand-in animation, not a Wan generation")
         start_image = first
         masters: list[Path] = []
+        # generation.continuity = "svi": each segment after the first continues from the one
+        # before's latents, and drops the frames it shares with it when joined.
+        svi = g.continuity == "svi" and g.svi_available
+        previous_latents: str | None = None
+        overlaps: list[int] = []
         for index, seg in enumerate(plan.segments, start=1):
+            hand_off: dict[str, Any] = {}
+            if svi and index > 1:
+                hand_off = {
+                    "continuity": "svi",
+                    "anchor_image": str(first),
+                    "previous_latents": previous_latents,
+                    "motion_latents": g.svi_motion_latents,
+                }
             label = f"segment {index}/{total}"
             reference = {"start": start_image, "first": first}.get(g.color_match)
             job = Generate(
@@ -305,6 +318,7 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
                 color_reference=str(reference) if reference is not None else None,
                 color_strength=g.color_strength,
                 color_lightness=g.color_lightness,
+                **hand_off,
             )
             started = time.monotonic()
 
@@ -321,7 +335,11 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
                 f"{label}: {result.frames} frames, seed {result.seed}, {seconds:.1f} s -> {result.video}",
                 flush=True,
             )
+            if result.note:
+                print(f"{label}: note: {result.note}", flush=True)
             masters.append(Path(result.video))
+            overlaps.append(0 if index == 1 else params.overlap_frames(result.continuity, g.svi_motion_latents))
+            previous_latents = result.latents
             start_image = Path(result.last_frame)
     except WorkerError as exc:
         bar.clear()
@@ -329,6 +347,6 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
         return EXIT_FAILURE
     finally:
         await worker.stop()
-    joined = await asyncio.to_thread(join_segments, masters, plan.out, fps=plan.fps)
+    joined = await asyncio.to_thread(join_segments, masters, plan.out, fps=plan.fps, overlaps=overlaps)
     print(f"final: {joined.frames} frames, {joined.seconds:.2f} s -> {plan.out}")
     return EXIT_OK
