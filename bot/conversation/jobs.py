@@ -97,6 +97,8 @@ class Jobs:
         wanted = str(row.settings.get("continuity", g.continuity))
         if wanted != "svi" or not g.svi_available or segment.idx == 0 or row.first_image is None:
             return {}
+        if segment.params.get("end_image") is not None:
+            return {}  # an end keyframe is aimed at from the start image (first-last-frame)
         approved = await self.store.list_segments(row.id, (SegmentStatus.APPROVED,))
         previous = next((r for r in approved if r.idx == segment.idx - 1), None)
         latents = previous.params.get("latents") if previous is not None else None
