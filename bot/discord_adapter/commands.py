@@ -95,11 +95,13 @@ def build_commands(handler: CommandHandler, config: Config) -> list[app_commands
         continuity="Continue each segment from the last frame, or from the last latents (SVI, where configured)",
     )
     @app_commands.choices(
-        seconds=[app_commands.Choice(name=f"{s} seconds", value=s) for s in sorted(SECONDS_TO_FRAMES)],
+        seconds=[app_commands.Choice(name=f"{s} seconds", value=s) for s in sorted(SECONDS_TO_FRAMES)]
+    )
+    @app_commands.choices(
         continuity=[
             app_commands.Choice(name="from the last frame", value="frame"),
             app_commands.Choice(name="from the last latents (SVI)", value="svi"),
-        ],
+        ]
     )
     async def settings(
         interaction: discord.Interaction[Any],
