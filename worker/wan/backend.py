@@ -74,7 +74,8 @@ class WanBackend:
         # What a take's latents were made with: cheap fingerprints of the weight files.
         self.vae_hash = fingerprint([self._weights("vae")])
         self.model_hash = fingerprint(
-            [self._weights("transformer"), self._weights("transformer_2"), *(lo.path for lo in options.loras)]
+            [self._weights("transformer"), self._weights("transformer_2"), *(lo.path for lo in options.loras)],
+            extra=" ".join(f"{lo.target}:{lo.scale}" for lo in options.loras),
         )
         self._anchors: dict[tuple[str, int, int], Any] = {}
 
@@ -160,6 +161,11 @@ class WanBackend:
             except LatentMismatch as exc:
                 note = f"{exc}; this take continues from the last frame instead"
                 log.info("svi hand-off refused: %s", note)
+            except Exception as exc:  # the anchor's VAE encode
+                if is_out_of_memory(exc):
+                    self._recover()
+                    raise OutOfMemory(f"out of memory encoding the svi anchor at {width}x{height}: {exc}") from None
+                raise
 
         # 3. Seed: a CPU generator gives the same noise whatever device the model runs on.
         if seed is None:

@@ -40,10 +40,11 @@ def _file_fingerprint(path: Path, digest: Any) -> None:
         digest.update(f.read(_HEAD_BYTES))
 
 
-def fingerprint(paths: Iterable[str | os.PathLike[str]]) -> str:
+def fingerprint(paths: Iterable[str | os.PathLike[str]], extra: str = "") -> str:
     """A short hash naming these weight files (or folders, their weight files): names, sizes
-    and heads. Equal for the same files wherever they lie; different for other weights."""
-    digest = hashlib.sha256()
+    and heads, and ``extra`` (LoRA scales). Equal for the same files wherever they lie;
+    different for other weights."""
+    digest = hashlib.sha256(extra.encode())
     for entry in paths:
         path = Path(entry)
         if path.is_dir():
