@@ -667,7 +667,7 @@ def _on_done(s: Session, e: Event, limits: Limits) -> Transition:
     cur = s.current
     if cur is None or e.segment != cur.key:
         return s, []
-    seg = replace(cur, result=SegmentResult(e.video, e.last_frame, e.frames, e.seed))
+    seg = replace(cur, result=SegmentResult(e.video, e.last_frame, e.frames, e.seed, e.overlap))
     s = replace(s, state=State.REVIEWING, current=seg)
     return s, [PostSegment(s.id, seg, review_caption(seg))]
 

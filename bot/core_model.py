@@ -62,6 +62,8 @@ class Limits:
     max_pixels: int = 1280 * 720
     #: Whether every worker can aim a segment at an end keyframe (/end); a ComfyUI server cannot.
     keyframes: bool = True
+    #: Whether sessions may switch to SVI latent continuity (the SVI LoRAs are configured).
+    svi: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_prompt_chars", "max_negative_chars", "max_segments", "max_steps"):
@@ -92,12 +94,17 @@ class Settings:
     height: int = DEFAULT_HEIGHT
     #: What new segments are colour-matched to (shared.color_reference).
     color_match: ColorMatch = "auto"
+    #: How each segment continues from the one before: "frame" (its last frame) or "svi" (its
+    #: last latents, SVI 2.0 Pro; only where the server has the SVI LoRAs, Limits.svi).
+    continuity: str = "frame"
 
     def __post_init__(self) -> None:
         # Limit-independent checks; a row from the store or the config must already pass these.
         frames_for_seconds(self.seconds)
         if self.color_match not in COLOR_MATCHES:
             raise ParameterError(f"color_match must be one of {', '.join(COLOR_MATCHES)}, got {self.color_match!r}")
+        if self.continuity not in ("frame", "svi"):
+            raise ParameterError(f"continuity must be 'frame' or 'svi', got {self.continuity!r}")
         if not _is_int(self.steps) or self.steps < 1:
             raise ParameterError(f"steps must be at least 1, got {self.steps!r}")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < SEED_LIMIT):
@@ -127,6 +134,9 @@ class SegmentResult:
     frames: int
     #: The seed actually used.
     seed: int
+    #: Head frames this take drops when joined after another: 1 (the re-rendered hand-off frame),
+    #: 4 for a take continued from latents (SVI overlaps its predecessor by one latent frame).
+    overlap: int = 1
 
 
 @dataclass(frozen=True)
@@ -246,9 +256,11 @@ def _invariant_problems(s: Session) -> list[str]:
 
 
 def joined_seconds(segments: tuple[Segment, ...] | list[Segment]) -> float:
-    """Segments 2..N drop their first frame when joined (it repeats the previous hand-off)."""
+    """Segments 2..N drop their head frames when joined (``SegmentResult.overlap``: the first
+    frame, which repeats the previous hand-off, or an SVI take's overlap)."""
     frames = [s.result.frames if s.result else s.frames for s in segments]
-    return (sum(frames) - max(len(frames) - 1, 0)) / DEFAULT_FPS if frames else 0.0
+    dropped = sum(s.result.overlap if s.result else 1 for s in list(segments)[1:])
+    return (sum(frames) - dropped) / DEFAULT_FPS if frames else 0.0
 
 
 # -- events ---------------------------------------------------------------------------------------
@@ -401,6 +413,8 @@ class JobDone(Event):
     last_frame: str
     frames: int
     seed: int
+    #: See SegmentResult.overlap.
+    overlap: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,6 +29,7 @@ _SETTING_NAMES = {
     "size": "size",
     "color": "color",
     "color_match": "color",
+    "continuity": "continuity",
 }
 
 
@@ -109,6 +110,12 @@ def _parse_setting(name: str, value: str, limits: Limits, size_lock: str | None)
             if lowered == mode:
                 return {"color_match": mode}
         raise SettingsError("color must be auto, first (the first picture), start (each start image) or off")
+    if name == "continuity":
+        if lowered not in ("frame", "svi"):
+            raise SettingsError("continuity must be 'frame' (from the last frame) or 'svi' (from the last latents)")
+        if lowered == "svi" and not limits.svi:
+            raise SettingsError("continuity=svi needs the SVI 2.0 Pro LoRAs, which this server does not have")
+        return {"continuity": lowered}
     assert name == "size"
     if size_lock is not None:
         raise SettingsError(size_lock)
@@ -136,10 +143,12 @@ def settings_text(settings: Settings) -> str:
     else:
         negative = f"“{clip(settings.negative_prompt, 60)}”"
     seed = "random" if settings.seed is None else str(settings.seed)
+    # Said only when not the default, so a server without SVI never mentions it.
+    continuity = ", continuity svi (from the last latents)" if settings.continuity == "svi" else ""
     return (
         f"{settings.seconds} s per segment ({settings.frames} frames), {settings.steps} steps, "
         f"seed {seed}, size {settings.width}×{settings.height}, negative prompt {negative}, "
-        f"colour match {settings.color_match}."
+        f"colour match {settings.color_match}{continuity}."
     )
 
 

@@ -287,7 +287,20 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
         start_image = first
         masters: list[Path] = []
         previous: DriftFigures | None = None
+        # generation.continuity = "svi": each segment after the first continues from the one
+        # before's latents, and drops the frames it shares with it when joined.
+        svi = g.continuity == "svi" and g.svi_available
+        previous_latents: str | None = None
+        overlaps: list[int] = []
         for index, seg in enumerate(plan.segments, start=1):
+            hand_off: dict[str, Any] = {}
+            if svi and index > 1:
+                hand_off = {
+                    "continuity": "svi",
+                    "anchor_image": str(first),
+                    "previous_latents": previous_latents,
+                    "motion_latents": g.svi_motion_latents,
+                }
             label = f"segment {index}/{total}"
             reference = color_reference(
                 g.color_match,
@@ -316,6 +329,7 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
                 color_strength=g.color_strength,
                 color_lightness=g.color_lightness,
                 drift_reference=str(first),
+                **hand_off,
             )
             started = time.monotonic()
 
@@ -336,7 +350,11 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
             if figures is not None and (line := drift_line(index, figures, previous)):
                 print(f"  {line}", flush=True)
             previous = figures
+            if result.note:
+                print(f"{label}: note: {result.note}", flush=True)
             masters.append(Path(result.video))
+            overlaps.append(0 if index == 1 else params.overlap_frames(result.continuity, g.svi_motion_latents))
+            previous_latents = result.latents
             start_image = Path(result.last_frame)
     except WorkerError as exc:
         bar.clear()
@@ -344,6 +362,6 @@ async def render(plan: RenderPlan, config: Config, *, config_path: str | None = 
         return EXIT_FAILURE
     finally:
         await worker.stop()
-    joined = await asyncio.to_thread(join_segments, masters, plan.out, fps=plan.fps)
+    joined = await asyncio.to_thread(join_segments, masters, plan.out, fps=plan.fps, overlaps=overlaps)
     print(f"final: {joined.frames} frames, {joined.seconds:.2f} s -> {plan.out}")
     return EXIT_OK

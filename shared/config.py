@@ -63,6 +63,9 @@ class LoraConfig:
     scale: float = 1.0
     #: Which expert(s) it loads into: "both", "high" (transformer) or "low" (transformer_2).
     target: Literal["both", "high", "low"] = "both"
+    #: What it is for: "" a distillation/style LoRA (switches to lora_steps/lora_guidance);
+    #: "svi" an SVI 2.0 Pro LoRA (one per expert), which makes ``continuity = "svi"`` available.
+    role: Literal["", "svi"] = ""
 
 
 @dataclass(frozen=True)
@@ -135,16 +138,31 @@ class GenerationConfig:
     low_ram: bool = False
     #: VAE precision: "auto" = float32 where the memory plan allows it, else bfloat16.
     vae_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    #: How a segment continues from the one before: "frame" from its last frame (the seed's way);
+    #: "svi" from its last latent(s), anchored on the session's first picture (SVI 2.0 Pro; needs
+    #: the SVI LoRAs in [[generation.loras]] with role = "svi"). Sessions may switch in /settings.
+    continuity: Literal["frame", "svi"] = "frame"
+    #: svi: latent frames of the previous take that condition the next (1 as published).
+    svi_motion_latents: int = 1
+
+    @property
+    def svi_available(self) -> bool:
+        """Whether the SVI LoRAs are configured (``continuity = "svi"`` can be used)."""
+        return any(lo.role == "svi" for lo in self.loras)
 
     @property
     def sampling_steps(self) -> int:
-        """Steps per segment: a distillation LoRA is made for its own step count."""
-        return self.lora_steps if self.loras else self.steps
+        """Steps per segment: a distillation LoRA is made for its own step count (an SVI LoRA is not)."""
+        return self.lora_steps if self._speed_loras else self.steps
 
     @property
     def sampling_guidance(self) -> tuple[float, float]:
         """CFG of the high- and low-noise experts, as used (the LoRA's when one is configured)."""
-        return (self.lora_guidance, self.lora_guidance) if self.loras else (self.guidance, self.guidance_2)
+        return (self.lora_guidance, self.lora_guidance) if self._speed_loras else (self.guidance, self.guidance_2)
+
+    @property
+    def _speed_loras(self) -> bool:
+        return any(lo.role != "svi" for lo in self.loras)
 
 
 @dataclass(frozen=True)
@@ -481,6 +499,10 @@ def _check(config: Config, source: str) -> None:
         fail("generation.live_preview_every", f"must be between 0 and 1, got {g.live_preview_every}")
     if g.seed < 0:
         fail("generation.seed", f"must not be negative, got {g.seed}")
+    if g.continuity == "svi" and not g.svi_available:
+        fail("generation.continuity", 'is "svi" but no [[generation.loras]] has role = "svi" (the SVI 2.0 Pro LoRAs)')
+    if not 1 <= g.svi_motion_latents <= 4:
+        fail("generation.svi_motion_latents", f"must be from 1 to 4, got {g.svi_motion_latents}")
     if g.width * g.height > limits.max_pixels:
         fail(
             "generation.width",

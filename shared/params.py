@@ -116,3 +116,13 @@ def live_preview_every_steps(steps: int, share: float) -> int:
     if share <= 0:
         return 0
     return max(1, round(steps * share))
+
+
+def overlap_frames(continuity: str, motion_latents: int = 1, temporal: int = 4) -> int:
+    """Frames a segment after the first drops at its head when joined.
+
+    ``frame``: 1, the re-render of the hand-off frame. ``svi``: 4 per motion latent: the clip's
+    first frames re-render the anchor and the previous clip's last latent (the published SVI 2.0
+    Pro recipe appends ``video_frames[num_overlap_frame:]`` with ``num_overlap_frame = 4`` for its
+    one motion latent, inference_svi_2.0_pro.py in vita-epfl/Stable-Video-Infinity)."""
+    return temporal * motion_latents if continuity == "svi" else 1

@@ -58,6 +58,15 @@ class Generate:
     #: Drift figures (shared.drift): the session's first picture, which the take's last frame is
     #: measured against; None measures the take on its own.
     drift_reference: str | None = None
+    #: How the segment continues from its predecessor: "frame" (from ``image``, today's way) or
+    #: "svi" (SVI 2.0 Pro: from ``previous_latents``, the approved predecessor's latent file,
+    #: anchored on ``anchor_image``, the session's first picture). A worker that cannot make an
+    #: svi take makes a frame one from ``image`` and says why in ``done.note``.
+    continuity: str = "frame"
+    anchor_image: str | None = None
+    previous_latents: str | None = None
+    #: Latent frames of the predecessor that condition the take (svi).
+    motion_latents: int = 1
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,12 @@ class Done:
     #: The take's drift figures (shared.drift.DriftFigures.to_json), measured on the frames as
     #: written; None from a worker that does not measure them.
     drift: dict[str, float] | None = None
+    #: The take's final latents (``<name>.latent.safetensors``), where the backend keeps them.
+    latents: str | None = None
+    #: The continuity the take was made with ("frame" or "svi"), and why not "svi" when that was
+    #: asked for and could not be done ("" otherwise).
+    continuity: str = "frame"
+    note: str = ""
 
 
 @dataclass(frozen=True)

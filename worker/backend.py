@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -46,6 +46,12 @@ class SegmentFrames:
     frames: np.ndarray
     #: The seed actually used (drawn at random when none was given).
     seed: int
+    #: The take's final latents (worker.hand_off.SavableLatents), where the backend keeps them.
+    latents: Any = None
+    #: How the clip continues from its predecessor: "frame" (the start image) or "svi" (latents).
+    continuity: str = "frame"
+    #: Why a hand-off asked for was not made (the fallback to "frame"), for the user; "" if none.
+    note: str = ""
 
 
 class Backend(Protocol):

@@ -10,6 +10,7 @@ corrupt the stream.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -18,12 +19,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
 import numpy as np
 from PIL import Image
 
 from shared.config import LimitsConfig
+from shared.params import overlap_frames
 from shared.pictures import PictureRefused, read_picture
 from shared.protocol import (
     Cancel,
@@ -43,6 +45,7 @@ from shared.protocol import (
 )
 from worker.backend import Backend, SegmentFrames, StepCallback, WaitCallback
 from worker.errors import BackendLost, BadInput, Cancelled, GenerationError
+from worker.hand_off import SVI, HandOffBackend, LatentHandOff
 from worker.live_preview import PreviewWriter, preview_steps
 from worker.segment_files import write_segment_files
 
@@ -196,6 +199,12 @@ class Worker:
             # The end keyframe passed the start picture's checks in the chat; read it the same way.
             end_image = load_start_image(job.end_image, self.limits) if job.end_image else None
             drift_reference = load_start_image(job.drift_reference, self.limits) if job.drift_reference else None
+            hand_off, unmet = None, ""
+            if job.continuity == SVI and job.previous_latents and job.anchor_image:
+                anchor = load_start_image(job.anchor_image, self.limits)
+                hand_off = LatentHandOff(anchor, Path(job.previous_latents), job.motion_latents)
+            elif job.continuity == SVI:
+                unmet = "the previous segment kept no latents; this take continues from the last frame instead"
 
             # A backend also calls these just to ask whether to stop (ComfyUI, between server
             # messages): only a change is worth a message.
@@ -222,7 +231,9 @@ class Worker:
                 raise Cancelled("cancelled")
             previews = self._preview_writer(job)
             try:
-                result = self._generate(job, image, end_image, on_step, on_wait, previews)
+                result = self._generate(job, image, end_image, on_step, on_wait, previews, hand_off)
+                if unmet:
+                    result = dataclasses.replace(result, note=unmet)
             finally:
                 if previews is not None:
                     previews.close()  # its last message goes out before the result's
@@ -237,6 +248,9 @@ class Worker:
                 color_strength=job.color_strength,
                 color_lightness=job.color_lightness,
                 drift_reference=drift_reference,
+                # The seam's motion is measured from where the join takes over.
+                join_drops=overlap_frames(result.continuity, job.motion_latents),
+                latents=result.latents,
             )
         except BackendLost:
             raise  # ends the worker: the dispatcher retries the job on a fresh one
@@ -263,6 +277,9 @@ class Worker:
             height=int(frames.shape[1]),
             preview=self.backend.preview,
             drift=files.drift.to_json(),
+            latents=str(files.latents) if files.latents is not None else None,
+            continuity=result.continuity,
+            note=result.note,
         )
 
     def _generate(
@@ -273,23 +290,32 @@ class Worker:
         on_step: StepCallback,
         on_wait: WaitCallback,
         previews: PreviewWriter | None,
+        hand_off: LatentHandOff | None = None,
     ) -> SegmentFrames:
-        return self.backend.generate(
-            image=image,
-            prompt=job.prompt,
-            negative_prompt=job.negative_prompt,
-            width=job.width,
-            height=job.height,
-            frames=job.frames,
-            steps=job.steps,
-            guidance=job.guidance,
-            guidance_2=job.guidance_2,
-            seed=job.seed,
-            on_step=on_step,
-            on_wait=on_wait,
-            end_image=end_image,
-            on_preview=previews,
-        )
+        # One argument list for both calls; the hand-off only to a backend that takes it.
+        kwargs: dict[str, Any] = {
+            "image": image,
+            "prompt": job.prompt,
+            "negative_prompt": job.negative_prompt,
+            "width": job.width,
+            "height": job.height,
+            "frames": job.frames,
+            "steps": job.steps,
+            "guidance": job.guidance,
+            "guidance_2": job.guidance_2,
+            "seed": job.seed,
+            "on_step": on_step,
+            "on_wait": on_wait,
+            "end_image": end_image,
+            "on_preview": previews,
+        }
+        if hand_off is None:
+            return self.backend.generate(**kwargs)
+        if getattr(self.backend, "latent_hand_off", False):
+            return cast(HandOffBackend, self.backend).generate(**kwargs, hand_off=hand_off)
+        result = self.backend.generate(**kwargs)
+        note = f"the {self.backend.name} backend keeps no latents; this take continues from the last frame instead"
+        return dataclasses.replace(result, note=note)
 
     def _preview_writer(self, job: Generate) -> PreviewWriter | None:
         """Live previews for ``job``, written beside its segment files and reported as they land."""

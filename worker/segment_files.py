@@ -1,4 +1,6 @@
-"""What a worker writes for one generated segment: the mp4 master and the hand-off PNG."""
+"""What a worker writes for one generated segment: the mp4 master, the hand-off PNG and, where
+the backend keeps them, the take's final latents (``<name>.latent.safetensors``, for a latent
+hand-off to the next segment; removed with the rest of the session's media)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from PIL import Image
 from shared.drift import DriftFigures
 from worker.color import match_colors
 from worker.drift import measure_drift
+from worker.hand_off import SavableLatents
 from worker.images import prepare_start_image
 from worker.video import save_hand_off_frame, write_segment_master
 
@@ -21,6 +24,11 @@ class SegmentFiles:
     last_frame: Path
     #: Measured on the frames as written (after colour matching).
     drift: DriftFigures
+    latents: Path | None = None
+
+
+#: What a take's latent file is called after its basename.
+LATENT_SUFFIX = ".latent.safetensors"
 
 
 def write_segment_files(
@@ -34,6 +42,7 @@ def write_segment_files(
     color_lightness: bool = True,
     drift_reference: Image.Image | None = None,
     join_drops: int = 1,
+    latents: SavableLatents | None = None,
 ) -> SegmentFiles:
     """Colour-match (optional), then write ``<name>.mp4`` and ``<name>.png`` atomically, and
     measure the take's drift against ``drift_reference`` (the session's first picture);
@@ -50,4 +59,7 @@ def write_segment_files(
     video = write_segment_master(frames, out_dir / f"{name}.mp4", fps=fps)
     last_frame = save_hand_off_frame(frames, out_dir / f"{name}.png")
     first = np.asarray(prepare_start_image(drift_reference, width, height)) if drift_reference is not None else None
-    return SegmentFiles(video=video, last_frame=last_frame, drift=measure_drift(frames, first, dropped=join_drops))
+    drift = measure_drift(frames, first, dropped=join_drops)
+    # Latents are what the model made, before any colour matching: the next clip continues the model's picture.
+    kept = latents.save(out_dir / f"{name}{LATENT_SUFFIX}") if latents is not None else None
+    return SegmentFiles(video=video, last_frame=last_frame, drift=drift, latents=kept)

@@ -4,7 +4,9 @@
 - The hand-off frame is the raw last frame as PNG, never a frame decoded from the mp4.
 - ``join_segments`` decodes the masters one at a time and streams their frames (yuv420p, no
   colour conversion) into a single encoder, dropping frame 0 of every segment after the first:
-  Wan's frame 0 re-renders the previous hand-off frame, so keeping it would show a stutter.
+  Wan's frame 0 re-renders the previous hand-off frame, so keeping it would show a stutter. A
+  segment continued from latents (SVI) overlaps its predecessor by one latent frame and drops
+  its first 4 frames instead (``overlap_frames``).
 - Every file is written under a temporary name and renamed into place (worker.files).
 """
 
@@ -28,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from shared.params import DEFAULT_FPS
+from shared.params import overlap_frames as overlap_frames
 from worker.files import atomic_path, fsync_dir
 
 #: Segment masters are re-encoded once more when joined, so they keep more than the eye needs.
@@ -240,12 +243,15 @@ def join_segments(
     preset: str = DEFAULT_PRESET,
     min_bitrate: int = MIN_BITRATE,
     max_attempts: int = 3,
+    overlaps: Sequence[int] | None = None,
 ) -> JoinResult:
     """Join segment masters, in order, into one seamless video, encoded once.
 
     Segment 1 is kept whole; every later segment loses its frame 0 (a re-render of the previous
-    hand-off frame), so N segments of F frames give F + (F-1)(N-1) frames. Segments may differ in
-    length but not in size.
+    hand-off frame), so N segments of F frames give F + (F-1)(N-1) frames. ``overlaps`` says
+    instead how many head frames each segment drops (``overlap_frames``; 0 for the first), so an
+    SVI segment drops the 4 frames it shares with its predecessor, exactly once. Segments may
+    differ in length but not in size.
 
     With ``size_budget`` (bytes) the quality encode is kept when it fits. Otherwise the bitrate
     is chosen from the duration, and when x264's rate control still overshoots, the encode is
@@ -267,12 +273,18 @@ def join_segments(
                 f"segment {index} ({paths[index - 1].name}) is {info.width}x{info.height}, "
                 f"segment 1 is {first.width}x{first.height}: segments must share a size"
             )
-    expected = first.frames + sum(max(info.frames - 1, 0) for info in infos[1:])
+    drops = [0, *[1] * (len(paths) - 1)] if overlaps is None else [int(n) for n in overlaps]
+    if len(drops) != len(paths):
+        raise ValueError(f"overlaps names {len(drops)} segments, there are {len(paths)}")
+    for index, (drop, info) in enumerate(zip(drops, infos, strict=True), start=1):
+        if not 0 <= drop < info.frames:
+            raise ValueError(f"segment {index} has {info.frames} frames and cannot drop {drop}")
+    expected = sum(info.frames - drop for info, drop in zip(infos, drops, strict=True))
 
     with atomic_path(out) as tmp:
 
         def encode(crf: int | None, bitrate: int | None) -> tuple[int, int]:
-            frames = _encode_joined(paths, infos, tmp, fps=fps, crf=crf, bitrate=bitrate, preset=preset)
+            frames = _encode_joined(paths, infos, drops, tmp, fps=fps, crf=crf, bitrate=bitrate, preset=preset)
             return frames, tmp.stat().st_size
 
         used_crf: int | None = crf
@@ -322,6 +334,7 @@ def budget_bitrate(size_budget: int, frames: int, fps: int) -> int:
 def _encode_joined(
     paths: Sequence[Path],
     infos: Sequence[VideoInfo],
+    drops: Sequence[int],
     dest: Path,
     *,
     fps: int,
@@ -329,7 +342,7 @@ def _encode_joined(
     bitrate: int | None,
     preset: str,
 ) -> int:
-    """Stream the masters' frames, minus frame 0 of segments 2.., into one encoder. Returns frames."""
+    """Stream the masters' frames, minus each one's ``drops`` head frames, into one encoder. Returns frames."""
     width, height = infos[0].width, infos[0].height
     frame_size = width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)  # yuv420p
     written = 0
@@ -347,8 +360,8 @@ def _encode_joined(
         encoder = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=enc_log)
         assert encoder.stdin is not None
         try:
-            for index, path in enumerate(paths):
-                written += _relay(path, encoder.stdin, frame_size, skip_first=index > 0)
+            for path, drop in zip(paths, drops, strict=True):
+                written += _relay(path, encoder.stdin, frame_size, skip=drop)
         except BrokenPipeError:
             pass  # the encoder died; its exit status and log say why
         except BaseException:
@@ -365,8 +378,9 @@ def _encode_joined(
     return written
 
 
-def _relay(path: Path, sink: IO[bytes], frame_size: int, *, skip_first: bool) -> int:
-    """Decode ``path`` to raw yuv420p and copy its frames to ``sink``. Returns frames copied."""
+def _relay(path: Path, sink: IO[bytes], frame_size: int, *, skip: int) -> int:
+    """Decode ``path`` to raw yuv420p and copy its frames but the first ``skip`` to ``sink``.
+    Returns frames copied."""
     copied = 0
     with tempfile.TemporaryFile() as dec_log:
         cmd = _ffmpeg(
@@ -376,14 +390,14 @@ def _relay(path: Path, sink: IO[bytes], frame_size: int, *, skip_first: bool) ->
         decoder = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=dec_log)
         assert decoder.stdout is not None
         try:
-            first = True
+            seen = 0
             while chunk := decoder.stdout.read(frame_size):
                 if len(chunk) != frame_size:
                     raise VideoError(f"decoding {path.name}: truncated frame")
-                if not (first and skip_first):
+                if seen >= skip:
                     sink.write(chunk)
                     copied += 1
-                first = False
+                seen += 1
         except BaseException:
             decoder.kill()
             decoder.wait()

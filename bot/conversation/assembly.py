@@ -50,7 +50,10 @@ class Assemblies:
     async def _assemble(self, row: SessionRow, segments: tuple[core.Segment, ...]) -> None:
         from worker.video import join_segments
 
-        masters = [Path(s.result.video) for s in segments if s.result is not None]
+        done = [s.result for s in segments if s.result is not None]
+        masters = [Path(r.video) for r in done]
+        # Each later take drops the head frames it shares with its predecessor, once (SVI: 4).
+        overlaps = [0, *(r.overlap for r in done[1:])]
         out = self.media.session_dir(row.id) / "final.mp4"
         event: core.Event
         try:
@@ -60,7 +63,8 @@ class Assemblies:
                 await self.alerts.tell("disk", admin_note(problem, self.config.data_dir))
                 event = core.AssemblyFailed(message=f"{problem}; the bot's admins have been told")
             else:
-                result = await asyncio.to_thread(join_segments, masters, out, self.config.generation.fps)
+                fps = self.config.generation.fps
+                result = await asyncio.to_thread(join_segments, masters, out, fps, overlaps=overlaps)
                 log.info("session %s joined: %d frames, %d bytes", row.id, result.frames, result.bytes)
                 event = core.AssemblyDone(path=str(result.path))
         except asyncio.CancelledError:

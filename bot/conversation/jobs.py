@@ -8,19 +8,20 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bot import core
 from bot.conversation import progress
-from bot.conversation.chats import Chats
+from bot.conversation.chats import Chats, chat_of
 from bot.conversation.media import Media
 from bot.conversation.progress_messages import ProgressMessages
 from bot.conversation.quotas import Quotas
 from bot.dispatcher import Dispatcher
 from bot.ports import ChatRef
-from bot.store import PENDING, Conflict, NotFound, SegmentRow, SessionRow, Store
+from bot.store import PENDING, Conflict, NotFound, SegmentRow, SegmentStatus, SessionRow, Store
 from shared.color_reference import color_match_of, color_reference, continuity_of
 from shared.config import Config
-from shared.params import live_preview_every_steps
+from shared.params import live_preview_every_steps, overlap_frames
 from shared.protocol import Done, Failed, FailureKind, Generate
 
 log = logging.getLogger("framechain.service")
@@ -93,8 +94,29 @@ class Jobs:
             end_image=end_image,
             preview_every=live_preview_every_steps(int(params["steps"]), g.live_preview_every),
             drift_reference=str(row.first_image) if row.first_image is not None else None,
+            **await self._continuity(row, segment),
         )
         await self.dispatcher.submit(message, owner=f"{row.platform.value}:{row.owner_id}")
+
+    async def _continuity(self, row: SessionRow, segment: SegmentRow) -> dict[str, Any]:
+        """The job's continuity fields: ``svi`` from the *approved* predecessor's latents (so a
+        regenerate or a take after /undo never continues from a rejected take); the first
+        segment, and every segment of a ``frame`` session, continue from the start image."""
+        g = self.config.generation
+        wanted = str(row.settings.get("continuity", g.continuity))
+        if wanted != "svi" or not g.svi_available or segment.idx == 0 or row.first_image is None:
+            return {}
+        if segment.params.get("end_image") is not None:
+            return {}  # an end keyframe is aimed at from the start image (first-last-frame)
+        approved = await self.store.list_segments(row.id, (SegmentStatus.APPROVED,))
+        previous = next((r for r in approved if r.idx == segment.idx - 1), None)
+        latents = previous.params.get("latents") if previous is not None else None
+        return {
+            "continuity": "svi",
+            "anchor_image": str(row.first_image),
+            "previous_latents": str(latents) if latents else None,
+            "motion_latents": g.svi_motion_latents,
+        }
 
     async def cancel(self, segment_id: int) -> None:
         if self.dispatcher is not None:
@@ -186,7 +208,14 @@ class Jobs:
         if isinstance(result, Done):
             # The GPU time was spent even when the take was stopped meanwhile.
             await self.quotas.charge(segment, result.seconds)
-            params = dict(segment.params) | {"preview": result.preview, "seconds_taken": result.seconds}
+            overlap = overlap_frames(result.continuity, self.config.generation.svi_motion_latents)
+            params = dict(segment.params) | {
+                "preview": result.preview,
+                "seconds_taken": result.seconds,
+                "latents": result.latents,
+                "continuity": result.continuity,
+                "overlap": overlap,
+            }
             try:
                 async with self.store.transaction():
                     await self.store.finish_segment(segment_id, video=result.video, last_frame=result.last_frame)
@@ -203,7 +232,14 @@ class Jobs:
                 last_frame=result.last_frame,
                 frames=result.frames,
                 seed=result.seed,
+                overlap=overlap,
             )
+            if result.note:
+                # An svi take that fell back to its start image: the user hears why.
+                with contextlib.suppress(NotFound):
+                    row = await self.store.get_session(segment.session_id)
+                    label = f"Segment {segment.idx + 1}, take {segment.attempt}"
+                    await self.chats.say(chat_of(row), f"ℹ️ {label}: {result.note}.")
         else:
             if result.kind is not FailureKind.CANCELLED:
                 with contextlib.suppress(Conflict):

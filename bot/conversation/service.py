@@ -143,6 +143,7 @@ class ConversationService:
             max_pixels=max(_memory_max_pixels(config), g.width * g.height),
             # A ComfyUI server's graph has no end-frame input: /end only where none serves.
             keyframes=not any(slot.startswith("comfyui:") for slot in config.worker_slots),
+            svi=g.svi_available and g.backend == "wan",
         )
         self.chats = Chats()
         self.alerts = AdminAlerts(config, self.chats, clock=clock)

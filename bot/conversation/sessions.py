@@ -28,6 +28,7 @@ def default_settings(config: Config) -> core.Settings:
         width=g.width,
         height=g.height,
         color_match=g.color_match,
+        continuity=g.continuity,
     )
 
 
@@ -42,6 +43,7 @@ def settings_json(settings: core.Settings, pending_prompt: str | None, end_image
         "width": settings.width,
         "height": settings.height,
         "color_match": settings.color_match,
+        "continuity": settings.continuity,
         "pending_prompt": pending_prompt,
         "end_image": end_image,
     }
@@ -59,6 +61,7 @@ def saved(row: SessionRow, rows: list[SegmentRow], defaults: core.Settings) -> t
         width=int(stored.get("width", defaults.width)),
         height=int(stored.get("height", defaults.height)),
         color_match=color_match_of(stored, defaults.color_match),
+        continuity=str(stored.get("continuity", defaults.continuity)),
     )
     approved = tuple(segment_of(r) for r in rows if r.status is SegmentStatus.APPROVED)
     attempts: list[int] = []
@@ -105,7 +108,11 @@ def segment_of(r: SegmentRow) -> core.Segment:
     result = None
     if r.status in (SegmentStatus.DONE, SegmentStatus.APPROVED) and r.video and r.last_frame and r.seed is not None:
         result = core.SegmentResult(
-            video=str(r.video), last_frame=str(r.last_frame), frames=int(r.params["frames"]), seed=r.seed
+            video=str(r.video),
+            last_frame=str(r.last_frame),
+            frames=int(r.params["frames"]),
+            seed=r.seed,
+            overlap=int(r.params.get("overlap", 1)),
         )
     return core.Segment(
         idx=r.idx,

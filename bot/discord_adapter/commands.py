@@ -92,9 +92,16 @@ def build_commands(handler: CommandHandler, config: Config) -> list[app_commands
         seed="A whole number for reproducible takes, or 'random'",
         size="WIDTHxHEIGHT, e.g. 832x480 (only before the first segment is approved)",
         negative="Negative prompt; 'default' or 'none'",
+        continuity="Continue each segment from the last frame, or from the last latents (SVI, where configured)",
     )
     @app_commands.choices(
         seconds=[app_commands.Choice(name=f"{s} seconds", value=s) for s in sorted(SECONDS_TO_FRAMES)]
+    )
+    @app_commands.choices(
+        continuity=[
+            app_commands.Choice(name="from the last frame", value="frame"),
+            app_commands.Choice(name="from the last latents (SVI)", value="svi"),
+        ]
     )
     async def settings(
         interaction: discord.Interaction[Any],
@@ -103,6 +110,7 @@ def build_commands(handler: CommandHandler, config: Config) -> list[app_commands
         seed: app_commands.Range[str, 1, 20] | None = None,
         size: app_commands.Range[str, 3, 20] | None = None,
         negative: app_commands.Range[str, 1, OPTION_CHARS] | None = None,
+        continuity: app_commands.Choice[str] | None = None,
     ) -> None:
         # Values go over as they are: never joined into "name=value" text to be split again.
         pairs = [
@@ -111,6 +119,7 @@ def build_commands(handler: CommandHandler, config: Config) -> list[app_commands
             ("seed", seed),
             ("size", size),
             ("negative", negative),
+            ("continuity", None if continuity is None else continuity.value),
         ]
         await handler.settings_command(interaction, tuple((name, value) for name, value in pairs if value is not None))
 

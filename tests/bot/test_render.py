@@ -190,3 +190,23 @@ def test_worker_that_cannot_load_is_an_internal_failure(tmp_path: Path, image: P
     )
     assert result.returncode == 1
     assert "could not load backend" in result.stderr.splitlines()[-1]
+
+
+def test_svi_render_on_the_tiny_wan_continues_from_latents(tmp_path: Path, image: Path, tiny_wan_dir: Path) -> None:
+    from tests.worker.test_wan_lora import write_lora
+
+    lora = write_lora(tmp_path / "svi.safetensors", seed=3, strength=0.3)
+    config = tmp_path / "framechain.toml"
+    config.write_text(f'[generation]\ncontinuity = "svi"\n[[generation.loras]]\npath = "{lora}"\nrole = "svi"\n')
+    out = tmp_path / "film.mp4"
+    args = ["--image", str(image), "--prompt", "a cat walks", "--prompt", "the sun rises", "--prompt", "rain"]
+    result = render(
+        *args, "--out", str(out), "--backend", "wan", "--model", str(tiny_wan_dir), "--config", str(config),
+        "--frames", "9", "--size", "32x32", "--steps", "2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "note:" not in result.stdout
+    folder = tmp_path / "film"
+    assert all((folder / f"segment_{i:02d}.latent.safetensors").exists() for i in (1, 2, 3))
+    # Segments 2 and 3 continued from latents: each drops the 4 frames it shares with the one before.
+    assert probe(out).frames == 9 + 5 + 5

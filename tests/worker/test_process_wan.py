@@ -75,7 +75,10 @@ async def test_ready_generate_progress_done(
     assert (done["width"], done["height"]) == (48, 32)
     info = probe(done["video"])
     assert info.frames == 9 and (info.width, info.height) == (48, 32)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["j1.mp4", "j1.png"]
+    # The take's final latents lie beside its files, for a latent hand-off (continuity "svi").
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["j1.latent.safetensors", "j1.mp4", "j1.png"]
+    assert done["latents"] == str(tmp_path / "out" / "j1.latent.safetensors")
+    assert (done["continuity"], done["note"]) == ("frame", "")
 
     # The same job in this process, through the same factory, gives the same frames: the hand-off
     # PNG is the last generated frame bit for bit, and the mp4 shows those frames (lossily).

@@ -4,14 +4,20 @@ The pipeline is loaded once, in the constructor, and reused for every segment. F
 translated here, at the edge: CUDA/CPU out-of-memory -> OutOfMemory, a stop asked for by the
 progress callback -> Cancelled, an unreadable start image -> BadInput, anything else ->
 GenerationError. An end keyframe goes in as the pipeline's ``last_image`` (first-last-frame).
+
+Every take's final latents come back with its frames (worker.wan.latents), and a ``hand_off``
+continues from the previous take's latents the SVI 2.0 Pro way (worker.wan.svi); latents that do
+not fit this model or size fall back to the start image, with a note saying why.
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import secrets
 import traceback
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,17 +26,22 @@ from PIL import Image
 
 from worker.backend import PreviewCallback, SegmentFrames, StepCallback, WaitCallback, check_inputs
 from worker.errors import BadInput, Cancelled, GenerationError, OutOfMemory, is_out_of_memory
+from worker.hand_off import FRAME, SVI, LatentHandOff
 from worker.images import prepare_start_image
 from worker.live_preview import pick_frames
 from worker.wan.fp8 import release_mapped_weights
 from worker.wan.latent_preview import CleanPrediction, to_numpy
+from worker.wan.latents import LatentInfo, LatentMismatch, TakeLatents, fingerprint, load_latents
 from worker.wan.loader import Plan, load_model, plan_for
 from worker.wan.options import WanOptions
+from worker.wan.svi import SviCondition, SviImageToVideoPipeline
 
 log = logging.getLogger("framechain.worker")
 
 #: Seeds drawn when none is given stay below 2**53 so they survive any JSON reader intact.
 _SEED_RANGE = 2**53
+#: Anchor latents kept (one per session picture and size in use); each is a few hundred KB.
+_ANCHORS_KEPT = 8
 
 
 class _StopRequested(Exception):
@@ -41,6 +52,8 @@ class _StopRequested(Exception):
 class WanBackend:
     name = "wan"
     preview = False
+    #: Continues from a previous take's latents (worker.hand_off).
+    latent_hand_off = True
 
     def __init__(self, options: WanOptions, *, plan: Plan | None = None, memory_plan: str = "") -> None:
         """``memory_plan``: the plan's line (shared.memory_plan.Plan.describe) the worker checked
@@ -58,6 +71,18 @@ class WanBackend:
                 release_mapped_weights(module)
 
             text_encoder.register_forward_hook(encoded)
+        # What a take's latents were made with: cheap fingerprints of the weight files.
+        self.vae_hash = fingerprint([self._weights("vae")])
+        self.model_hash = fingerprint(
+            [self._weights("transformer"), self._weights("transformer_2"), *(lo.path for lo in options.loras)],
+            extra=" ".join(f"{lo.target}:{lo.scale}" for lo in options.loras),
+        )
+        self._anchors: dict[tuple[str, int, int], Any] = {}
+
+    def _weights(self, role: str) -> str:
+        """The file ``role`` was loaded from, or its folder in the diffusers model."""
+        where = self.source.components.get(role, "")
+        return where if Path(where).is_file() else str(Path(self.options.model).expanduser() / role)
 
     def describe(self) -> dict[str, Any]:
         """What the worker's ``ready`` message reports about this backend: among the rest, the
@@ -98,6 +123,7 @@ class WanBackend:
         on_wait: WaitCallback | None = None,  # never called: its jobs wait on no one else's queue
         end_image: Image.Image | None = None,
         on_preview: PreviewCallback | None = None,
+        hand_off: LatentHandOff | None = None,
     ) -> SegmentFrames:
         # 1. Check inputs before any work.
         check_inputs(
@@ -126,6 +152,21 @@ class WanBackend:
             except (OSError, ValueError) as exc:
                 raise BadInput(f"the end image could not be read: {exc}") from exc
 
+        # 2b. SVI hand-off: the anchor and the previous take's last latents, when they fit.
+        condition: SviCondition | None = None
+        note = ""
+        if hand_off is not None:
+            try:
+                condition = self._svi_condition(hand_off, width=width, height=height, frames=frames, end=end)
+            except LatentMismatch as exc:
+                note = f"{exc}; this take continues from the last frame instead"
+                log.info("svi hand-off refused: %s", note)
+            except Exception as exc:  # the anchor's VAE encode
+                if is_out_of_memory(exc):
+                    self._recover()
+                    raise OutOfMemory(f"out of memory encoding the svi anchor at {width}x{height}: {exc}") from None
+                raise
+
         # 3. Seed: a CPU generator gives the same noise whatever device the model runs on.
         if seed is None:
             seed = secrets.randbelow(_SEED_RANGE)
@@ -137,10 +178,15 @@ class WanBackend:
         # The Wan VAE packs 4 frames into a latent frame (after the first).
         latent_frames = (frames - 1) // getattr(self.pipe, "vae_scale_factor_temporal", 4) + 1
         clean = CleanPrediction(pick_frames(latent_frames))
+        final: Any = None
 
         def step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            nonlocal done
+            nonlocal done, final
             done = index + 1
+            if index == len(pipe.scheduler.timesteps) - 1:
+                # The denoised latents the pipeline decodes next: kept as they are, so the video
+                # is the pipeline's own decode, unchanged.
+                final = tensors["latents"].detach().to("cpu", copy=True)
             if self.options.low_ram:
                 self._release_finished(pipe, index)
             if on_preview is not None:
@@ -152,6 +198,8 @@ class WanBackend:
         # 5. Denoise and decode. The pipeline's frames (and their tensors) must be gone before
         #    memory is released, so the failure is raised after the except block, unchained.
         failure: GenerationError | None = None
+        if condition is not None:
+            self.pipe.svi = condition
         try:
             output = self.pipe(
                 image=start,
@@ -179,6 +227,8 @@ class WanBackend:
                 log.error("generation failed:\n%s", "".join(traceback.format_exception(exc)).rstrip())
                 failure = GenerationError(f"generation failed: {type(exc).__name__}: {exc}")
         finally:
+            if condition is not None:
+                self.pipe.svi = None
             if self.options.low_ram:
                 for model in (self.pipe.text_encoder, self.pipe.transformer, self.pipe.transformer_2):
                     release_mapped_weights(model)
@@ -191,7 +241,61 @@ class WanBackend:
         if video.shape != (frames, height, width, 3):
             raise GenerationError(f"pipeline returned shape {video.shape}, expected {(frames, height, width, 3)}")
         pixels = (np.clip(video, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-        return SegmentFrames(frames=pixels, seed=seed)
+        latents = None
+        if final is not None:
+            info = LatentInfo(
+                seed=seed, prompt=prompt, steps=steps, width=width, height=height, frames=frames,
+                vae_hash=self.vae_hash, model_hash=self.model_hash,
+                continued_from=hand_off.previous.name if condition is not None and hand_off is not None else "",
+            )  # fmt: skip
+            latents = TakeLatents(final, info)
+        return SegmentFrames(
+            frames=pixels, seed=seed, latents=latents, continuity=SVI if condition is not None else FRAME, note=note
+        )
+
+    def _svi_condition(
+        self, hand_off: LatentHandOff, *, width: int, height: int, frames: int, end: Image.Image | None
+    ) -> SviCondition:
+        """The SVI condition of this clip, or LatentMismatch saying why the previous take's latents
+        cannot make it."""
+        if not isinstance(self.pipe, SviImageToVideoPipeline):
+            raise LatentMismatch("this pipeline cannot take latent conditioning")
+        if end is not None:
+            raise LatentMismatch("an end keyframe is aimed at from a start image, not from latents")
+        latents, info = load_latents(hand_off.previous)
+        if info.vae_hash != self.vae_hash:
+            raise LatentMismatch("the previous take's latents were made with another VAE")
+        if info.model_hash != self.model_hash:
+            raise LatentMismatch("the previous take's latents were made with other model weights")
+        if (info.width, info.height) != (width, height):
+            raise LatentMismatch(
+                f"the previous take's latents are {info.width}×{info.height}, this take is {width}×{height}"
+            )
+        spatial = getattr(self.pipe, "vae_scale_factor_spatial", 8)
+        z_dim = self.pipe.vae.config.z_dim
+        count = hand_off.motion_latents
+        if (
+            latents.ndim != 5
+            or tuple(latents.shape[:2]) != (1, z_dim)
+            or latents.shape[3:] != (height // spatial, width // spatial)
+        ):
+            raise LatentMismatch(f"the previous take's latents have shape {tuple(latents.shape)}, not this clip's")
+        latent_frames = (frames - 1) // getattr(self.pipe, "vae_scale_factor_temporal", 4) + 1
+        if not 1 <= count < latent_frames or count > latents.shape[2]:
+            raise LatentMismatch(f"{count} motion latent(s) do not fit a clip of {latent_frames} latent frames")
+        return SviCondition(anchor=self._anchor(hand_off.anchor, width, height), motion=latents[:, :, -count:])
+
+    def _anchor(self, picture: Image.Image, width: int, height: int) -> Any:
+        """The session's first picture VAE-encoded at this size, once per worker."""
+        start = prepare_start_image(picture, width, height)
+        key = (hashlib.sha256(start.tobytes()).hexdigest(), width, height)
+        anchor = self._anchors.get(key)
+        if anchor is None:
+            anchor = self.pipe.encode_anchor(start, height, width)
+            if len(self._anchors) >= _ANCHORS_KEPT:
+                self._anchors.pop(next(iter(self._anchors)))
+            self._anchors[key] = anchor
+        return anchor
 
     @staticmethod
     def _preview(

@@ -52,6 +52,7 @@ from worker.wan.memory import (
 )
 from worker.wan.options import LoraSpec, WanOptions
 from worker.wan.schedule import make_scheduler
+from worker.wan.svi import SviImageToVideoPipeline
 
 log = logging.getLogger("framechain.worker")
 
@@ -262,13 +263,14 @@ def load_model(options: WanOptions, plan: Plan | None = None) -> LoadedModel:
     # 3. Whatever has no file from the diffusers folder or hub id; with all four files, nothing.
     pipe: Any
     if all(name in components for name in ("transformer", "transformer_2", "vae", "text_encoder", "tokenizer")):
-        pipe = WanImageToVideoPipeline(  # type: ignore[no-untyped-call]
+        # The SVI subclass is the parent until a call asks for latent conditioning (worker.wan.svi).
+        pipe = SviImageToVideoPipeline(  # type: ignore[no-untyped-call]
             scheduler=make_scheduler(options.sampler, options.shift),
             boundary_ratio=options.boundary_ratio,
             **components,
         )
     else:
-        pipe = WanImageToVideoPipeline.from_pretrained(  # type: ignore[no-untyped-call]
+        pipe = SviImageToVideoPipeline.from_pretrained(  # type: ignore[no-untyped-call]
             str(local) if local is not None else options.model,
             torch_dtype=plan.dtype,
             local_files_only=local is not None,
