@@ -39,7 +39,9 @@ class Diagnosis:
         return [c.line() for c in self.checks]
 
 
-def diagnose(config_path: str | None, probe: Probe | None = None) -> Diagnosis:
+def diagnose(config_path: str | None, probe: Probe | None = None, *, running: bool = False) -> Diagnosis:
+    """Every check; ``running``: the bot runs on this machine now (a container's health check),
+    so the GPU and RAM its own workers hold are not checked, and the GPU is not touched."""
     probe = probe or Probe()
     env = dict(os.environ) if probe.env is None else probe.env
     python, _ = packages.declared()
@@ -52,7 +54,7 @@ def diagnose(config_path: str | None, probe: Probe | None = None) -> Diagnosis:
         checks.append(machine.ffmpeg_check(probe.ffmpeg()))
         return Diagnosis(tuple(checks), config_failed=True)
     checks.append(ok("config", f"{chat.shown_path(config_path)} is valid"))
-    checks += _environment(config, probe)
+    checks += _environment(config, probe, running=running)
     checks += chat.comfyui_checks(config)
     checks += chat.token_checks(config, env)
     checks += chat.access_checks(config)
@@ -62,7 +64,7 @@ def diagnose(config_path: str | None, probe: Probe | None = None) -> Diagnosis:
     return Diagnosis(tuple(checks))
 
 
-def _environment(config: Config, probe: Probe) -> list[Check]:
+def _environment(config: Config, probe: Probe, *, running: bool) -> list[Check]:
     wan = machine.uses_wan_here(config)
     checks = packages.package_checks(probe.package_version, gpu=wan)
     plans: list[machine.WorkerPlan] = []
@@ -71,19 +73,23 @@ def _environment(config: Config, probe: Probe) -> list[Check]:
         from bot.doctor.model import model_checks  # reads headers only, no torch
 
         model_lines, sizes_for = model_checks(config.generation)
+    if wan and running:
+        checks.append(ok("gpu and ram", "not checked while the bot runs (its workers hold them)"))
+    elif wan:
         cuda = probe.cuda()
         checks += machine.cuda_checks(config, cuda)
         if cuda.torch_version is not None:
             gpu_lines, plans = machine.gpu_checks(config, cuda, sizes_for)
             checks += gpu_lines
-    checks.append(machine.ram_check(config, probe.ram_available(), plans))
+    if not (wan and running):
+        checks.append(machine.ram_check(config, probe.ram_available(), plans))
     checks.append(machine.disk_check(config, probe.disk_free))
     checks.append(machine.ffmpeg_check(probe.ffmpeg()))
     return checks + model_lines
 
 
-def cmd_doctor(config_path: str | None, probe: Probe | None = None) -> int:
-    diagnosis = diagnose(config_path, probe)
+def cmd_doctor(config_path: str | None, probe: Probe | None = None, *, running: bool = False) -> int:
+    diagnosis = diagnose(config_path, probe, running=running)
     for line in diagnosis.lines():
         print(line)
     failed = sum(c.mark is Mark.FAIL for c in diagnosis.checks)

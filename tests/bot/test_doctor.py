@@ -357,3 +357,17 @@ def test_the_doctor_imports_torch_only_for_the_cuda_query() -> None:
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
     assert result.stdout.strip() == "none", result.stderr
+
+
+def test_running_leaves_the_gpu_alone(tmp_path: Path, real_models: Path) -> None:
+    """As a container's health check the bot's own workers hold the card and the RAM: --running
+    neither queries CUDA nor compares memory, and still checks the rest."""
+
+    def no_cuda() -> Cuda:
+        raise AssertionError("the GPU was queried")
+
+    busy = Probe(**{**probe(ram=1).__dict__, "cuda": no_cuda})
+    d = diagnose(wan_config(tmp_path, real_models), busy, running=True)
+    assert d.exit_status == 0, d.lines()
+    assert marked(d, "gpu and ram") == ["✓ gpu and ram: not checked while the bot runs (its workers hold them)"]
+    assert not marked(d, "ram") and marked(d, "generation.transformer")[0].startswith("✓")
