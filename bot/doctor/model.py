@@ -7,11 +7,12 @@ backend's package.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.doctor.report import Check, fail, ok, warn
+from bot.doctor.report import Check, Mark, fail, ok, warn
 from shared.config import GenerationConfig
 from shared.memory_plan import COMFY_FP8, ModelSizes
 from worker.errors import BadInput
@@ -84,6 +85,18 @@ def _hub_snapshot(model: str) -> Path | None:
     return found[-1] if found else None
 
 
+def _missing_shards(folder: Path) -> list[str]:
+    """The shards a sharded checkpoint's index names that are not there."""
+    names: set[str] = set()
+    for index in folder.glob("*.safetensors.index.json"):
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        except (OSError, ValueError, AttributeError):
+            return [f"a readable {index.name}"]
+        names |= {str(v) for v in weight_map.values()} if isinstance(weight_map, dict) else set()
+    return sorted(n for n in names if not (folder / n).is_file())
+
+
 def _folder_checks(model: str, folder: Path, roles: list[str]) -> list[Check]:
     checks = []
     for role in roles:
@@ -96,6 +109,12 @@ def _folder_checks(model: str, folder: Path, roles: list[str]) -> list[Check]:
         shards = sorted(sub.glob("*.safetensors")) if sub.is_dir() else []
         if not shards:
             checks.append(fail(topic, f"{sub} holds no .safetensors files", "download the whole model folder again"))
+            continue
+        lacking = _missing_shards(sub)
+        if lacking:
+            checks.append(
+                fail(topic, f"{sub} lacks {', '.join(lacking)} (an interrupted download?)", "download them again")
+            )
             continue
         try:
             for shard in shards:
@@ -198,7 +217,7 @@ def model_checks(g: GenerationConfig) -> tuple[list[Check], Callable[[str], Mode
         if arch is not None:
             found[role] = path
             archs[role] = arch
-    if not any(c.mark.name == "FAIL" for c in checks):
+    if all(c.mark is not Mark.FAIL for c in checks):
         experts = {k: v for k, v in archs.items() if isinstance(v, ExpertArchitecture)}
         vae = archs.get("vae")
         text = archs.get("text_encoder")
@@ -214,6 +233,8 @@ def model_checks(g: GenerationConfig) -> tuple[list[Check], Callable[[str], Mode
     no_spiece = isinstance(text, TextEncoderArchitecture) and not text.has_spiece_model
     if (no_spiece or "text_encoder" in from_model) and not g.tokenizer:
         from_model.append("tokenizer")  # the tokenizer/ of the model folder or hub id
+    if g.tokenizer.startswith(("/", ".", "~")) and not Path(g.tokenizer).expanduser().is_dir():
+        checks.append(fail("generation.tokenizer", f"{g.tokenizer} is not a folder", "point it at a tokenizer folder"))
     if from_model:
         checks += _model_checks(g.model, from_model)
     for i, lora in enumerate(g.loras):

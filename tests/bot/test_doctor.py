@@ -371,3 +371,29 @@ def test_running_leaves_the_gpu_alone(tmp_path: Path, real_models: Path) -> None
     assert d.exit_status == 0, d.lines()
     assert marked(d, "gpu and ram") == ["✓ gpu and ram: not checked while the bot runs (its workers hold them)"]
     assert not marked(d, "ram") and marked(d, "generation.transformer")[0].startswith("✓")
+
+
+def test_a_diffusers_folder_with_a_shard_missing(tmp_path: Path) -> None:
+    folder = tmp_path / "Wan2.2-I2V-A14B-Diffusers"
+    small = {"w": ("F16", (4, 4))}
+    for part in ("transformer", "transformer_2", "text_encoder", "vae"):
+        write_sparse_safetensors(folder / part / "model-00001-of-00002.safetensors", small)
+        write_sparse_safetensors(folder / part / "model-00002-of-00002.safetensors", small)
+    (folder / "tokenizer").mkdir()
+    (folder / "tokenizer" / "spiece.model").write_bytes(b"x")
+    index = '{"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}'
+    (folder / "transformer" / "model.safetensors.index.json").write_text(index)
+    path = config(tmp_path, f'[generation]\nmodel = "{folder}"\n[telegram]\nadmin_ids = [7]\n')
+    d = diagnose(path, probe(ram=200))
+    assert d.exit_status == 0, [line for line in d.lines() if line.startswith("✗")]
+    assert marked(d, "generation.model") == [
+        f"✓ generation.model: {folder} gives transformer, transformer_2, vae, text_encoder, tokenizer"
+    ]
+    assert marked(d, "generation.model vae/")[0].startswith("✓ generation.model vae/: 2 files")
+    (folder / "transformer" / "model-00002-of-00002.safetensors").unlink()
+    d = diagnose(path, probe(ram=200))
+    assert d.exit_status == 1
+    assert marked(d, "generation.model transformer/") == [
+        f"✗ generation.model transformer/: {folder / 'transformer'} lacks model-00002-of-00002.safetensors "
+        "(an interrupted download?) — download them again"
+    ]
