@@ -43,7 +43,8 @@ def test_the_pages_exist_and_the_readme_points_to_them() -> None:
         assert f"docs/{name}" in readme
 
 
-def test_the_storyboard_picture_is_a_real_png() -> None:
-    with Image.open(ROOT / "docs" / "images" / "storyboard.png") as picture:
+@pytest.mark.parametrize("name", ["storyboard.png", "segment-message.png"])
+def test_the_pictures_are_real_pngs(name: str) -> None:
+    with Image.open(ROOT / "docs" / "images" / name) as picture:
         assert picture.format == "PNG"
         assert picture.width >= 200 and picture.height >= 200
