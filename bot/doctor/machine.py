@@ -158,6 +158,12 @@ def gpu_checks(
             )
         else:
             checks.append(ok(topic, f"{where}; {chosen} needs ~{_gib(need.vram)} at {size}"))
+    used = {p.device for p in plans} | ({"cuda:0"} if any(p.device == "auto" for p in plans) else set())
+    for gpu in cuda.gpus:
+        name = f"cuda:{gpu.index}"
+        if name not in used:
+            where = f"{gpu.name}, {_gib(gpu.free)} free of {_gib(gpu.total)}"
+            checks.append(ok(f"gpu {name}", f'{where}; unused: add "{name}" to workers.devices to render on it too'))
     return checks, plans
 
 
@@ -191,7 +197,7 @@ def disk_check(config: Config, disk_free: Callable[[Path], int]) -> Check:
     if data.exists():
         problem = writable_problem(data)
         if problem:
-            return fail(topic, problem, f"make {data} writable by the user framechain runs as (chown/chmod)")
+            return fail(topic, problem, "make it a writable folder of the user framechain runs as")
     else:
         parent = data.parent
         while not parent.exists() and parent != parent.parent:

@@ -397,3 +397,22 @@ def test_a_diffusers_folder_with_a_shard_missing(tmp_path: Path) -> None:
         f"✗ generation.model transformer/: {folder / 'transformer'} lacks model-00002-of-00002.safetensors "
         "(an interrupted download?) — download them again"
     ]
+
+
+def test_a_second_card_not_in_use_is_named(tmp_path: Path, real_models: Path) -> None:
+    cards = (RTX_4090, Gpu(1, "NVIDIA RTX A6000", 47 * GIB, 48 * GIB))
+    d = diagnose(wan_config(tmp_path, real_models), probe(gpus=cards))
+    assert d.exit_status == 0
+    assert marked(d, "gpu cuda:1") == [
+        '✓ gpu cuda:1: NVIDIA RTX A6000, 47.0 GiB free of 48.0 GiB; unused: add "cuda:1" to workers.devices to '
+        "render on it too"
+    ]
+
+
+def test_a_data_dir_that_cannot_be_used(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("not a folder")
+    d = diagnose(preview(tmp_path), probe())
+    assert d.exit_status == 1
+    (line,) = marked(d, "disk")
+    assert line.startswith(f"✗ disk: the data folder {tmp_path / 'data'} cannot be created")
+    assert line.endswith("— make it a writable folder of the user framechain runs as")
