@@ -6,6 +6,7 @@ the compose file's build, volumes and GPU reservation."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shlex
 import shutil
@@ -103,6 +104,18 @@ def dockerfile() -> list[tuple[str, str]]:
     return out
 
 
+def context_ignores(patterns: list[str], path: str) -> bool:
+    """Docker's rule: the last pattern matching ``path`` (or a folder above it) decides; ``!`` re-includes."""
+    decided = False
+    parts = Path(path).parts
+    for pattern in patterns:
+        negated, glob = pattern.startswith("!"), pattern.lstrip("!")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(fnmatch.fnmatch(p, glob) or fnmatch.fnmatch(p, glob.removeprefix("**/")) for p in prefixes):
+            decided = not negated
+    return decided
+
+
 def test_the_dockerfile_builds_from_the_repository() -> None:
     steps = dockerfile()
     assert steps[0][0] == "FROM"
@@ -112,6 +125,10 @@ def test_the_dockerfile_builds_from_the_repository() -> None:
     for parts in copies:
         for source in parts[:-1]:
             assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+    ignored = [ln.strip() for ln in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()]
+    for parts in copies:
+        for source in parts[:-1]:
+            assert not context_ignores([p for p in ignored if p and not p.startswith("#")], source), source
     runs = " ".join(args for word, args in steps if word == "RUN")
     assert "pip install '.[gpu]'" in runs
     users = [args for word, args in steps if word == "USER"]
