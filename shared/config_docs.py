@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import re
 import sys
 import types
 import typing
@@ -60,23 +61,52 @@ class Section:
     keys: tuple[Key, ...]
 
 
+def _class_lines(cls: type) -> list[str]:
+    """The source lines of ``cls``'s body, found by its ``class`` line in its module's file.
+
+    Plain text, not ``inspect.getsource``: that parses the whole module with ``ast`` each time,
+    which is slow and has failed (SystemError) late in long test runs."""
+    module = sys.modules.get(cls.__module__)
+    filename = getattr(module, "__file__", None)
+    if not filename:
+        return []
+    try:
+        lines = Path(filename).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    head = re.compile(rf"^(\s*)class {re.escape(cls.__name__)}\b")
+    for i, line in enumerate(lines):
+        m = head.match(line)
+        if m is None:
+            continue
+        indent = len(m.group(1))
+        body = []
+        for rest in lines[i + 1 :]:
+            if rest.strip() and len(rest) - len(rest.lstrip()) <= indent:
+                break
+            body.append(rest)
+        return body
+    return []
+
+
 def field_comments(cls: type) -> dict[str, str]:
     """Field name -> its ``#:`` comment, a comment carrying on to the fields right below it."""
-    try:
-        lines, _ = inspect.getsourcelines(cls)
-    except (OSError, TypeError):
+    body = _class_lines(cls)
+    if not body:
         return {}
     names = {f.name for f in dataclasses.fields(cls)}
+    first = next((ln for ln in body if ln.strip()), "")
+    indent = len(first) - len(first.lstrip())
     out: dict[str, str] = {}
     pending: list[str] = []
     carried = ""
-    for raw in lines[1:]:
+    for raw in body:
         line = raw.strip()
         if line.startswith("#:"):
             pending.append(line[2:].strip())
             continue
         name = line.split(":", 1)[0].strip() if ":" in line else ""
-        if name in names and raw[: len(raw) - len(raw.lstrip())].count(" ") <= 4:
+        if name in names and len(raw) - len(raw.lstrip()) == indent:
             if pending:
                 carried = " ".join(pending)
             out[name] = carried
