@@ -5,6 +5,7 @@
     framechain worker  ...               one worker process (started by run/render)
     framechain check   [--config PATH]   load the configuration and say what would run
     framechain prune   [--config PATH]   remove old sessions' media (storage.retention_days)
+    framechain doctor  [--config PATH] [--running]   check this machine and configuration, one line each with the fix
 
 Exit status: 0 success, 1 internal failure, 2 bad input or configuration.
 """
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
             )
         )
     )
+    doctor = sub.add_parser("doctor", help="check that this machine can run the bot: one line per check, with the fix")
+    doctor.add_argument("--config", metavar="PATH", help="TOML configuration (default: built-in defaults)")
+    doctor.add_argument(
+        "--running",
+        action="store_true",
+        help="the bot runs here now (a health check): skip the GPU and RAM its workers hold",
+    )
     worker = sub.add_parser("worker", help="run one worker process speaking JSON lines on stdin/stdout")
     with_config(worker)
     worker.add_argument("--device", default=None, help="auto, cpu or cuda:N (default: first configured)")
@@ -109,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 *(["--log-level", args.log_level] if args.log_level else []),
             ]
             return worker_main(forwarded)
+        if args.command == "doctor":
+            from bot.doctor import cmd_doctor  # loads the configuration itself, to report on it
+
+            return cmd_doctor(args.config, running=args.running)
         config = _load(args)
         if args.command == "check":
             return cmd_check(config)

@@ -92,17 +92,25 @@ class GenerationConfig:
     tokenizer: str = ""
     #: "fit" keeps the start image's aspect ratio within width*height pixels; "fixed" crops to it.
     size_mode: Literal["fit", "fixed"] = "fit"
+    #: Segment size in pixels, multiples of 16 (with "fit", the pixel budget width*height).
     width: int = params.DEFAULT_WIDTH
     height: int = params.DEFAULT_HEIGHT
+    #: Frames per segment: 81 (5 s at 16 fps), 65, 49 or 33, the lengths /settings offers.
     frames: int = params.DEFAULT_FRAMES
+    #: Frames per second of every video.
     fps: int = params.DEFAULT_FPS
+    #: Sampling steps per segment.
     steps: int = params.DEFAULT_STEPS
     #: CFG of the high-noise expert and of the low-noise expert.
     guidance: float = params.DEFAULT_GUIDANCE
     guidance_2: float = params.DEFAULT_GUIDANCE
+    #: Shift of the flow-matching schedule, for both experts.
     shift: float = params.DEFAULT_SHIFT
+    #: Steps whose timestep is at least boundary_ratio x 1000 go to the high-noise expert.
     boundary_ratio: float = params.DEFAULT_BOUNDARY_RATIO
+    #: "euler" with the "simple" schedule (the reference workflow's), or UniPC on flow sigmas.
     sampler: Literal["euler", "unipc"] = "euler"
+    #: The negative prompt of every segment (the standard Wan one).
     negative_prompt: str = params.WAN_NEGATIVE_PROMPT
     #: "random": a new seed per segment (reported); "fixed": always `seed`; "increment": seed+index.
     seed_policy: Literal["random", "fixed", "increment"] = "random"
@@ -214,6 +222,7 @@ class ComfyUIConfig:
     unet_low: str = "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors"
     text_encoder: str = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
     vae: str = "wan_2.1_vae.safetensors"
+    #: The UNETLoader nodes' weight_dtype ("default": as the file stores it).
     weight_dtype: str = "default"
     #: How frames come back, both lossless PNG: "PreviewImage" (the server's temp folder) or
     #: "SaveImage" (kept in its output folder).
@@ -279,6 +288,7 @@ class TelegramConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
+    #: Longest prompt accepted, in characters.
     prompt_chars: int = 2000
     #: Largest start image accepted, in bytes and in pixels (guards against decompression bombs).
     image_bytes: int = 20 * 1024 * 1024
@@ -288,6 +298,7 @@ class LimitsConfig:
     image_max_aspect: float = 4.0
     #: Most decompressed text (PNG text chunks, an ICC profile) a start image may carry.
     image_text_bytes: int = 1024 * 1024
+    #: Most approved segments one session may have.
     segments_per_session: int = 60
     #: Jobs (queued or running) one user may have at once, and all users together: a new take
     #: beyond either is refused with the limit named, never dropped.
@@ -325,6 +336,7 @@ class Config:
     data_dir: Path = Path("data")
     #: SQLite file; empty = <data_dir>/framechain.db.
     database: Path | None = None
+    #: How much the log says.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
