@@ -8,7 +8,8 @@ answer to ``/start`` everything happens through ordinary thread messages (see ``
 Who may use the bot at all is :mod:`bot.access` (closed by default), checked here for every
 command, button, reaction and thread message before anything is downloaded: a refused user is
 told privately (the command's or button's ephemeral answer, else a DM at most once in a while)
-and nothing of theirs reaches the conversation. What is let in is forwarded with ``is_admin`` and
+and nothing of theirs reaches the conversation; a user an admin banned (``/ban``) is refused
+the same way. What is let in is forwarded with ``is_admin`` and
 the service decides whose session it is (it ignores non-owners' clicks and reactions). The bot's
 own reactions and other bots are never forwarded.
 """

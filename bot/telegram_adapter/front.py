@@ -21,6 +21,9 @@ Updates become :class:`~bot.ports.Conversation` calls; the conversation answers 
   before anything is downloaded: a refused user's update never reaches the conversation, and the
   user is told privately (their own chat, or the button's toast), at most once in a while. Who may
   act on a session is the service's business; this module tells it whether the user is an admin.
+- A user an admin banned (``/ban``; ``Conversation.banned``) is refused the same way, whatever the
+  lists say. The admin commands (``bot.core_admin``) are forwarded like the others; they are
+  registered with ``setMyCommands`` only in each admin's private chat.
 - A chat is a Telegram chat; a forum topic is its thread. Updates of one chat are handled in
   order, different chats concurrently (one user's download never holds up another chat).
 - Polling survives network failures (PTB retries ``getUpdates`` forever, with backoff); a
