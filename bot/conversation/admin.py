@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from bot import core, core_admin
@@ -80,6 +80,8 @@ class Admin:
         self._bans_loading = asyncio.Lock()
         #: Chats told of the current pause (each once), with the label they were told about.
         self._told: dict[ChatRef, str] = {}
+        #: Re-queueing after a restart: those jobs' users are not told of the pause again.
+        self._quiet = False
         self.admins = {
             "telegram": frozenset(str(i) for i in config.telegram.admin_ids),
             "discord": frozenset(str(i) for i in config.discord.admin_ids),
@@ -87,19 +89,23 @@ class Admin:
 
     # --- start-up ----------------------------------------------------------------------------
 
-    async def restore(self) -> None:
-        """Pause the dispatcher again if the queue was paused before the restart (before its
-        slots start); the jobs waiting now were told before, so they are not told again."""
+    @contextlib.asynccontextmanager
+    async def restoring(self) -> AsyncIterator[None]:
+        """Around the start-up recovery, before the dispatcher's slots start: a queue paused
+        before the restart is paused again before any job is re-queued, and the re-queued jobs
+        (whose users were told before the restart) are not told again."""
         flag = await self.store.get_flag(PAUSED_FLAG)
         dispatcher = self.jobs.dispatcher
-        if flag is None or flag.value != "1" or dispatcher is None:
-            return
-        await dispatcher.pause()
-        log.warning("the queue is paused (by %s with /pause); /resume lets it go", flag.set_by or "an admin")
-        for job in dispatcher.queue.order():
-            chat = await self._chat_of_job(job.job_id)
-            if chat is not None:
-                self._told.setdefault(chat[0], chat[1])
+        if flag is not None and flag.value == "1" and dispatcher is not None:
+            await dispatcher.pause()
+            log.warning("the queue is paused (by %s with /pause); /resume lets it go", flag.set_by or "an admin")
+            for job in dispatcher.queue.order():  # sent while the platforms came up: not told yet
+                await self._tell_paused(job.job_id)
+        self._quiet = True
+        try:
+            yield
+        finally:
+            self._quiet = False
 
     # --- bans (asked by the adapters) --------------------------------------------------------
 
@@ -134,7 +140,7 @@ class Admin:
     async def waiting(self, job_id: str) -> None:
         """A job got a place in the queue: while paused, its chat is told (once)."""
         dispatcher = self.jobs.dispatcher
-        if dispatcher is not None and dispatcher.paused:
+        if dispatcher is not None and dispatcher.paused and not self._quiet:
             await self._tell_paused(job_id)
 
     # --- the snapshot ------------------------------------------------------------------------
@@ -227,6 +233,7 @@ class Admin:
         log.warning("%s paused the queue", admin)
         snapshot = await self.snapshot()
         for entry in snapshot.waiting:
+            await self.jobs.position(entry.job_id, entry.position)  # its progress message says so
             await self._tell_paused(entry.job_id)
         return core_admin.paused_text(snapshot, already=False)
 
@@ -246,6 +253,8 @@ class Admin:
                 continue
             told.add(found[0])
             await self.chats.say(found[0], core_admin.resumed_note(found[1], entry.position - 1 - free))
+        for job in dispatcher.queue.order():  # those still waiting: their progress messages too
+            await self.jobs.position(job.job_id, dispatcher.position(job.job_id) or 1)
         self._told.clear()
         return core_admin.resumed_text(before, was_paused=True)
 

@@ -569,8 +569,8 @@ class ConversationService:
         """After a restart: bring sessions whose state and takes disagree together, re-queue
         unfinished jobs in their original order, post finished segments that were never posted,
         and restart interrupted joins."""
-        await self.recovery.resume()
-        await self.admin.restore()  # a queue paused before the restart stays paused
+        async with self.admin.restoring():  # a queue paused before the restart stays paused
+            await self.recovery.resume()
 
     async def post_unposted(self) -> None:
         """Post what was finished but never posted (see Recovery.post_unposted)."""

@@ -64,6 +64,8 @@ async def test_pause_lets_running_jobs_finish_and_starts_nothing_until_resumed(t
         answer = await admin(bot, "pause")
         assert answer.startswith("⏸ Queue paused: 1 job running will finish, nothing new starts. 1 job waiting")
         assert chat.texts(B)[-1] == PAUSED  # waiting when the pause began
+        held = "⏸ Segment 1 · take 1 — queued, next in line; the queue is paused by the bot's admins."
+        await until(lambda: any(e.text == held for e in chat.of("edit", B)))  # its progress message too
         await start(bot, C, "c arrives while paused")
         assert chat.texts(C)[-1] == PAUSED  # arrived during it
         assert PAUSED not in chat.texts(A)  # running: it finishes
@@ -87,6 +89,7 @@ async def test_pause_lets_running_jobs_finish_and_starts_nothing_until_resumed(t
         assert chat.texts(C)[-1] == "▶ The queue runs again: Segment 1 · take 1 is next in line."
         await chat.wait_for("segment", 1, B)
         await chat.wait_for("segment", 1, C)
+        assert not any("paused" in e.text for e in chat.of("edit", C)[-3:])
         assert await admin(bot, "resume") == "The queue isn't paused."
 
 
