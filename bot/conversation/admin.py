@@ -78,8 +78,8 @@ class Admin:
         self.durations: deque[float] = deque(maxlen=TIMED_JOBS)
         self._bans: set[tuple[str, str]] | None = None
         self._bans_loading = asyncio.Lock()
-        #: Chats told of the current pause (each once), with the label they were told about.
-        self._told: dict[ChatRef, str] = {}
+        #: Chats told of the current pause (each once).
+        self._told: set[ChatRef] = set()
         #: Re-queueing after a restart: those jobs' users are not told of the pause again.
         self._quiet = False
         self.admins = {
@@ -265,7 +265,7 @@ class Admin:
         if found is None or found[0] in self._told:
             return
         chat, label = found
-        self._told[chat] = label
+        self._told.add(chat)
         await self.chats.say(chat, core_admin.paused_note(label))
 
     async def _chat_of_job(self, job_id: str) -> tuple[ChatRef, str] | None:
