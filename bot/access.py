@@ -8,6 +8,8 @@ user sent is downloaded or reaches the conversation service:
 - Otherwise admins, and users let in by an allowlist: ``allowed_user_ids`` anywhere, anyone with
   one of ``allowed_role_ids`` or in one of ``allowed_guild_ids`` (Discord), anyone in one of
   ``allowed_chat_ids`` while in that chat (Telegram). With no allowlist, only the admins.
+- A user an admin banned (``/ban``, kept in the store) is refused the same way, whatever the
+  lists say; admins cannot be banned. The adapters ask the conversation (``banned``).
 - Everyone else is refused and told so privately, with their user id so the owner can add them;
   :class:`RefusalNotices` keeps that to once per user per :data:`REFUSAL_INTERVAL`, so a refused
   user's every message is not answered.
@@ -104,6 +106,10 @@ class AccessRule:
             f"You're not allowed to use this bot. Ask its owner to add your user id {user_id} "
             f"to {self.platform}.allowed_user_ids."
         )
+
+    def banned_refusal(self, user_id: int) -> str:
+        """What a user banned by an admin (``/ban``) is told."""
+        return f"You're not allowed to use this bot: its admins have blocked your user id {user_id}."
 
     def summary(self) -> str:
         """Who can use the bot, in one plain line (``framechain check``, the start-up log)."""

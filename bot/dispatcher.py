@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
 
+from bot.ops_view import DispatchFacts, RunningFacts, SlotFacts, WaitingFacts
 from bot.worker_client import (
     PreviewHandler,
     ProgressHandler,
@@ -88,6 +89,8 @@ class FairQueue:
         self._last_served: dict[str, int] = {}
         self._tick = 0
         self._changed = asyncio.Condition()
+        #: While paused, get() hands out nothing (the admins' /pause); jobs still queue up.
+        self.paused = False
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -136,9 +139,14 @@ class FairQueue:
                 del queues[owner]
         return out
 
+    async def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        async with self._changed:
+            self._changed.notify_all()
+
     async def get(self) -> Job:
         async with self._changed:
-            await self._changed.wait_for(lambda: bool(self._owners))
+            await self._changed.wait_for(lambda: bool(self._owners) and not self.paused)
             owner = self._next_owner(self._owners, self._last_served)
             queue = self._owners[owner]
             job = queue.popleft()
@@ -247,6 +255,43 @@ class Dispatcher:
             if self._positions.get(job_id) != position:
                 await _quietly(self.listener.job_position(job_id, position))
         self._positions = current
+
+    # --- the admins' steering (bot.conversation.admin) -----------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self.queue.paused
+
+    async def pause(self) -> None:
+        """Start nothing new: running jobs finish, waiting ones wait (and new ones queue up)."""
+        await self.queue.set_paused(True)
+
+    async def resume(self) -> None:
+        await self.queue.set_paused(False)
+
+    def facts(self) -> DispatchFacts:
+        """What the dispatcher knows right now, as plain values (``bot.ops_view`` makes the
+        operator's snapshot of it)."""
+        running = []
+        for job_id, (job, worker) in self.running.items():
+            device = next((d for d, w in self.workers.items() if w is worker), None)
+            running.append(RunningFacts(job_id, job.owner, device, job.tries, job.cancelled))
+        slots = []
+        for device in self.devices:
+            process = self.workers.get(device)
+            ready = process.ready if process is not None else None
+            slots.append(
+                SlotFacts(
+                    slot=device,
+                    alive=process is not None and process.alive,
+                    backend=ready.backend if ready is not None else None,
+                    info=dict(ready.info) if ready is not None else {},
+                    unavailable=self.unavailable.get(device),
+                    failing=self.failing.get(device),
+                )
+            )
+        waiting = tuple(WaitingFacts(job.job_id, job.owner, job.tries) for job in self.queue.order())
+        return DispatchFacts(paused=self.paused, running=tuple(running), waiting=waiting, slots=tuple(slots))
 
     # --- slots ------------------------------------------------------------------------------
 

@@ -223,7 +223,8 @@ class Conversation(Protocol):
         is_admin: bool = False,
         reply: PrivateReply | None = None,
     ) -> None:
-        """finish, undo, cancel, status, help, settings (``argument`` like ``seconds=3``)."""
+        """finish, undo, cancel, status, help, settings (``argument`` like ``seconds=3``); and the
+        admin commands queue, gpu, stop, pause, resume, ban, unban (``bot.core_admin``)."""
         ...
 
     async def end_frame(
@@ -251,6 +252,11 @@ class Conversation(Protocol):
     ) -> None:
         """Settings changes as (name, value) pairs, e.g. a slash command's options; a value is
         taken as it is (a negative prompt may contain ``=``). Empty: show the settings."""
+        ...
+
+    async def banned(self, platform: str, user_id: str) -> bool:
+        """Whether an admin banned this user (``/ban``): refused like a stranger, before anything
+        of theirs is downloaded. Admins are never banned."""
         ...
 
     async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:

@@ -13,6 +13,8 @@
   final video (fitted to upload limits) exactly once, from the records of what was delivered
 - :mod:`~bot.conversation.assembly`: joining the approved segments off the event loop
 - :mod:`~bot.conversation.recovery`: after a restart, and retrying what could not be posted
+- :mod:`~bot.conversation.admin`: the admin commands (queue, workers, stop, pause, bans) and
+  the operator's snapshot (``bot.ops_view``) they show
 - :mod:`~bot.conversation.chats`, :mod:`~bot.conversation.media`, :mod:`~bot.conversation.locks`,
   :mod:`~bot.conversation.background`: the chat ports, a session's files, one action at a time
   per session, and the tasks nobody awaits

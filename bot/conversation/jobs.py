@@ -138,7 +138,8 @@ class Jobs:
     async def position(self, job_id: str, position: int) -> None:
         shown = self.progress.get(int(job_id))
         if shown is not None:
-            text = progress.queued(shown.label, position, restarted=shown.restarted)
+            paused = self.dispatcher is not None and self.dispatcher.paused
+            text = progress.queued(shown.label, position, restarted=shown.restarted, paused=paused)
             await self.progress.edit(int(job_id), text, force=True)
 
     async def delayed(self, job_id: str, reason: str) -> None:

@@ -31,13 +31,16 @@ def estimate(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def queued(name: str, position: int | None = None, *, restarted: bool = False) -> str:
-    """Waiting for a worker; ``position`` is the 1-based place in the queue when known."""
+def queued(name: str, position: int | None = None, *, restarted: bool = False, paused: bool = False) -> str:
+    """Waiting for a worker; ``position`` is the 1-based place in the queue when known;
+    ``paused``: the admins paused the queue (/pause)."""
     where = "restarted, queued again" if restarted else "queued"
     if position == 1:
         where += ", next in line"
     elif position is not None and position > 1:
         where += f", {position - 1} ahead in the queue"
+    if paused:
+        return f"⏸ {name} — {where}; the queue is paused by the bot's admins."
     return f"⏳ {name} — {where}."
 
 

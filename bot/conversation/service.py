@@ -25,8 +25,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any, ParamSpec
 
-from bot import core
+from bot import core, core_admin
 from bot.conversation import drift
+from bot.conversation.admin import Admin
 from bot.conversation.alerts import AdminAlerts
 from bot.conversation.assembly import Assemblies
 from bot.conversation.background import BackgroundTasks
@@ -169,6 +170,8 @@ class ConversationService:
             background=self.background,
             perform=self._perform,
         )
+        #: The admin commands (/queue, /gpu, /stop, /pause, /resume, /ban, /unban).
+        self.admin = Admin(store, config, self.chats, self.jobs, apply=self._apply, clock=clock, wall_clock=wall_clock)
         #: Shutting down: user actions are no longer taken (stop_input).
         self._closing = False
 
@@ -411,7 +414,10 @@ class ConversationService:
     ) -> None:
         name = name.lower().lstrip("/")
         if name == "help":
-            await self.chats.answer(chat, HELP, reply)
+            await self.chats.answer(chat, HELP + ("\n\n" + core_admin.ADMIN_HELP if is_admin else ""), reply)
+            return
+        if name in core_admin.ADMIN_COMMANDS:
+            await self.admin.command(chat, user_id, name, argument, is_admin=is_admin, reply=reply)
             return
         if name == "status" and is_admin:  # admins see the whole queue, with or without a session here
             await self.chats.answer(chat, whole_queue(self.jobs.dispatcher), reply)
@@ -509,6 +515,10 @@ class ConversationService:
         event = core.ChangeSettings(user_id=user_id, changes=changes)
         await self._apply(row.id, event, is_admin=is_admin, reply=reply)
 
+    async def banned(self, platform: str, user_id: str) -> bool:
+        """Whether an admin banned this user (/ban): adapters refuse them like a stranger."""
+        return await self.admin.banned(platform, user_id)
+
     async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
         """The settings of the session a command from ``user_id`` here acts on, or None when no
         session is live here: ``session`` (its id), ``owner``, ``seconds``, ``steps``, ``seed``
@@ -522,14 +532,17 @@ class ConversationService:
 
     async def job_position(self, job_id: str, position: int) -> None:
         await self.jobs.position(job_id, position)
+        await self.admin.waiting(job_id)
 
     async def job_delayed(self, job_id: str, reason: str) -> None:
         await self.jobs.delayed(job_id, reason)
 
     async def job_started(self, job_id: str, device: str) -> None:
+        self.admin.started(job_id)
         await self.jobs.started(job_id, device)
 
     async def job_progress(self, job_id: str, step: int, total: int) -> None:
+        self.admin.step(job_id, step, total)
         await self.jobs.step(job_id, step, total)
 
     async def job_waiting(self, job_id: str, ahead: int, where: str, eta: float | None) -> None:
@@ -539,9 +552,11 @@ class ConversationService:
         await self.jobs.preview(job_id, path, step, total)
 
     async def job_retrying(self, job_id: str, reason: str) -> None:
+        self.admin.ended(job_id)
         await self.jobs.retrying(job_id, reason)
 
     async def job_finished(self, job_id: str, result: Done | Failed) -> None:
+        self.admin.ended(job_id, result)
         reported = await self.jobs.record_result(job_id, result)
         if reported is None:
             return
@@ -557,7 +572,8 @@ class ConversationService:
         """After a restart: bring sessions whose state and takes disagree together, re-queue
         unfinished jobs in their original order, post finished segments that were never posted,
         and restart interrupted joins."""
-        await self.recovery.resume()
+        async with self.admin.restoring():  # a queue paused before the restart stays paused
+            await self.recovery.resume()
 
     async def post_unposted(self) -> None:
         """Post what was finished but never posted (see Recovery.post_unposted)."""

@@ -8,7 +8,8 @@ answer to ``/start`` everything happens through ordinary thread messages (see ``
 Who may use the bot at all is :mod:`bot.access` (closed by default), checked here for every
 command, button, reaction and thread message before anything is downloaded: a refused user is
 told privately (the command's or button's ephemeral answer, else a DM at most once in a while)
-and nothing of theirs reaches the conversation. What is let in is forwarded with ``is_admin`` and
+and nothing of theirs reaches the conversation; a user an admin banned (``/ban``) is refused
+the same way. What is let in is forwarded with ``is_admin`` and
 the service decides whose session it is (it ignores non-owners' clicks and reactions). The bot's
 own reactions and other bots are never forwarded.
 """
@@ -114,18 +115,26 @@ class FramechainClient(discord.Client):
         roles = frozenset(role.id for role in user.roles) if isinstance(user, discord.Member) else frozenset()
         return self.access.allows(Actor(user_id, role_ids=roles, guild_id=guild_id))
 
-    def _check(self, interaction: discord.Interaction[Any]) -> None:
+    async def banned(self, user_id: int) -> bool:
+        """Banned by an admin (``/ban``): refused like a stranger. Admins never are."""
+        return not self.is_admin(user_id) and await self.conversation.banned(PLATFORM, str(user_id))
+
+    async def _check(self, interaction: discord.Interaction[Any]) -> None:
         """Refuse (privately, as the interaction's answer) a user the bot does not serve."""
         user = interaction.user
+        if await self.banned(user.id):
+            log.info("discord: refused user %s (banned)", user.id)
+            raise Refusal(self.access.banned_refusal(user.id))
         if not self.allows(user, user.id, interaction.guild_id):
             log.info("discord: refused user %s (not in the allow lists)", user.id)
             raise Refusal(self.access.refusal(user.id))
 
-    async def _refuse_by_dm(self, user_id: int, where: str) -> None:
+    async def _refuse_by_dm(self, user_id: int, where: str, *, banned: bool = False) -> None:
         """A refused user's message or reaction has no private answer: a DM, once in a while."""
         if self.refusals.due(user_id):
-            log.info("discord: refused user %s (not in the allow lists)", user_id)
-            await dm_reply(self, user_id, where)(self.access.refusal(user_id))
+            log.info("discord: refused user %s (%s)", user_id, "banned" if banned else "not in the allow lists")
+            text = self.access.banned_refusal(user_id) if banned else self.access.refusal(user_id)
+            await dm_reply(self, user_id, where)(text)
 
     # -- where -----------------------------------------------------------------------------------
 
@@ -157,7 +166,7 @@ class FramechainClient(discord.Client):
         self, interaction: discord.Interaction[Any], image: discord.Attachment, prompt: str | None
     ) -> None:
         user = interaction.user
-        self._check(interaction)
+        await self._check(interaction)
         problem = image_problem(image, self.config.limits.image_bytes)
         if problem is not None:
             raise Refusal(problem)
@@ -265,7 +274,7 @@ class FramechainClient(discord.Client):
         deferred "thinking" placeholder; otherwise the service answers in the channel and the
         placeholder is removed."""
         try:
-            self._check(interaction)
+            await self._check(interaction)
             await interaction.response.defer(ephemeral=True, thinking=True)
             if interaction.channel_id is None:
                 raise Refusal("Use this in a session thread.")
@@ -292,7 +301,7 @@ class FramechainClient(discord.Client):
             if interaction.user.bot or interaction.channel_id is None:
                 await interaction.response.defer()
                 return
-            self._check(interaction)
+            await self._check(interaction)
             chat = await self.chat_for(interaction.channel_id)
             user_id = interaction.user.id
 
@@ -315,8 +324,9 @@ class FramechainClient(discord.Client):
             channel = await self._channel(payload.channel_id)
             if not self._is_session_thread(channel):
                 return
-            if not self.allows(payload.member, payload.user_id, payload.guild_id):
-                await self._refuse_by_dm(payload.user_id, channel.mention)
+            banned = await self.banned(payload.user_id)
+            if banned or not self.allows(payload.member, payload.user_id, payload.guild_id):
+                await self._refuse_by_dm(payload.user_id, channel.mention, banned=banned)
                 return
             chat = ChatRef(PLATFORM, str(channel.parent_id), str(channel.id))
             # No interaction to answer: a note for the reacting user alone goes to their DMs.
@@ -344,8 +354,9 @@ class FramechainClient(discord.Client):
         chat = ChatRef(PLATFORM, str(thread.parent_id), str(thread.id))
         user_id = str(message.author.id)
         try:
-            if not self.allows(message.author, message.author.id, thread.guild.id):
-                await self._refuse_by_dm(message.author.id, thread.mention)  # nothing is read
+            banned = await self.banned(message.author.id)
+            if banned or not self.allows(message.author, message.author.id, thread.guild.id):
+                await self._refuse_by_dm(message.author.id, thread.mention, banned=banned)  # nothing is read
                 return
             pictures = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
             if pictures:

@@ -134,5 +134,43 @@ def build_commands(handler: CommandHandler, config: Config) -> list[app_commands
         status,
         help_,
         settings,
+        *build_admin_commands(handler),
     ]
     return [app_commands.guild_only()(command) for command in commands]
+
+
+def build_admin_commands(handler: CommandHandler) -> list[app_commands.Command[Any, Any, None]]:
+    """The admins' commands (``bot.core_admin``); anyone else who uses one is refused privately."""
+
+    @app_commands.command(name="queue", description="Admin: every job, its owner, place, worker and estimate")
+    async def queue(interaction: discord.Interaction[Any]) -> None:
+        await handler.session_command(interaction, "queue")
+
+    @app_commands.command(name="gpu", description="Admin: each worker, its state, running job and memory")
+    async def gpu(interaction: discord.Interaction[Any]) -> None:
+        await handler.session_command(interaction, "gpu")
+
+    @app_commands.command(name="stop", description="Admin: stop anyone's job")
+    @app_commands.describe(job="The job number /queue shows")
+    async def stop(interaction: discord.Interaction[Any], job: app_commands.Range[str, 1, 24]) -> None:
+        await handler.session_command(interaction, "stop", job.strip())
+
+    @app_commands.command(name="pause", description="Admin: hold the queue (running jobs finish)")
+    async def pause(interaction: discord.Interaction[Any]) -> None:
+        await handler.session_command(interaction, "pause")
+
+    @app_commands.command(name="resume", description="Admin: let the queue run again")
+    async def resume(interaction: discord.Interaction[Any]) -> None:
+        await handler.session_command(interaction, "resume")
+
+    @app_commands.command(name="ban", description="Admin: refuse a user everything")
+    @app_commands.describe(user="A user id (or telegram:ID for a Telegram user)")
+    async def ban(interaction: discord.Interaction[Any], user: app_commands.Range[str, 1, 40]) -> None:
+        await handler.session_command(interaction, "ban", user.strip())
+
+    @app_commands.command(name="unban", description="Admin: lift a ban")
+    @app_commands.describe(user="A user id (or telegram:ID for a Telegram user)")
+    async def unban(interaction: discord.Interaction[Any], user: app_commands.Range[str, 1, 40]) -> None:
+        await handler.session_command(interaction, "unban", user.strip())
+
+    return [queue, gpu, stop, pause, resume, ban, unban]

@@ -6,12 +6,14 @@
 - :mod:`bot.store.connection`: opening the file and sharing its connection between tasks
 - :mod:`bot.store.store`: :class:`Store`, the queries
 - :mod:`bot.store.quota_queries`: the queries behind the quotas (GPU time, counts), part of the Store
+- :mod:`bot.store.admin_queries`: bans and bot-wide flags (the admin commands), part of the Store
 
 Everything a caller needs is importable from ``bot.store``.
 """
 
 from __future__ import annotations
 
+from bot.store.admin_queries import Ban, Flag
 from bot.store.connection import create_database_at_version
 from bot.store.errors import Conflict, DatabaseUnusable, DiskFull, NotFound, SchemaTooNew, StoreBusy, StoreError
 from bot.store.migrations import MIGRATIONS
@@ -23,9 +25,11 @@ __all__ = [
     "OVER",
     "PENDING",
     "UNSET",
+    "Ban",
     "Conflict",
     "DatabaseUnusable",
     "DiskFull",
+    "Flag",
     "NotFound",
     "Platform",
     "SchemaTooNew",

@@ -100,8 +100,26 @@ _V4 = """
 ALTER TABLE segments ADD COLUMN drift TEXT CHECK (drift IS NULL OR json_valid(drift));
 """
 
+# Migration 5: the admins' steering (bot.conversation.admin): banned users, refused like strangers
+# on their platform; and bot-wide flags that outlive a restart (the queue paused by /pause).
+_V5 = """
+CREATE TABLE bans (
+    platform   TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    banned_by  TEXT NOT NULL,
+    banned_at  REAL NOT NULL,
+    PRIMARY KEY (platform, user_id)
+);
+CREATE TABLE flags (
+    name       TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    set_by     TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL
+);
+"""
+
 #: ``MIGRATIONS[i]`` brings ``user_version`` from ``i`` to ``i + 1``. Append only.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiosqlite
 
+from bot.store.admin_queries import AdminQueries
 from bot.store.connection import Connection, connect
 from bot.store.errors import Conflict, NotFound
 from bot.store.migrations import MIGRATIONS
@@ -73,9 +74,9 @@ class _Opening:
             await self._store.close()
 
 
-class Store(QuotaQueries):
+class Store(QuotaQueries, AdminQueries):
     """Sessions and segments in one SQLite file. Open with :meth:`open`. The quotas' queries
-    are in :class:`QuotaQueries`."""
+    are in :class:`QuotaQueries`, the admin commands' (bans, flags) in :class:`AdminQueries`."""
 
     def __init__(
         self,

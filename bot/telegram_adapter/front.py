@@ -21,6 +21,9 @@ Updates become :class:`~bot.ports.Conversation` calls; the conversation answers 
   before anything is downloaded: a refused user's update never reaches the conversation, and the
   user is told privately (their own chat, or the button's toast), at most once in a while. Who may
   act on a session is the service's business; this module tells it whether the user is an admin.
+- A user an admin banned (``/ban``; ``Conversation.banned``) is refused the same way, whatever the
+  lists say. The admin commands (``bot.core_admin``) are forwarded like the others; they are
+  registered with ``setMyCommands`` only in each admin's private chat.
 - A chat is a Telegram chat; a forum topic is its thread. Updates of one chat are handled in
   order, different chats concurrently (one user's download never holds up another chat).
 - Polling survives network failures (PTB retries ``getUpdates`` forever, with backoff); a
@@ -41,6 +44,7 @@ from typing import Any
 
 from telegram import (
     BotCommand,
+    BotCommandScopeChat,
     InlineKeyboardMarkup,
     Message,
     ReactionTypeEmoji,
@@ -89,8 +93,20 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("settings", "Segment length, steps and seed"),
     ("help", "How framechain works"),
 )
+#: The admin commands (``bot.core_admin``), registered only in each admin's private chat.
+ADMIN_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("queue", "Admin: every job, its owner, place, worker and estimate"),
+    ("gpu", "Admin: each worker, its state, running job and memory"),
+    ("stop", "Admin: stop anyone's job: /stop <job>"),
+    ("pause", "Admin: hold the queue (running jobs finish)"),
+    ("resume", "Admin: let the queue run again"),
+    ("ban", "Admin: refuse a user everything: /ban <user id>"),
+    ("unban", "Admin: lift a ban: /unban <user id>"),
+)
 #: Commands handed to Conversation.command (start has its own method).
-FORWARDED = frozenset({"finish", "undo", "cancel", "status", "settings", "help", "regenerate", "approve"})
+FORWARDED = frozenset(
+    {"finish", "undo", "cancel", "status", "settings", "help", "regenerate", "approve"} | {n for n, _ in ADMIN_COMMANDS}
+)
 #: Commands with methods of their own.
 OWN_METHODS = frozenset({"start", "end"})
 ALLOWED_UPDATES = ("message", "callback_query", "message_reaction")
@@ -256,6 +272,7 @@ class TelegramFrontEnd:
             )
         except TelegramError:
             log.warning("telegram: could not register the commands", exc_info=True)
+        await self._register_admin_commands()
         assert app.updater is not None
         await app.updater.start_polling(
             timeout=dtm.timedelta(seconds=self.poll_timeout),
@@ -274,6 +291,20 @@ class TelegramFrontEnd:
             await app.stop()
         await app.shutdown()
 
+    async def _register_admin_commands(self) -> None:
+        """Each admin's private chat with the bot also lists the admin commands (others never see
+        them; typed anyway, they are refused)."""
+        commands = [BotCommand(name, text) for name, text in (*COMMANDS, *ADMIN_COMMANDS)]
+        for admin in sorted(self.access.admins):
+
+            def register(admin: int = admin) -> Awaitable[bool]:
+                return self.application.bot.set_my_commands(commands, scope=BotCommandScopeChat(admin))
+
+            try:
+                await with_retries("setMyCommands", register, self.retry)
+            except TelegramError as exc:  # e.g. an admin who never opened a chat with the bot
+                log.info("telegram: could not list the admin commands for %s: %s", admin, exc)
+
     def _on_poll_error(self, exc: TelegramError) -> None:
         # PTB keeps polling with backoff; a traceback per failed poll would flood the log.
         log.warning("telegram: polling failed (%s); retrying", exc)
@@ -286,7 +317,14 @@ class TelegramFrontEnd:
     def _allowed(self, user_id: int, chat_id: int) -> bool:
         return self.access.allows(Actor(user_id, chat_id=chat_id))
 
-    async def _refuse(self, user_id: int, message: Message | None = None) -> None:
+    async def _banned(self, user_id: int) -> bool:
+        """Banned by an admin (``/ban``): refused like a stranger. Admins never are."""
+        return not self._is_admin(user_id) and await self.conversation.banned(PLATFORM, str(user_id))
+
+    def _refusal(self, user_id: int, *, banned: bool) -> str:
+        return self.access.banned_refusal(user_id) if banned else self.access.refusal(user_id)
+
+    async def _refuse(self, user_id: int, message: Message | None = None, *, banned: bool = False) -> None:
         """Tell a refused user, privately and at most once in a while, with their user id. In
         their own chat with the bot that is a reply; from a group, a message to them (which
         Telegram allows once they have opened a chat with the bot), else a short reply without
@@ -294,8 +332,8 @@ class TelegramFrontEnd:
         if not self.refusals.due(user_id):
             return
         where = f" in chat {message.chat.id}" if message is not None else ""
-        log.info("telegram: refused user %s%s (not in the allow lists)", user_id, where)
-        text = self.access.refusal(user_id)
+        log.info("telegram: refused user %s%s (%s)", user_id, where, "banned" if banned else "not in the allow lists")
+        text = self._refusal(user_id, banned=banned)
         if message is not None and message.chat.id == user_id:
             await self._reply(message, text)
             return
@@ -316,12 +354,13 @@ class TelegramFrontEnd:
         text = message.text or message.caption or ""
         command = parse_command(text, self.application.bot.username)
         has_file = bool(message.photo or message.document)
-        if not self._allowed(user.id, message.chat.id):
+        banned = await self._banned(user.id)
+        if banned or not self._allowed(user.id, message.chat.id):
             # Nothing of theirs is downloaded or passed on. In a group only what is addressed to
             # the bot (its commands, replies to it) is answered; other chatter is none of ours.
             ours = command is not None and (command.name in OWN_METHODS or command.name in FORWARDED)
             if message.chat.type == "private" or ours or self._replies_to_bot(message):
-                await self._refuse(user.id, message)
+                await self._refuse(user.id, message, banned=banned)
             return
         key: PasteKey = (chat.chat_id, chat.thread_id, user_id)
 
@@ -453,9 +492,10 @@ class TelegramFrontEnd:
             message = query.message
             if message is None:
                 return
-            if not self._allowed(query.from_user.id, message.chat.id):
+            banned = await self._banned(query.from_user.id)
+            if banned or not self._allowed(query.from_user.id, message.chat.id):
                 # The press has to be answered anyway, and a toast is seen by the presser alone.
-                await answer.say(self.access.refusal(query.from_user.id))
+                await answer.say(self._refusal(query.from_user.id, banned=banned))
                 return
             chat = chat_of(message) if isinstance(message, Message) else ChatRef(PLATFORM, str(message.chat.id))
             user_id, admin = str(query.from_user.id), self._is_admin(query.from_user.id)
@@ -481,8 +521,9 @@ class TelegramFrontEnd:
         actions = [REACTIONS[emoji] for emoji in new if emoji in REACTIONS]
         if not actions:
             return
-        if not self._allowed(reaction.user.id, reaction.chat.id):
-            await self._refuse(reaction.user.id)
+        banned = await self._banned(reaction.user.id)
+        if banned or not self._allowed(reaction.user.id, reaction.chat.id):
+            await self._refuse(reaction.user.id, banned=banned)
             return
         chat, user_id = ChatRef(PLATFORM, str(reaction.chat.id)), str(reaction.user.id)
         await self.pastes.flush((chat.chat_id, "", user_id))

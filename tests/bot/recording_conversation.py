@@ -39,6 +39,8 @@ class RecordingConversation:
         #: What ``current_settings`` answers (None: no live session here); changed by a
         #: ``settings`` command the way the service would.
         self.settings: dict[str, str] | None = None
+        #: (platform, user id) pairs ``banned`` says yes to.
+        self.bans: set[tuple[str, str]] = set()
         self._changed = asyncio.Condition()
 
     async def _record(self, method: str, chat: ChatRef, user_id: str, **args: Any) -> None:
@@ -152,6 +154,9 @@ class RecordingConversation:
     ) -> None:
         await self._record("change_settings", chat, user_id, changes=changes, is_admin=is_admin)
         await self._answer(reply)
+
+    async def banned(self, platform: str, user_id: str) -> bool:
+        return (platform, user_id) in self.bans
 
     async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
         return None if self.settings is None else dict(self.settings)

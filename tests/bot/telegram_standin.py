@@ -160,6 +160,8 @@ class BotApiStandIn:
     upload_limit: int = UPLOAD_LIMIT
     calls: list[Call] = field(default_factory=list)
     commands: list[dict[str, Any]] = field(default_factory=list)
+    #: The command lists set for a narrower scope, by the scope's JSON (sorted keys).
+    scoped_commands: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -739,7 +741,14 @@ class BotApiStandIn:
                 raise _bad("BOT_COMMAND_INVALID")
             if not 1 <= len(description) <= 256:
                 raise _bad("BOT_COMMAND_DESCRIPTION_INVALID")
-        self.commands = list(commands)
+        scope = call.params.get("scope")
+        if isinstance(scope, str):
+            scope = json.loads(scope)
+        if scope and scope.get("type") != "default":
+            # A narrower scope (one chat's list: the admins'): kept apart from everyone's list.
+            self.scoped_commands[json.dumps(scope, sort_keys=True)] = list(commands)
+        else:
+            self.commands = list(commands)
         return True
 
     async def _m_getMyCommands(self, call: Call) -> Any:

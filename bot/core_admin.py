@@ -1,0 +1,209 @@
+"""The admin commands' pure side: which commands there are, reading their arguments, who may be
+banned, and every text they answer with. No I/O; the service side is ``bot.conversation.admin``.
+
+- ``/queue`` and ``/gpu`` render an :class:`~bot.ops_view.OpsSnapshot`.
+- ``/stop <job>`` names a job by its id (the number ``/queue`` shows, with or without ``#``).
+- ``/ban <user>`` / ``/unban <user>`` name a user by id on the platform the command came from,
+  or as ``telegram:ID`` / ``discord:ID``; a Discord mention (``<@ID>``) works too. Admins of the
+  target platform cannot be banned.
+- Only admins get any of this; anyone else is told so privately, and nothing about the queue.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bot.conversation.progress import duration, estimate
+from bot.ops_view import JobState, OpsSnapshot, QueueEntry, WorkerState
+
+#: The admin commands, in help order.
+ADMIN_COMMANDS: tuple[str, ...] = ("queue", "gpu", "stop", "pause", "resume", "ban", "unban")
+PLATFORMS = ("telegram", "discord")
+#: Jobs listed one by one in /queue; the rest are counted (chat messages have a length limit).
+SHOWN = 20
+
+NOT_ADMIN = "That command is only for the bot's admins."
+
+ADMIN_HELP = (
+    "Admin commands (only you see these):\n"
+    "• /queue: every job, running and waiting, with its owner, session, place, worker and estimate.\n"
+    "• /gpu: each worker (GPU or ComfyUI server), its state, running job and memory.\n"
+    "• /stop <job>: stop anyone's job (the number /queue shows); its owner is told.\n"
+    "• /pause, /resume: hold the queue (running jobs finish, nothing new starts) and let it go; "
+    "waiting users are told. The pause outlasts a restart.\n"
+    "• /ban <user id>, /unban <user id>: refuse a user everything, like a stranger (telegram:ID or "
+    "discord:ID for the other platform). Admins cannot be banned."
+)
+
+
+class AdminUsage(ValueError):
+    """An admin command's argument is missing or malformed; the message says how to write it."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A user an admin names: on which platform, which id."""
+
+    platform: str
+    user_id: str
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.user_id}"
+
+
+_JOB = re.compile(r"^(?:job\s*)?#?(?P<id>[0-9]{1,18})$", re.I)
+_USER = re.compile(
+    r"^(?:(?P<platform>telegram|discord):)?(?:<@!?(?P<mention>[0-9]{1,20})>|(?P<id>-?[0-9]{1,20}))$", re.I
+)
+
+
+def parse_job(argument: str) -> str:
+    match = _JOB.match(argument.strip())
+    if match is None:
+        raise AdminUsage("Which job? Send /stop <job>, with a job number from /queue (e.g. /stop 17).")
+    return str(int(match["id"]))
+
+
+def parse_user(argument: str, platform: str, command: str) -> Target:
+    match = _USER.match(argument.strip())
+    if match is None:
+        raise AdminUsage(
+            f"Whom? Send /{command} <user id> (e.g. /{command} 123456789), or /{command} telegram:ID / "
+            f"discord:ID for a user of the other platform."
+        )
+    user_id = match["mention"] or match["id"]
+    return Target((match["platform"] or platform).lower(), str(int(user_id)))
+
+
+def ban_refusal(target: Target, admins: Mapping[str, frozenset[str]]) -> str | None:
+    """Why ``target`` cannot be banned, or None."""
+    if target.user_id in admins.get(target.platform, frozenset()):
+        return f"{target} is an admin ({target.platform}.admin_ids); admins cannot be banned."
+    return None
+
+
+# -- answers --------------------------------------------------------------------------------------
+
+
+def banned_text(target: Target, *, already: bool) -> str:
+    if already:
+        return f"{target} was already banned."
+    return (
+        f"🚫 Banned {target}: everything they send is refused, as for a stranger. Their jobs already "
+        "queued stay; /queue lists them and /stop <job> stops one. /unban lifts the ban."
+    )
+
+
+def unbanned_text(target: Target, *, was: bool) -> str:
+    return f"✅ {target} is no longer banned." if was else f"{target} was not banned."
+
+
+def paused_text(snapshot: OpsSnapshot, *, already: bool) -> str:
+    if already:
+        return "The queue is already paused. /resume lets it go."
+    running, waiting = len(snapshot.running), len(snapshot.waiting)
+    return (
+        f"⏸ Queue paused: {_jobs(running)} running will finish, nothing new starts. "
+        f"{_jobs(waiting).capitalize()} waiting; their owners are told. /resume lets it go (a restart keeps the pause)."
+    )
+
+
+def resumed_text(snapshot: OpsSnapshot, *, was_paused: bool) -> str:
+    if not was_paused:
+        return "The queue isn't paused."
+    return f"▶ Queue running again: {_jobs(len(snapshot.waiting))} waiting; their owners are told."
+
+
+def paused_note(label: str) -> str:
+    """What a waiting user is told, once, when the queue is paused (or their job arrives while it is)."""
+    return f"⏸ The bot's admins paused the queue: {label} waits, and starts once the queue runs again."
+
+
+def resumed_note(label: str, ahead: int) -> str:
+    """When the queue runs again: ``ahead`` jobs go before this one (negative: it starts now)."""
+    if ahead < 0:
+        return f"▶ The queue runs again: {label} starts now."
+    place = "next in line" if ahead == 0 else f"waiting, {ahead} ahead of it"
+    return f"▶ The queue runs again: {label} is {place}."
+
+
+def stopped_owner_note(label: str, job_id: str) -> str:
+    """The owner's note in their chat, before the core's own "Stopped segment N" answer."""
+    return f"⏹ The bot's admins stopped {label} (job {job_id})."
+
+
+def stopped_text(entry: QueueEntry) -> str:
+    return f"⏹ Stopping job {entry.job_id} ({_what(entry)} of {entry.owner}); its owner is told."
+
+
+def not_a_job_text(job_id: str) -> str:
+    return f"Job {job_id} is not running or waiting; /queue lists those that are."
+
+
+# -- /queue and /gpu ------------------------------------------------------------------------------
+
+
+def queue_text(snapshot: OpsSnapshot, *, shown: int = SHOWN) -> str:
+    running, waiting = snapshot.running, snapshot.waiting
+    head = f"Queue{' (⏸ paused)' if snapshot.paused else ''}: {len(running)} running, {len(waiting)} waiting."
+    if not snapshot.queue:
+        return head + " Nothing to do."
+    lines = [head]
+    for entry in snapshot.queue[:shown]:
+        lines.append(_queue_line(entry))
+    if len(snapshot.queue) > shown:
+        lines.append(f"… and {len(snapshot.queue) - shown} more")
+    if snapshot.mean_job_seconds is None:
+        lines.append("(estimates once a job has been timed)")
+    return "\n".join(lines)
+
+
+def _queue_line(e: QueueEntry) -> str:
+    if e.state is JobState.RUNNING:
+        lead, tail = "▶", f"running on {e.slot or '?'}"
+        if e.step is not None and e.total:
+            tail += f", step {e.step}/{e.total}"
+        if e.stopping:
+            tail += ", stopping"
+        elif e.done_in is not None:
+            tail += f", ~{estimate(e.done_in)} left"
+    else:
+        lead, tail = f"{e.position}.", ""
+        if e.starts_in is not None:
+            tail = "starts now" if e.starts_in < 1 else f"starts in ~{estimate(e.starts_in)}"
+        if e.tries:
+            tail = ", ".join(t for t in (f"try {e.tries + 1}", tail) if t)
+    session = f" · session {e.session_id[:8]}" if e.session_id else ""
+    return f"{lead} job {e.job_id} · {e.owner}{session} · {_what(e)}" + (f" · {tail}" if tail else "")
+
+
+def gpu_text(snapshot: OpsSnapshot) -> str:
+    head = f"Workers{' (queue ⏸ paused)' if snapshot.paused else ''}:"
+    lines = [head]
+    for w in snapshot.workers:
+        kind = "server" if w.kind == "server" else "device"
+        where = w.where if w.where == w.slot else f"{w.where} ({w.slot})"
+        line = f"• {kind} {where}: {w.state.value}"
+        if w.backend:
+            line += f", {w.backend}"
+        if w.state is WorkerState.BUSY and w.job_id is not None:
+            line += f", job {w.job_id} of {w.job_owner}"
+        if w.problem:
+            line += f" — {w.problem}"
+        line += f"\n  memory: {w.memory or 'not reported by this worker'}"
+        lines.append(line)
+    if snapshot.mean_job_seconds is not None:
+        lines.append(f"Recent jobs took {duration(snapshot.mean_job_seconds)} on average.")
+    return "\n".join(lines)
+
+
+def _what(e: QueueEntry) -> str:
+    if e.segment is None:
+        return "a take"
+    return f"segment {e.segment} · take {e.take}"
+
+
+def _jobs(n: int) -> str:
+    return f"{n} job" if n == 1 else f"{n} jobs"
