@@ -188,7 +188,8 @@ def cmd_run(config: Config, config_path: str | None = None) -> int:
     if not config.enabled_platforms:
         print(
             "framechain: nothing is enabled: set discord.token or telegram.token in the configuration, "
-            "or FRAMECHAIN_DISCORD_TOKEN / FRAMECHAIN_TELEGRAM_TOKEN in the environment",
+            "or FRAMECHAIN_DISCORD_TOKEN / FRAMECHAIN_TELEGRAM_TOKEN in the environment, "
+            'or [web] listen = "127.0.0.1:8765" for the web chat',
             file=sys.stderr,
         )
         return EXIT_USAGE
