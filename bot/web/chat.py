@@ -104,6 +104,8 @@ class ChatRoutes:
         fields: dict[str, str] = {}
         picture: bytes | None = None
         too_large = 0
+        if not request.content_type.startswith("multipart/"):
+            raise web.HTTPBadRequest(text="Expected a form (multipart/form-data).")
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):

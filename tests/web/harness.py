@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -81,3 +82,51 @@ async def web_bot(config_path: Path) -> AsyncIterator[WebBot]:
         yield bot
     finally:
         await bot.shutdown()
+
+
+class Client:
+    """What the page does, over HTTP and the websocket, for tests that set a scene quickly."""
+
+    def __init__(self, bot: WebBot, session: aiohttp.ClientSession) -> None:
+        self.bot = bot
+        self.session = session
+
+    async def new_thread(self) -> str:
+        async with self.session.post(self.bot.url + "api/threads", headers={"X-Framechain": "1"}) as response:
+            response.raise_for_status()
+            return str((await response.json())["thread"])
+
+    async def send(self, thread: str, text: str, picture: bytes | None = None) -> list[str]:
+        form = aiohttp.FormData(default_to_multipart=True)
+        form.add_field("thread", thread)
+        form.add_field("text", text)
+        if picture is not None:
+            form.add_field("picture", picture, filename="start.png", content_type="image/png")
+        async with self.session.post(self.bot.url + "api/send", data=form, headers={"X-Framechain": "1"}) as response:
+            response.raise_for_status()
+            return list((await response.json())["notes"])
+
+    async def press(self, thread: str, data: str) -> list[str]:
+        async with self.session.post(
+            self.bot.url + "api/press", json={"thread": thread, "data": data}, headers={"X-Framechain": "1"}
+        ) as response:
+            response.raise_for_status()
+            return list((await response.json())["notes"])
+
+    async def history(self, thread: str) -> list[dict[str, Any]]:
+        async with self.session.ws_connect(self.bot.url + "ws") as socket:
+            await socket.send_json({"open": thread})
+            while True:
+                event = await socket.receive_json(timeout=10)
+                if event["type"] == "history":
+                    return list(event["messages"])
+
+    async def control(self, thread: str, action: str, *, timeout: float = 30.0) -> str:
+        """The newest button of ``action`` (``approve``, ``apfin``...) in the thread, once there."""
+        for _ in range(int(timeout / 0.2)):
+            for message in reversed(await self.history(thread)):
+                for control in message["controls"]:
+                    if control["data"].endswith(":" + action):
+                        return str(control["data"])
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"no {action} button in {thread}")

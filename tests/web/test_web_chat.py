@@ -146,6 +146,10 @@ async def test_a_restart_mid_generation_and_the_page_recovers(tmp_path: Path) ->
         # The same page, not reloaded: it reconnects, and the job re-queued at start finishes.
         await expect(page.locator("#connection")).to_be_hidden(timeout=WAIT)
         await expect(bot_messages(page, "Last frame of segment 1")).to_have_count(1, timeout=WAIT)
+        await shots.take(page, "recovered")
+        # Buttons posted before a restart keep working after it.
+        await bot.shutdown()
+        await bot.start()
+        await expect(page.locator("#connection")).to_be_hidden(timeout=WAIT)
         await page.locator("button", has_text="Approve").first.click()
         await expect(bot_messages(page, "Segment 1 approved")).to_have_count(1, timeout=WAIT)
-        await shots.take(page, "recovered")
