@@ -51,16 +51,16 @@ async def duration_of(video: Locator) -> float:
     )
 
 
-async def progress_texts(page: Page) -> set[str]:
-    """Progress messages' texts seen over a few seconds (they are edited in place)."""
+async def progress_texts(page: Page, label: str) -> set[str]:
+    """The texts the progress message of the take ``label`` showed (it is edited in place), from
+    when it appears until the take's video replaces it."""
     seen: set[str] = set()
-    for _ in range(40):
-        for text in await page.locator("li.msg.bot", has_text="Segment").all_inner_texts():
-            if "take" in text and ("step" in text or "queued" in text.lower() or "running" in text.lower()):
-                seen.add(text)
-        if len(seen) >= 2:
+    progress = page.locator("li.msg.bot", has_text=label).filter(has_not=page.locator("video"))
+    for _ in range(150):
+        seen.update(await progress.all_inner_texts())
+        if await page.locator("li.msg.bot video").count():
             break
-        await page.wait_for_timeout(200)
+        await page.wait_for_timeout(100)
     return seen
 
 
@@ -76,7 +76,7 @@ async def test_a_whole_video_in_the_browser(tmp_path: Path) -> None:
 
         # A picture and a first prompt start the session; the progress message changes as it runs.
         await send(page, "a lighthouse on a cliff at dusk", start)
-        assert len(await progress_texts(page)) >= 2
+        assert len(await progress_texts(page, "Segment 1 · take 1")) >= 2
         await shots.take(page, "progress")
 
         # The segment: its video, its last frame, and the review buttons.

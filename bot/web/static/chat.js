@@ -37,7 +37,6 @@ function nearBottom() {
 function scrollDown() {
   const main = list.parentElement;
   main.scrollTop = main.scrollHeight;
-  window.scrollTo(0, document.body.scrollHeight);
 }
 
 function render(message) {
@@ -145,7 +144,9 @@ async function loadThreads(select) {
     }),
   );
   const wanted = select || location.hash.replace("#", "");
-  open(items.some((t) => t.id === wanted) ? wanted : items[0].id);
+  const target = items.some((t) => t.id === wanted) ? wanted : items[0].id;
+  if (target === thread) threads.value = thread; // only the titles changed
+  else open(target);
 }
 
 function open(id) {
@@ -200,6 +201,8 @@ form.addEventListener("submit", async (event) => {
     say(answer.notes || []);
     text.value = "";
     picture.value = "";
+    document.getElementById("attached").textContent = "";
+    if (threads.selectedOptions[0] && threads.selectedOptions[0].textContent === "New video") loadThreads(thread);
   } catch (error) {
     say(["Not sent: the server cannot be reached. Try again in a moment."]);
   } finally {
@@ -212,6 +215,10 @@ text.addEventListener("keydown", (event) => {
     event.preventDefault();
     form.requestSubmit();
   }
+});
+
+picture.addEventListener("change", () => {
+  document.getElementById("attached").textContent = picture.files.length ? `Picture: ${picture.files[0].name}` : "";
 });
 
 threads.addEventListener("change", () => open(threads.value));
