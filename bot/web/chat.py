@@ -2,8 +2,9 @@
 
 What a user does reaches the conversation as it does from Telegram: a picture (``/start`` when
 the conversation has no session yet), a prompt, a typed ``/command``, a button's control id.
-What the service has to say to the acting user alone (a refusal, a stale button) comes back in
-the post's answer and shows as a notice, never in the chat. Media are served by message id and
+Answers to what was typed go into the chat, as on Telegram; what the service has to say about a
+button press to the presser alone (a stale button, a refusal) comes back in the press's answer
+and shows as a notice beside the chat, like a Telegram toast. Media are served by message id and
 position, looked up in the message log, and only from inside the data dir.
 """
 
@@ -28,6 +29,7 @@ log = logging.getLogger("framechain.web")
 STATIC = Path(__file__).parent / "static"
 #: Commands handed to Conversation.command (start and end have methods of their own).
 FORWARDED = frozenset({"finish", "undo", "cancel", "status", "settings", "help", "regenerate", "approve"})
+START_HINT = "Attach a picture (🖼) with your first prompt to start a video, or send /help."
 _COMMAND = re.compile(r"^/(?P<name>[A-Za-z0-9_]{1,32})(?:\s+(?P<arg>.*))?$", re.S)
 _THREAD = re.compile(r"^[0-9a-f]{12}$")
 _MEDIA_TYPES = {".mp4": "video/mp4", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
@@ -87,15 +89,14 @@ class ChatRoutes:
         fields, picture, too_large = await self._read_form(request)
         chat = await self._thread(user, fields.get("thread", ""))
         text = fields.get("text", "").strip()
-        notes = Notes()
         if text or picture is not None or too_large:
             shown = text if picture is None else f"🖼 {text}".strip()
             await self.port.publish(await self.messages.add(user.name, chat.thread_id, "you", shown))
         if too_large:
-            await notes(too_large_text(too_large, self.config.limits.image_bytes))
+            await self.port.send_text(chat, too_large_text(too_large, self.config.limits.image_bytes))
         else:
-            await self._deliver(chat, user, text, picture, notes)
-        return web.json_response({"notes": notes.texts})
+            await self._deliver(chat, user, text, picture)
+        return web.json_response({"notes": []})
 
     async def _read_form(self, request: web.Request) -> tuple[dict[str, str], bytes | None, int]:
         """The form's fields and picture, or the picture's size when it is over the limit
@@ -125,7 +126,9 @@ class ChatRoutes:
                 fields[part.name] = (await part.text())[: self.config.limits.prompt_chars * 2 + 100]
         return fields, picture, too_large
 
-    async def _deliver(self, chat: ChatRef, user: WebUser, text: str, picture: bytes | None, notes: Notes) -> None:
+    async def _deliver(self, chat: ChatRef, user: WebUser, text: str, picture: bytes | None) -> None:
+        """As Telegram does with a message. The answers to what was typed go into the chat (no
+        ``reply``): every web chat is its user's alone, and the answer stays in its history."""
         conversation, name, admin = self.conversation, user.name, user.admin
         match = _COMMAND.match(text)
         command, argument = (match["name"].lower(), (match["arg"] or "").strip()) if match else ("", "")
@@ -134,14 +137,17 @@ class ChatRoutes:
         ):
             # A picture in a conversation without a session starts one, its text the first prompt.
             prompt = argument if command == "start" else text
-            await conversation.start(chat, name, picture, prompt or None, is_admin=admin, reply=notes)
+            await conversation.start(chat, name, picture, prompt or None, is_admin=admin)
         elif command == "end":
             clear = argument.lower() == "clear"
-            await conversation.end_frame(chat, name, picture, clear=clear, is_admin=admin, reply=notes)
+            await conversation.end_frame(chat, name, picture, clear=clear, is_admin=admin)
         elif command in FORWARDED:
-            await conversation.command(chat, name, command, argument, is_admin=admin, reply=notes)
+            await conversation.command(chat, name, command, argument, is_admin=admin)
         elif command:
-            await notes(f"I don't know /{command}. Send /help for the commands.")
+            await self.port.send_text(chat, f"I don't know /{command}. Send /help for the commands.")
+        elif picture is None and await conversation.current_settings(chat, name) is None:
+            # Every web conversation is a thread, where the service leaves chatter alone.
+            await self.port.send_text(chat, START_HINT)
         else:
             if picture is not None:
                 await conversation.image(chat, name, picture)

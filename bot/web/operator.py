@@ -61,7 +61,8 @@ def render(snapshot: Snapshot) -> str:
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<title>framechain · operator</title><link rel="stylesheet" href="/static/style.css"></head>'
+        '<title>framechain · operator</title><link rel="stylesheet" href="/static/style.css">'
+        '<script src="/static/ops.js" defer></script></head>'
         '<body class="ops"><header><h1>framechain · operator</h1>'
         '<p><a href="/ops">Refresh</a> · <a href="/">Chat</a></p></header><main>'
         + _table("Workers", ("device", "state", "job", "detail"), workers, "No workers.")

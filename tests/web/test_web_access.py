@@ -15,7 +15,9 @@ from playwright.async_api import expect
 
 from bot.store import Store
 from bot.store.migrations import MIGRATIONS
+from bot.web.chat import START_HINT
 from shared.config import ConfigError, load_config
+from shared.pictures import too_large_text
 from tests.browser import chromium
 from tests.web.harness import Client, web_bot, web_config
 from tests.web.test_web_chat import WAIT, Shots
@@ -134,3 +136,24 @@ async def test_migration_4_keeps_the_sessions_and_lets_web_ones_in(tmp_path: Pat
         assert [s.prompt for s in await store.list_segments("s1")] == ["waves"]
         row = await store.create_session(platform="web", chat_id="local", thread_id="abc", owner_id="local")
         assert (await store.find_active_session("web", "local", "abc", "local")) == row
+
+
+async def test_a_picture_over_the_limit_is_refused_with_the_limit(tmp_path: Path) -> None:
+    config = web_config(tmp_path)
+    config.write_text(config.read_text() + "\n[limits]\nimage_bytes = 100000\n")
+    async with web_bot(config) as bot, aiohttp.ClientSession() as http:
+        client = Client(bot, http)
+        thread = await client.new_thread()
+        await client.send(thread, "a lighthouse", b"\x89PNG" + bytes(300_000))
+        # A prompt without a picture, in a conversation without a session, says how to begin.
+        await client.send(thread, "a lighthouse")
+        # Typed commands reach the conversation as on the other platforms, answered in the chat.
+        await client.send(thread, "/frobnicate")
+        await client.send(thread, "/help")
+        said = [m["text"] for m in await client.history(thread) if m["author"] == "bot"]
+        assert said[:3] == [
+            too_large_text(300_004, 100_000),
+            START_HINT,
+            "I don't know /frobnicate. Send /help for the commands.",
+        ]
+        assert "/finish" in said[3]

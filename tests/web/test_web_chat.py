@@ -93,6 +93,11 @@ async def test_a_whole_video_in_the_browser(tmp_path: Path) -> None:
         await expect(bot_messages(page, "Segment 1 approved")).to_have_count(1)
         await shots.take(page, "approved")
 
+        # A typed /command, answered in the chat.
+        await send(page, "/status")
+        await expect(bot_messages(page, "1 segment approved")).to_have_count(1, timeout=WAIT)
+        # (the storyboard sheet follows a /status once a segment is approved)
+
         # A second prompt, then another take of it.
         await send(page, "the camera flies towards the lighthouse")
         await expect(bot_messages(page, "Last frame of segment 2")).to_have_count(1, timeout=WAIT)

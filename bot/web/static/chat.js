@@ -14,7 +14,10 @@ let retry = 500;
 const shown = new Map(); // message id -> version
 
 function say(notes) {
-  notice.textContent = notes.join("\n");
+  const text = notes.join("\n");
+  notice.textContent = text;
+  // A note is for the moment, like a toast: it goes after a while unless another replaced it.
+  if (text) setTimeout(() => notice.textContent === text && (notice.textContent = ""), 8000);
 }
 
 async function post(path, body) {
