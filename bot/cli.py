@@ -149,6 +149,10 @@ def cmd_check(config: Config) -> int:
     print(f"  platforms:  {', '.join(platforms) if platforms else 'none enabled'}")
     for rule in access_rules(config):
         print(f"  access:     {rule.summary()}")
+    if config.web.listen:
+        from bot.web.front import web_access
+
+        print(f"  web:        http://{config.web.listen}/ {web_access(config.web)}")
     if config.comfyui.server_list:
         from worker.comfyui.check import check_lines  # HTTP only: no torch
 

@@ -19,7 +19,7 @@ from bot.web.chat import ChatRoutes
 from bot.web.messages import MessageLog
 from bot.web.operator import OperatorRoutes
 from bot.web.port import Hub, WebPort
-from shared.config import Config
+from shared.config import Config, WebConfig
 
 log = logging.getLogger("framechain.web")
 
@@ -89,8 +89,12 @@ class WebFrontEnd:
             raise
         self.port.attach(messages)
         self._runner = runner
-        who = "the local user (no token)" if self.gate.local else f"{len(self.config.web.tokens)} token(s)"
-        log.info("web chat: open %s (%s)%s", self.address, who, "; operator page at /ops" if self.operator else "")
+        log.info(
+            "web chat: open %s — %s%s",
+            self.address,
+            web_access(self.config.web),
+            "; operator page at /ops" if self.operator else "",
+        )
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -99,6 +103,16 @@ class WebFrontEnd:
         messages = self.port.detach()
         if messages is not None:
             await messages.close()
+
+
+def web_access(config: WebConfig) -> str:
+    """Who can use the web chat, in one line (the start-up log, ``framechain check``)."""
+    if not config.tokens:
+        return "for the local user only (no tokens, loopback)"
+    admins = sorted(config.admins)
+    return f"for the {len(config.tokens)} users with a token ({', '.join(t.user for t in config.tokens)}); admins: " + (
+        ", ".join(admins) or "none"
+    )
 
 
 def build_web(config: Config, conversation: Conversation) -> WebFrontEnd:

@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from shared.config import is_loopback, load_config
 from tests.web.harness import free_port
 
@@ -58,3 +60,10 @@ def test_framechain_run_serves_the_demo_chat_and_stops_on_sigterm(tmp_path: Path
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
     assert f"web chat: open http://127.0.0.1:{port}/" in output
+
+
+def test_framechain_check_says_who_can_use_the_web_chat(capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli import main
+
+    assert main(["check", "--config", str(DEMO)]) == 0
+    assert "web:        http://127.0.0.1:8765/ for the local user only (no tokens, loopback)" in capsys.readouterr().out
