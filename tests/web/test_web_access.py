@@ -157,3 +157,14 @@ async def test_a_picture_over_the_limit_is_refused_with_the_limit(tmp_path: Path
             "I don't know /frobnicate. Send /help for the commands.",
         ]
         assert "/finish" in said[3]
+
+
+def test_web_admins_are_exempt_from_quotas_like_other_platforms_admins(tmp_path: Path) -> None:
+    from bot.conversation.quotas import Quotas
+
+    path = tmp_path / "c.toml"
+    path.write_text(f'[web]\nlisten = "127.0.0.1:8765"\n{TOKENS}')
+    quotas = Quotas(None, load_config(path, env={}))  # type: ignore[arg-type]  # is_admin reads only the config
+    assert quotas.is_admin("web", "alice") and not quotas.is_admin("web", "bob")
+    assert not quotas.is_admin("telegram", "alice")
+    assert Quotas(None, load_config(None, env={})).is_admin("web", "local")  # type: ignore[arg-type]
