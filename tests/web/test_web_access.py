@@ -113,7 +113,7 @@ def test_a_non_loopback_address_needs_tokens(tmp_path: Path) -> None:
     assert load_config(path, env={}).web.admins == {"local"}
 
 
-async def test_migration_4_keeps_the_sessions_and_lets_web_ones_in(tmp_path: Path) -> None:
+async def test_the_web_migration_keeps_the_sessions_and_lets_web_ones_in(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
     for script in MIGRATIONS[:3]:
