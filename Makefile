@@ -1,5 +1,6 @@
-# framechain: `make demo` renders a chained video on the preview backend (no GPU, no tokens);
-# `make test` runs ruff, mypy and the tests. Each creates the virtual environment it needs.
+# framechain: `make demo` serves the web chat on the preview backend (no GPU, no model, no tokens);
+# `make render-demo` renders a chained video from a storyboard file the same way; `make test`
+# runs ruff, mypy and the tests. Each creates the virtual environment it needs.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,9 @@ PIP := $(PY) -m pip --disable-pip-version-check
 # torch==2.13.0 is a CPU build); a GPU server installs CUDA torch through `make gpu`.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test lint gpu run clean
+.PHONY: demo render-demo test lint gpu run clean
+
+DEMO_ADDRESS := http://127.0.0.1:8765/
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +25,12 @@ $(VENV)/.test: $(VENV)/.base
 	$(PIP) install -q -e '.[gpu,dev]'
 	touch $@
 
+# Only the web front end: chat tokens in the environment are left out.
 demo: $(VENV)/.base
+	@echo "framechain demo: open $(DEMO_ADDRESS) in a browser (Ctrl-C stops; data in out/demo-data)"
+	env -u FRAMECHAIN_DISCORD_TOKEN -u FRAMECHAIN_TELEGRAM_TOKEN $(VENV)/bin/framechain run --config examples/demo.toml
+
+render-demo: $(VENV)/.base
 	$(PY) -m bot.cli render examples/storyboard.toml --out out/demo.mp4
 
 lint: $(VENV)/.test

@@ -10,7 +10,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bot.access import access_rules
 from bot.disk import StartupProblem, writable_problem
@@ -29,6 +29,13 @@ RECONNECT_DELAY = 5.0
 #: Seconds a shutdown waits for a join in progress and the posts that follow it; a join cut off
 #: is redone on the next start. Under systemd's default stop timeout (90 s).
 SHUTDOWN_WAIT = 45.0
+
+
+@runtime_checkable
+class Observing(Protocol):
+    """A front end that also shows the queue and the store (the web operator page)."""
+
+    def observe(self, store: Store, dispatcher: Dispatcher | None) -> None: ...
 
 
 class FrontEnd(Protocol):
@@ -53,6 +60,10 @@ def build_front_ends(config: Config, conversation: Conversation) -> list[FrontEn
         from bot.discord_adapter import build_discord
 
         front_ends.append(build_discord(config, conversation))
+    if config.web.listen:
+        from bot.web import build_web
+
+        front_ends.append(build_web(config, conversation))
     return front_ends
 
 
@@ -120,6 +131,8 @@ async def serve(
         front_ends = front_ends_for(config, service)
         for front in front_ends:
             service.add_port(front.port)
+            if isinstance(front, Observing):
+                front.observe(store, dispatcher)
         starting = [asyncio.create_task(_keep_started(front, stop)) for front in front_ends]
         try:
             # Posting what a crash left unposted needs the platforms: give them a moment first.

@@ -161,6 +161,10 @@ def cmd_check(config: Config) -> int:
     print(f"  platforms:  {', '.join(platforms) if platforms else 'none enabled'}")
     for rule in access_rules(config):
         print(f"  access:     {rule.summary()}")
+    if config.web.listen:
+        from bot.web.front import web_access
+
+        print(f"  web:        http://{config.web.listen}/ {web_access(config.web)}")
     if config.comfyui.server_list:
         from worker.comfyui.check import check_lines  # HTTP only: no torch
 
@@ -200,7 +204,8 @@ def cmd_run(config: Config, config_path: str | None = None) -> int:
     if not config.enabled_platforms:
         print(
             "framechain: nothing is enabled: set discord.token or telegram.token in the configuration, "
-            "or FRAMECHAIN_DISCORD_TOKEN / FRAMECHAIN_TELEGRAM_TOKEN in the environment",
+            "or FRAMECHAIN_DISCORD_TOKEN / FRAMECHAIN_TELEGRAM_TOKEN in the environment, "
+            'or [web] listen = "127.0.0.1:8765" for the web chat',
             file=sys.stderr,
         )
         return EXIT_USAGE

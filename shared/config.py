@@ -10,7 +10,9 @@ they never show in ``repr``, logs or error messages.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -330,6 +332,56 @@ class StorageConfig:
     prune_interval_hours: float = 6.0
 
 
+#: The web user on a loopback address without tokens: the person at the keyboard.
+LOCAL_WEB_USER = "local"
+
+
+@dataclass(frozen=True)
+class WebToken:
+    #: The access token a browser presents (``?token=`` once, then a cookie); never logged.
+    token: Secret = field(default_factory=Secret)
+    #: The user this token is, in sessions, quotas and access (letters, digits, ``_.-``).
+    user: str = ""
+    #: May act on anyone's session, is exempt from quotas and sees the operator page.
+    admin: bool = False
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    #: host:port the web chat (and the operator page) listens on; empty = off. On loopback with
+    #: no tokens the person at the keyboard is the one local user (owner and admin); any other
+    #: address needs tokens.
+    listen: str = ""
+    #: Access tokens, each a user: [[web.tokens]] token = "...", user = "alice", admin = false.
+    #: With any set, every request without a valid one is refused, on loopback too.
+    tokens: tuple[WebToken, ...] = ()
+    #: Serve the read-only operator page (/ops: workers, queue, sessions, videos) to admins.
+    operator_page: bool = False
+
+    @property
+    def admins(self) -> frozenset[str]:
+        """Web users who are admins: the one local user when no tokens are configured."""
+        if not self.tokens:
+            return frozenset({LOCAL_WEB_USER})
+        return frozenset(t.user for t in self.tokens if t.admin)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """``listen`` split; checked by load_config."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """A host name or address that only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class Config:
     #: Where sessions' media and the database live.
@@ -345,6 +397,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     comfyui: ComfyUIConfig = field(default_factory=ComfyUIConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     @property
     def worker_slots(self) -> tuple[str, ...]:
@@ -363,7 +416,8 @@ class Config:
 
     @property
     def enabled_platforms(self) -> list[str]:
-        return [name for name in ("discord", "telegram") if getattr(self, name).token]
+        chats = [name for name in ("discord", "telegram") if getattr(self, name).token]
+        return chats + (["web"] if self.web.listen else [])
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -552,6 +606,34 @@ def _check(config: Config, source: str) -> None:
         fail("storage.prune_interval_hours", f"must be positive, got {storage.prune_interval_hours}")
     if config.telegram.upload_limit_mb < 0:
         fail("telegram.upload_limit_mb", "must not be negative")
+    _check_web(config.web, fail)
+
+
+_WEB_USER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _check_web(web: WebConfig, fail: typing.Callable[[str, str], typing.NoReturn]) -> None:
+    users = [t.user for t in web.tokens]
+    for entry in web.tokens:
+        if not _WEB_USER.match(entry.user):
+            fail("web.tokens", f"each token needs a user of letters, digits and _.- (got {entry.user!r})")
+        if len(entry.token.get()) < 16:
+            fail("web.tokens", f"the token of {entry.user} is shorter than 16 characters")
+    if len(set(users)) != len(users):
+        fail("web.tokens", "names a user twice")
+    if len({t.token for t in web.tokens}) != len(web.tokens):
+        fail("web.tokens", "lists a token twice")
+    if not web.listen:
+        return
+    host, sep, port = web.listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        fail("web.listen", f"must be host:port, e.g. 127.0.0.1:8765, got {web.listen!r}")
+    if not is_loopback(host.strip("[]")) and not web.tokens:
+        fail(
+            "web.listen",
+            f"{host} can be reached from other machines: configure [[web.tokens]] (each a user), "
+            "or listen on 127.0.0.1",
+        )
 
 
 def _check_comfyui(config: Config, fail: typing.Callable[[str, str], typing.NoReturn]) -> None:

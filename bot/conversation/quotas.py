@@ -34,6 +34,8 @@ class Quotas:
             admins = self.config.telegram.admin_ids
         elif Platform(platform) is Platform.DISCORD:
             admins = self.config.discord.admin_ids
+        elif Platform(platform) is Platform.WEB:
+            return user_id in self.config.web.admins
         return user_id.isdigit() and int(user_id) in admins
 
     def _exempt(self, platform: Platform | str, user_id: str, acting_admin: bool) -> bool:

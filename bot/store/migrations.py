@@ -118,8 +118,38 @@ CREATE TABLE flags (
 );
 """
 
+# Migration 6: the web chat is a platform of its own. SQLite cannot alter a CHECK constraint, so
+# the sessions table is rebuilt with 'web' allowed (foreign keys are off during migrations, so
+# the segments that reference it are kept as they are).
+_V6 = """
+CREATE TABLE sessions_v6 (
+    id           TEXT PRIMARY KEY,
+    platform     TEXT NOT NULL CHECK (platform IN ('discord', 'telegram', 'cli', 'web')),
+    chat_id      TEXT NOT NULL,
+    thread_id    TEXT NOT NULL DEFAULT '',
+    owner_id     TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('awaiting_image', 'awaiting_prompt', 'generating',
+                                              'reviewing', 'assembling', 'finished', 'cancelled')),
+    settings     TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(settings)),
+    start_image  TEXT,
+    first_image  TEXT,
+    final_video  TEXT,
+    posted       TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(posted)),
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    final_caption TEXT
+);
+INSERT INTO sessions_v6 (id, platform, chat_id, thread_id, owner_id, state, settings, start_image,
+                         first_image, final_video, posted, created_at, updated_at, final_caption)
+    SELECT id, platform, chat_id, thread_id, owner_id, state, settings, start_image, first_image,
+           final_video, posted, created_at, updated_at, final_caption FROM sessions;
+DROP TABLE sessions;
+ALTER TABLE sessions_v6 RENAME TO sessions;
+CREATE INDEX sessions_by_place ON sessions (platform, chat_id, thread_id, state);
+"""
+
 #: ``MIGRATIONS[i]`` brings ``user_version`` from ``i`` to ``i + 1``. Append only.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -47,3 +47,13 @@ class QuotaQueries:
         row = await self._sql.one(f"SELECT count(*) FROM segments WHERE status IN ({in_list(PENDING)})")
         assert row is not None
         return int(row[0])
+
+    async def gpu_seconds_by_user_since(self, since: float) -> list[tuple[str, str, float]]:
+        """(platform, owner, GPU seconds) of every user charged from ``since`` on, most first
+        (the operator page's day)."""
+        rows = await self._sql.all(
+            "SELECT platform, owner_id, sum(seconds) AS s FROM gpu_usage WHERE recorded_at >= ?"
+            " GROUP BY platform, owner_id ORDER BY s DESC",
+            (since,),
+        )
+        return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]

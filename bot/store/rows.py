@@ -24,6 +24,7 @@ class Platform(StrEnum):
     DISCORD = "discord"
     TELEGRAM = "telegram"
     CLI = "cli"
+    WEB = "web"
 
 
 #: A session's state is the conversation core's: one definition of the states.
