@@ -61,6 +61,7 @@ from telegram.ext import (
 from bot.access import AccessRule, Actor, RefusalNotices
 from bot.ports import Action, ChatRef, Conversation, parse_control
 from bot.telegram_adapter.answers import CallbackAnswer
+from bot.telegram_adapter.imports import spare_failed_sniffio_imports
 from bot.telegram_adapter.paste import CAPTION_CUTS, PASTE_WAIT, TEXT_CUTS, PasteJoiner, PasteKey
 from bot.telegram_adapter.port import (
     NOOP,
@@ -204,6 +205,7 @@ class TelegramFrontEnd:
         self.conversation = conversation
         self.retry = retry
         self.poll_timeout = poll_timeout
+        spare_failed_sniffio_imports()
         order = _PerChatOrder(MAX_CONCURRENT_UPDATES)
         #: The pieces of long pastes, joined before they reach the conversation.
         self.pastes = PasteJoiner(order.in_order, wait=paste_wait)
