@@ -14,6 +14,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from shared.pictures import Accepted
+
 
 @dataclass(frozen=True)
 class ChatRef:
@@ -171,13 +173,15 @@ class Conversation(Protocol):
         self,
         chat: ChatRef,
         user_id: str,
-        image: bytes | None,
+        image: bytes | Accepted | None,
         prompt: str | None,
         *,
         is_admin: bool = False,
         reply: PrivateReply | None = None,
     ) -> None:
-        """``/start``, with an image (the file's bytes) or without one (the bot will ask)."""
+        """``/start``, with an image (the file's bytes, or the picture an adapter has checked
+        already with ``shared.pictures``, so it is not decoded twice) or without one (the bot
+        will ask)."""
         ...
 
     async def image(self, chat: ChatRef, user_id: str, image: bytes) -> None: ...

@@ -254,7 +254,7 @@ class ConversationService:
         self,
         chat: ChatRef,
         user_id: str,
-        image: bytes | None,
+        image: bytes | Accepted | None,
         prompt: str | None,
         *,
         is_admin: bool = False,

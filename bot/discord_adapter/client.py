@@ -15,7 +15,6 @@ own reactions and other bots are never forwarded.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -33,7 +32,7 @@ from bot.discord_adapter.review import ReviewButton
 from bot.discord_adapter.sync import sync_commands
 from bot.ports import Action, ChatRef, Conversation, PrivateReply
 from shared.config import Config
-from shared.pictures import picture_problem, too_large_text
+from shared.pictures import Refused, check_picture_off_loop, too_large_text
 
 log = logging.getLogger("framechain.discord")
 
@@ -52,7 +51,7 @@ class Refusal(Exception):
 
 def image_problem(attachment: discord.Attachment, limit: int) -> str | None:
     """Why this attachment can't be a start picture, from what Discord says about it (nothing is
-    downloaded), or None. ``shared.pictures.picture_problem`` then checks the bytes themselves."""
+    downloaded), or None. ``shared.pictures.check_picture`` then checks the bytes themselves."""
     kind = (attachment.content_type or "").split(";")[0].strip().lower()
     if not kind.startswith("image/"):
         return f"{attachment.filename} is not a picture; attach a PNG, JPEG or WebP image."
@@ -166,16 +165,17 @@ class FramechainClient(discord.Client):
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await image.read()
         # The file itself is checked before a thread is opened: a bad one gets a private answer
-        # with the reason, not a thread that can only say it could not read the picture.
-        problem = await asyncio.to_thread(picture_problem, data, self.config.limits)
-        if problem is not None:
-            raise Refusal(problem)
+        # with the reason, not a thread that can only say it could not read the picture. The
+        # checked picture goes on to the service, which does not decode it again.
+        picture = await check_picture_off_loop(data, self.config.limits)
+        if isinstance(picture, Refused):
+            raise Refusal(picture.reason)
         thread = await self._open_thread(interaction, parent, prompt)
         await interaction.edit_original_response(
             content=f"Your session is in {thread.mention}.", allowed_mentions=NO_MENTIONS
         )
         chat = ChatRef(PLATFORM, str(parent.id), str(thread.id))
-        await self.conversation.start(chat, str(user.id), data, prompt, is_admin=self.is_admin(user.id))
+        await self.conversation.start(chat, str(user.id), picture, prompt, is_admin=self.is_admin(user.id))
 
     def _thread_parent(self, channel: object) -> discord.TextChannel:
         if isinstance(channel, discord.Thread):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.ports import Action, ChatRef, PrivateReply
+from shared.pictures import Accepted
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class RecordingConversation:
         self,
         chat: ChatRef,
         user_id: str,
-        image: bytes | None,
+        image: bytes | Accepted | None,
         prompt: str | None,
         *,
         is_admin: bool = False,
