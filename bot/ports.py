@@ -262,3 +262,9 @@ class Conversation(Protocol):
         ``owner``, ``seconds``, ``steps``, ``seed``: a number or ``random``), or None when no
         session is live here. Read only: a settings keyboard shows them."""
         ...
+
+    async def refusal_due(self, platform: str, user_id: str) -> bool:
+        """A user the adapter refused (``bot.access``: not in the allow lists; nothing of theirs
+        is passed on): True when they are to be told so now, which is at most once per
+        ``limits.refusal_notice_hours``, across restarts."""
+        ...

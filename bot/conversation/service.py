@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import Any, ParamSpec
 
 from bot import core
+from bot.access import RefusalNotices
 from bot.conversation.alerts import AdminAlerts
 from bot.conversation.assembly import Assemblies
 from bot.conversation.background import BackgroundTasks
@@ -152,6 +153,7 @@ class ConversationService:
         self.background = BackgroundTasks()
         self.progress = ProgressMessages(store, self.chats, self.background, interval=progress_interval, clock=clock)
         self.quotas = Quotas(store, config, clock=wall_clock)
+        self.refusals = RefusalNotices(lim.refusal_notice_hours * 3600, ledger=store, clock=wall_clock)
         self.jobs = Jobs(store, config, self.chats, self.media, self.progress, self.quotas, clock=clock)
         self.storyboards = Storyboards(store, self.media, self.chats)
         self.posting = Posting(store, config, self.chats, self.progress, self.storyboards)
@@ -514,6 +516,9 @@ class ConversationService:
         if row is None:
             return None
         return _settings_view(row, self.sessions.rebuild(row, []).settings)
+
+    async def refusal_due(self, platform: str, user_id: str) -> bool:
+        return await self.refusals.due(platform, user_id)
 
     # --- dispatcher listener ----------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import Any, Final, Literal
 import discord
 from discord import app_commands
 
-from bot.access import AccessRule, Actor, RefusalNotices
+from bot.access import AccessRule, Actor
 from bot.core import clean_prompt
 from bot.discord_adapter.answers import ANSWER_WITHIN, answer_press, dm_reply, tell
 from bot.discord_adapter.commands import build_commands
@@ -77,7 +77,6 @@ class FramechainClient(discord.Client):
         self.config = config
         self.conversation = conversation
         self.access = AccessRule.for_discord(config.discord)
-        self.refusals = RefusalNotices()
         #: How long a button press waits for the service's note before it is acknowledged.
         self.answer_within = ANSWER_WITHIN
         self.tree: app_commands.CommandTree[FramechainClient] = app_commands.CommandTree(self)
@@ -122,7 +121,7 @@ class FramechainClient(discord.Client):
 
     async def _refuse_by_dm(self, user_id: int, where: str) -> None:
         """A refused user's message or reaction has no private answer: a DM, once in a while."""
-        if self.refusals.due(user_id):
+        if await self.conversation.refusal_due(PLATFORM, str(user_id)):
             log.info("discord: refused user %s (not in the allow lists)", user_id)
             await dm_reply(self, user_id, where)(self.access.refusal(user_id))
 

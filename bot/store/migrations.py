@@ -94,8 +94,20 @@ CREATE TABLE gpu_usage (
 CREATE INDEX gpu_usage_by_owner ON gpu_usage (platform, owner_id, recorded_at);
 """
 
+# Migration 4: when each refused user was last told they are not allowed (bot.access), so a
+# restart does not tell them again at once; rows older than the interval are deleted.
+_V4 = """
+CREATE TABLE refusal_notices (
+    platform TEXT NOT NULL,
+    user_id  TEXT NOT NULL,
+    told_at  REAL NOT NULL,
+    PRIMARY KEY (platform, user_id)
+);
+CREATE INDEX refusal_notices_by_time ON refusal_notices (told_at);
+"""
+
 #: ``MIGRATIONS[i]`` brings ``user_version`` from ``i`` to ``i + 1``. Append only.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4)
 
 
 def _split_sql(script: str) -> list[str]:

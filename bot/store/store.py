@@ -25,6 +25,7 @@ from bot.store.connection import Connection, connect
 from bot.store.errors import Conflict, NotFound
 from bot.store.migrations import MIGRATIONS
 from bot.store.quota_queries import QuotaQueries
+from bot.store.refusal_queries import RefusalQueries
 from bot.store.rows import (
     OVER,
     PENDING,
@@ -73,9 +74,9 @@ class _Opening:
             await self._store.close()
 
 
-class Store(QuotaQueries):
+class Store(QuotaQueries, RefusalQueries):
     """Sessions and segments in one SQLite file. Open with :meth:`open`. The quotas' queries
-    are in :class:`QuotaQueries`."""
+    are in :class:`QuotaQueries`, the refused users' notices in :class:`RefusalQueries`."""
 
     def __init__(
         self,

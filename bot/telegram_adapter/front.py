@@ -58,7 +58,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.access import AccessRule, Actor, RefusalNotices
+from bot.access import AccessRule, Actor
 from bot.ports import Action, ChatRef, Conversation, parse_control
 from bot.telegram_adapter.answers import CallbackAnswer
 from bot.telegram_adapter.imports import spare_failed_sniffio_imports
@@ -227,7 +227,6 @@ class TelegramFrontEnd:
         download_limit = download_limit_bytes(telegram)
         self.image_limit = min(config.limits.image_bytes, download_limit or config.limits.image_bytes)
         self.access = AccessRule.for_telegram(telegram)
-        self.refusals = RefusalNotices()
         app = self.application
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
         app.add_handler(CallbackQueryHandler(self._on_callback))
@@ -293,7 +292,7 @@ class TelegramFrontEnd:
         their own chat with the bot that is a reply; from a group, a message to them (which
         Telegram allows once they have opened a chat with the bot), else a short reply without
         the id in the group, where they addressed the bot."""
-        if not self.refusals.due(user_id):
+        if not await self.conversation.refusal_due(PLATFORM, str(user_id)):
             return
         where = f" in chat {message.chat.id}" if message is not None else ""
         log.info("telegram: refused user %s%s (not in the allow lists)", user_id, where)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.access import RefusalNotices
 from bot.ports import Action, ChatRef, PrivateReply
 from shared.pictures import Accepted
 
@@ -25,6 +26,7 @@ class RecordingConversation:
 
     def __init__(self, fail: bool = False, private_answer: str = "") -> None:
         self.calls: list[Call] = []
+        self.refusals = RefusalNotices()
         #: Raise after recording every call, as a broken service would.
         self.fail = fail
         #: A text whose handling raises instead of being recorded.
@@ -156,3 +158,8 @@ class RecordingConversation:
 
     async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
         return None if self.settings is None else dict(self.settings)
+
+    async def refusal_due(self, platform: str, user_id: str) -> bool:
+        # Not recorded: the adapter asks it for every refused update (a refused user's
+        # update never reaches the conversation proper); decided in memory as the service does.
+        return await self.refusals.due(platform, user_id)
