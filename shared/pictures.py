@@ -20,12 +20,16 @@ at most :data:`DECODERS` pictures at once, as a 40-megapixel one takes ~300 MB w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import importlib.util
 import io
 import logging
 import math
+import os
+import sys
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +52,8 @@ STORED_PIXELS = 4 * 1024 * 1024
 #: four 40-megapixel pictures sent together peak at ~0.7 GB instead of ~1.3 GB, and the others
 #: wait their turn (a second or two each) in the pool, not on the event loop.
 DECODERS = 2
+#: How much lower than the rest of the process the decoding threads run (Linux ``nice``).
+DECODER_NICENESS = 10
 
 #: Formats Pillow may try; everything else (EPS, PSD, ICO, ...) is refused unopened.
 _FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
@@ -111,7 +117,16 @@ async def check_picture_off_loop(data: bytes, limits: LimitsConfig | None = None
 
 @functools.cache
 def _decoding_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=DECODERS, thread_name_prefix="picture-decode")
+    return ThreadPoolExecutor(max_workers=DECODERS, thread_name_prefix="picture-decode", initializer=_yield_to_the_loop)
+
+
+def _yield_to_the_loop() -> None:
+    """Lower this decoding thread's CPU priority (Linux, where a thread has a nice value of its
+    own): Pillow releases the GIL while it decodes, so what a big decode takes from the event
+    loop is CPU time, and the scheduler then gives the loop its turn first."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODER_NICENESS)
 
 
 def picture_problem(data: bytes, limits: LimitsConfig | None = None) -> str | None:
