@@ -36,6 +36,8 @@ from tests.bot.service_harness import picture_bytes, write_config
 from tests.bot.telegram_standin import BotApiStandIn
 
 FIRST_USER = 5000
+#: The service's default: progress messages edited at most every 3 s.
+PROGRESS_INTERVAL = 3.0
 CHATTER = ("/status", "/help", "one more prompt, please", "/settings steps=2", "🦊🦊 are you there?")
 
 
@@ -209,7 +211,8 @@ async def flood(
             )
         config = load_config(path, env={})
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        async with bot_process(config, path) as bot:
+        # Progress messages edited as often as a deployed bot edits them (the corpus edits at once).
+        async with bot_process(config, path, progress_interval=PROGRESS_INTERVAL) as bot:
             front = build_telegram(
                 config, bot.service, retry=RetryPolicy(attempts=4, base_delay=0.01), poll_timeout=2, paste_wait=0.1
             )
