@@ -263,6 +263,12 @@ class Conversation(Protocol):
         session is live here. Read only: a settings keyboard shows them."""
         ...
 
+    async def new_session_refusal(self, platform: str, user_id: str, *, is_admin: bool = False) -> str | None:
+        """Why ``user_id`` may not start another session now (a quota: the limit named), or
+        None. Read only; ``start`` checks again. For an adapter that has to prepare a place for
+        a session first (Discord's thread) and can refuse privately before it does."""
+        ...
+
     async def refusal_due(self, platform: str, user_id: str) -> bool:
         """A user the adapter refused (``bot.access``: not in the allow lists; nothing of theirs
         is passed on): True when they are to be told so now, which is at most once per

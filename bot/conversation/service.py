@@ -517,6 +517,9 @@ class ConversationService:
             return None
         return _settings_view(row, self.sessions.rebuild(row, []).settings)
 
+    async def new_session_refusal(self, platform: str, user_id: str, *, is_admin: bool = False) -> str | None:
+        return await self.quotas.new_session_refusal(platform, user_id, is_admin=is_admin)
+
     async def refusal_due(self, platform: str, user_id: str) -> bool:
         return await self.refusals.due(platform, user_id)
 

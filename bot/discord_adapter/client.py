@@ -162,6 +162,10 @@ class FramechainClient(discord.Client):
         parent = self._thread_parent(interaction.channel)
         # Everything after this may take longer than the 3 s Discord allows for an answer.
         await interaction.response.defer(ephemeral=True, thinking=True)
+        # Over a quota (active sessions): a private answer, not a thread that can only say so.
+        quota = await self.conversation.new_session_refusal(PLATFORM, str(user.id), is_admin=self.is_admin(user.id))
+        if quota is not None:
+            raise Refusal(quota)
         data = await image.read()
         # The file itself is checked before a thread is opened: a bad one gets a private answer
         # with the reason, not a thread that can only say it could not read the picture. The

@@ -27,6 +27,8 @@ class RecordingConversation:
     def __init__(self, fail: bool = False, private_answer: str = "") -> None:
         self.calls: list[Call] = []
         self.refusals = RefusalNotices()
+        #: What ``new_session_refusal`` answers (a quota's sentence), None: a session may start.
+        self.session_refusal: str | None = None
         #: Raise after recording every call, as a broken service would.
         self.fail = fail
         #: A text whose handling raises instead of being recorded.
@@ -158,6 +160,9 @@ class RecordingConversation:
 
     async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
         return None if self.settings is None else dict(self.settings)
+
+    async def new_session_refusal(self, platform: str, user_id: str, *, is_admin: bool = False) -> str | None:
+        return self.session_refusal
 
     async def refusal_due(self, platform: str, user_id: str) -> bool:
         # Not recorded: the adapter asks it for every refused update (a refused user's

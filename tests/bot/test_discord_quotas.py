@@ -40,12 +40,13 @@ async def test_quotas_are_answered_on_discord(tmp_path: Path) -> None:
         assert used_up.startswith("You've used your GPU time for today (1 min of 1 min). It resets at 00:00 UTC")
         assert await bot.store.count_all_pending_jobs() == 0
 
-        # A second session elsewhere, over active_sessions_per_user: refused, nothing started.
-        # (The refusal is said in the thread /start opened for it.)
-        await alice.slash(other, "start", image=("moon.png", picture_bytes()))
+        # A second session elsewhere, over active_sessions_per_user: refused privately, before
+        # a thread is opened for it; nothing started.
+        second = await alice.slash(other, "start", image=("moon.png", picture_bytes()))
         await env.settle()
-        (refused,) = [m.content for t in other.threads for m in t.history()]
-        assert refused.startswith("You already have 1 active session — the limit is 1 per person.")
+        assert second.ephemeral and second.response is not None
+        assert second.response.content.startswith("You already have 1 active session — the limit is 1 per person.")
+        assert not other.threads
         assert await bot.store.count_active_sessions("discord", alice.id) == 1
         assert await bot.store.count_all_pending_jobs() == 0
 
