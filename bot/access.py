@@ -11,8 +11,9 @@ user sent is downloaded or reaches the conversation service:
 - A user an admin banned (``/ban``, kept in the store) is refused the same way, whatever the
   lists say; admins cannot be banned. The adapters ask the conversation (``banned``).
 - Everyone else is refused and told so privately, with their user id so the owner can add them;
-  :class:`RefusalNotices` keeps that to once per user per :data:`REFUSAL_INTERVAL`, so a refused
-  user's every message is not answered.
+  :class:`RefusalNotices` keeps that to once per user per interval (``limits.refusal_notice_hours``),
+  so a refused user's every message is not answered, and (kept in the store) not after a
+  restart either.
 
 Which session a user may act on (its owner, or an admin) is the conversation core's rule
 (``bot.core.may_act``); this module only decides who gets in at all.
@@ -21,14 +22,18 @@ Which session a user may act on (its owner, or an admin) is the conversation cor
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from shared.config import Config, DiscordConfig, TelegramConfig
 
-#: A refused user is told again at most this often (seconds).
+log = logging.getLogger("framechain.access")
+
+#: A refused user is told again at most this often (seconds; ``limits.refusal_notice_hours``).
 REFUSAL_INTERVAL = 6 * 3600.0
 #: Users remembered as told; the oldest are forgotten first (a flood of strangers stays bounded).
 REFUSAL_MEMORY = 10_000
@@ -145,29 +150,50 @@ def access_rules(config: Config) -> list[AccessRule]:
     return [rules[name] for name in config.enabled_platforms if name in rules]
 
 
+class RefusalLedger(Protocol):
+    """Where the notices are kept across restarts (:class:`bot.store.Store`)."""
+
+    async def claim_refusal_notice(self, platform: str, user_id: str, *, now: float, interval: float) -> float:
+        """When the user was last told, after recording ``now`` unless that was less than
+        ``interval`` seconds ago: ``now`` means "tell them now"."""
+        ...
+
+
 class RefusalNotices:
-    """Decides when a refused user is told again: once per ``interval`` per user, in memory."""
+    """Decides when a refused user is told again: once per ``interval`` per user. Remembered in
+    memory (so a stranger's flood does not reach the database with every message) and, with a
+    ``ledger``, in the store, so a restart does not tell them again at once."""
 
     def __init__(
         self,
         interval: float = REFUSAL_INTERVAL,
         *,
+        ledger: RefusalLedger | None = None,
         memory: int = REFUSAL_MEMORY,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.interval = interval
+        self.ledger = ledger
         self.memory = memory
-        self.clock = clock
-        self._told: OrderedDict[int, float] = OrderedDict()
+        self.clock = clock  # wall time: what is stored must mean the same after a reboot
+        self._told: OrderedDict[tuple[str, str], float] = OrderedDict()
 
-    def due(self, user_id: int) -> bool:
+    async def due(self, platform: str, user_id: str) -> bool:
         """True when ``user_id`` should be told now (and records that they were)."""
         now = self.clock()
-        last = self._told.get(user_id)
+        key = (platform, user_id)
+        last = self._told.get(key)
         if last is not None and now - last < self.interval:
             return False
-        self._told[user_id] = now
-        self._told.move_to_end(user_id)
+        told_at = now
+        if self.ledger is not None:
+            try:
+                told_at = await self.ledger.claim_refusal_notice(platform, user_id, now=now, interval=self.interval)
+            except Exception:  # a store that can't take it must not turn a refusal into an apology
+                log.warning("refusal notices: the store could not record one; deciding from memory", exc_info=True)
+        # Told now, or (the store says) by a process before this one.
+        self._told[key] = told_at
+        self._told.move_to_end(key)
         while len(self._told) > self.memory:
             self._told.popitem(last=False)
-        return True
+        return told_at >= now

@@ -14,6 +14,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from shared.pictures import Accepted
+
 
 @dataclass(frozen=True)
 class ChatRef:
@@ -171,13 +173,15 @@ class Conversation(Protocol):
         self,
         chat: ChatRef,
         user_id: str,
-        image: bytes | None,
+        image: bytes | Accepted | None,
         prompt: str | None,
         *,
         is_admin: bool = False,
         reply: PrivateReply | None = None,
     ) -> None:
-        """``/start``, with an image (the file's bytes) or without one (the bot will ask)."""
+        """``/start``, with an image (the file's bytes, or the picture an adapter has checked
+        already with ``shared.pictures``, so it is not decoded twice) or without one (the bot
+        will ask)."""
         ...
 
     async def image(self, chat: ChatRef, user_id: str, image: bytes) -> None: ...
@@ -263,4 +267,16 @@ class Conversation(Protocol):
         """The settings of the session a command from ``user_id`` here would act on (``session``,
         ``owner``, ``seconds``, ``steps``, ``seed``: a number or ``random``), or None when no
         session is live here. Read only: a settings keyboard shows them."""
+        ...
+
+    async def new_session_refusal(self, platform: str, user_id: str, *, is_admin: bool = False) -> str | None:
+        """Why ``user_id`` may not start another session now (a quota: the limit named), or
+        None. Read only; ``start`` checks again. For an adapter that has to prepare a place for
+        a session first (Discord's thread) and can refuse privately before it does."""
+        ...
+
+    async def refusal_due(self, platform: str, user_id: str) -> bool:
+        """A user the adapter refused (``bot.access``: not in the allow lists; nothing of theirs
+        is passed on): True when they are to be told so now, which is at most once per
+        ``limits.refusal_notice_hours``, across restarts."""
         ...

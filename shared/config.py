@@ -312,6 +312,9 @@ class LimitsConfig:
     #: from ``quota_reset_hour_utc`` o'clock UTC each day. Admins are exempt from every quota.
     gpu_seconds_per_user_per_day: int = 3600
     quota_reset_hour_utc: int = 0
+    #: A refused user (not in the allow lists) is told so at most once per this many hours,
+    #: across restarts.
+    refusal_notice_hours: float = 6.0
     #: Upper bounds a user may choose in /settings.
     max_steps: int = 50
     max_pixels: int = 1280 * 720
@@ -525,6 +528,7 @@ def _check(config: Config, source: str) -> None:
         "limits.active_sessions_per_user": limits.active_sessions_per_user,
         "limits.max_steps": limits.max_steps,
         "limits.max_pixels": limits.max_pixels,
+        "limits.refusal_notice_hours": limits.refusal_notice_hours,
     }
     for key, value in positive.items():
         if value <= 0:

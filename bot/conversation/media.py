@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot import core
 from shared.config import Config
-from shared.pictures import Accepted, Refused, check_picture
+from shared.pictures import Accepted, Refused, check_picture_off_loop
 
 
 class Media:
@@ -21,9 +21,12 @@ class Media:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    async def check_picture(self, data: bytes) -> Accepted | Refused:
-        """Decode ``data`` once, in a thread: a large picture never stalls the chats."""
-        return await asyncio.to_thread(check_picture, data, self.config.limits)
+    async def check_picture(self, data: bytes | Accepted) -> Accepted | Refused:
+        """Decode ``data`` once, off the event loop (a large picture never stalls the chats), in
+        the pictures' bounded pool; a picture an adapter has checked already is taken as it is."""
+        if isinstance(data, Accepted):
+            return data
+        return await check_picture_off_loop(data, self.config.limits)
 
     async def save_picture(self, session_id: str, picture: Accepted, *, stem: str = "picture") -> core.Picture:
         """Write an accepted picture into the session's folder, under a name of our own

@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import Any, ParamSpec
 
 from bot import core, core_admin
+from bot.access import RefusalNotices
 from bot.conversation import drift
 from bot.conversation.admin import Admin
 from bot.conversation.alerts import AdminAlerts
@@ -155,6 +156,7 @@ class ConversationService:
         self.background = BackgroundTasks()
         self.progress = ProgressMessages(store, self.chats, self.background, interval=progress_interval, clock=clock)
         self.quotas = Quotas(store, config, clock=wall_clock)
+        self.refusals = RefusalNotices(lim.refusal_notice_hours * 3600, ledger=store, clock=wall_clock)
         self.jobs = Jobs(store, config, self.chats, self.media, self.progress, self.quotas, clock=clock)
         self.storyboards = Storyboards(store, self.media, self.chats)
         self.posting = Posting(store, config, self.chats, self.progress, self.storyboards)
@@ -259,7 +261,7 @@ class ConversationService:
         self,
         chat: ChatRef,
         user_id: str,
-        image: bytes | None,
+        image: bytes | Accepted | None,
         prompt: str | None,
         *,
         is_admin: bool = False,
@@ -527,6 +529,12 @@ class ConversationService:
         if row is None:
             return None
         return _settings_view(row, self.sessions.rebuild(row, []).settings)
+
+    async def new_session_refusal(self, platform: str, user_id: str, *, is_admin: bool = False) -> str | None:
+        return await self.quotas.new_session_refusal(platform, user_id, is_admin=is_admin)
+
+    async def refusal_due(self, platform: str, user_id: str) -> bool:
+        return await self.refusals.due(platform, user_id)
 
     # --- dispatcher listener ----------------------------------------------------------------
 

@@ -16,7 +16,6 @@ own reactions and other bots are never forwarded.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,7 +24,7 @@ from typing import Any, Final, Literal
 import discord
 from discord import app_commands
 
-from bot.access import AccessRule, Actor, RefusalNotices
+from bot.access import AccessRule, Actor
 from bot.core import clean_prompt
 from bot.discord_adapter.answers import ANSWER_WITHIN, answer_press, dm_reply, tell
 from bot.discord_adapter.commands import build_commands
@@ -34,7 +33,7 @@ from bot.discord_adapter.review import ReviewButton
 from bot.discord_adapter.sync import sync_commands
 from bot.ports import Action, ChatRef, Conversation, PrivateReply
 from shared.config import Config
-from shared.pictures import picture_problem, too_large_text
+from shared.pictures import Refused, check_picture_off_loop, too_large_text
 
 log = logging.getLogger("framechain.discord")
 
@@ -53,7 +52,7 @@ class Refusal(Exception):
 
 def image_problem(attachment: discord.Attachment, limit: int) -> str | None:
     """Why this attachment can't be a start picture, from what Discord says about it (nothing is
-    downloaded), or None. ``shared.pictures.picture_problem`` then checks the bytes themselves."""
+    downloaded), or None. ``shared.pictures.check_picture`` then checks the bytes themselves."""
     kind = (attachment.content_type or "").split(";")[0].strip().lower()
     if not kind.startswith("image/"):
         return f"{attachment.filename} is not a picture; attach a PNG, JPEG or WebP image."
@@ -79,7 +78,6 @@ class FramechainClient(discord.Client):
         self.config = config
         self.conversation = conversation
         self.access = AccessRule.for_discord(config.discord)
-        self.refusals = RefusalNotices()
         #: How long a button press waits for the service's note before it is acknowledged.
         self.answer_within = ANSWER_WITHIN
         self.tree: app_commands.CommandTree[FramechainClient] = app_commands.CommandTree(self)
@@ -131,7 +129,7 @@ class FramechainClient(discord.Client):
 
     async def _refuse_by_dm(self, user_id: int, where: str, *, banned: bool = False) -> None:
         """A refused user's message or reaction has no private answer: a DM, once in a while."""
-        if self.refusals.due(user_id):
+        if await self.conversation.refusal_due(PLATFORM, str(user_id)):
             log.info("discord: refused user %s (%s)", user_id, "banned" if banned else "not in the allow lists")
             text = self.access.banned_refusal(user_id) if banned else self.access.refusal(user_id)
             await dm_reply(self, user_id, where)(text)
@@ -173,18 +171,23 @@ class FramechainClient(discord.Client):
         parent = self._thread_parent(interaction.channel)
         # Everything after this may take longer than the 3 s Discord allows for an answer.
         await interaction.response.defer(ephemeral=True, thinking=True)
+        # Over a quota (active sessions): a private answer, not a thread that can only say so.
+        quota = await self.conversation.new_session_refusal(PLATFORM, str(user.id), is_admin=self.is_admin(user.id))
+        if quota is not None:
+            raise Refusal(quota)
         data = await image.read()
         # The file itself is checked before a thread is opened: a bad one gets a private answer
-        # with the reason, not a thread that can only say it could not read the picture.
-        problem = await asyncio.to_thread(picture_problem, data, self.config.limits)
-        if problem is not None:
-            raise Refusal(problem)
+        # with the reason, not a thread that can only say it could not read the picture. The
+        # checked picture goes on to the service, which does not decode it again.
+        picture = await check_picture_off_loop(data, self.config.limits)
+        if isinstance(picture, Refused):
+            raise Refusal(picture.reason)
         thread = await self._open_thread(interaction, parent, prompt)
         await interaction.edit_original_response(
             content=f"Your session is in {thread.mention}.", allowed_mentions=NO_MENTIONS
         )
         chat = ChatRef(PLATFORM, str(parent.id), str(thread.id))
-        await self.conversation.start(chat, str(user.id), data, prompt, is_admin=self.is_admin(user.id))
+        await self.conversation.start(chat, str(user.id), picture, prompt, is_admin=self.is_admin(user.id))
 
     def _thread_parent(self, channel: object) -> discord.TextChannel:
         if isinstance(channel, discord.Thread):

@@ -148,8 +148,20 @@ ALTER TABLE sessions_v6 RENAME TO sessions;
 CREATE INDEX sessions_by_place ON sessions (platform, chat_id, thread_id, state);
 """
 
+# Migration 7: when each refused user was last told they are not allowed (bot.access), so a
+# restart does not tell them again at once; rows older than the interval are deleted.
+_V7 = """
+CREATE TABLE refusal_notices (
+    platform TEXT NOT NULL,
+    user_id  TEXT NOT NULL,
+    told_at  REAL NOT NULL,
+    PRIMARY KEY (platform, user_id)
+);
+CREATE INDEX refusal_notices_by_time ON refusal_notices (told_at);
+"""
+
 #: ``MIGRATIONS[i]`` brings ``user_version`` from ``i`` to ``i + 1``. Append only.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -26,6 +26,7 @@ from bot.store.connection import Connection, connect
 from bot.store.errors import Conflict, NotFound
 from bot.store.migrations import MIGRATIONS
 from bot.store.quota_queries import QuotaQueries
+from bot.store.refusal_queries import RefusalQueries
 from bot.store.rows import (
     OVER,
     PENDING,
@@ -74,9 +75,10 @@ class _Opening:
             await self._store.close()
 
 
-class Store(QuotaQueries, AdminQueries):
+class Store(QuotaQueries, AdminQueries, RefusalQueries):
     """Sessions and segments in one SQLite file. Open with :meth:`open`. The quotas' queries
-    are in :class:`QuotaQueries`, the admin commands' (bans, flags) in :class:`AdminQueries`."""
+    are in :class:`QuotaQueries`, the admin commands' (bans, flags) in :class:`AdminQueries`,
+    the refused users' notices in :class:`RefusalQueries`."""
 
     def __init__(
         self,

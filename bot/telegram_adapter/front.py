@@ -62,9 +62,10 @@ from telegram.ext import (
     filters,
 )
 
-from bot.access import AccessRule, Actor, RefusalNotices
+from bot.access import AccessRule, Actor
 from bot.ports import Action, ChatRef, Conversation, parse_control
 from bot.telegram_adapter.answers import CallbackAnswer
+from bot.telegram_adapter.imports import spare_failed_sniffio_imports
 from bot.telegram_adapter.paste import CAPTION_CUTS, PASTE_WAIT, TEXT_CUTS, PasteJoiner, PasteKey
 from bot.telegram_adapter.port import (
     NOOP,
@@ -220,6 +221,7 @@ class TelegramFrontEnd:
         self.conversation = conversation
         self.retry = retry
         self.poll_timeout = poll_timeout
+        spare_failed_sniffio_imports()
         order = _PerChatOrder(MAX_CONCURRENT_UPDATES)
         #: The pieces of long pastes, joined before they reach the conversation.
         self.pastes = PasteJoiner(order.in_order, wait=paste_wait)
@@ -241,7 +243,6 @@ class TelegramFrontEnd:
         download_limit = download_limit_bytes(telegram)
         self.image_limit = min(config.limits.image_bytes, download_limit or config.limits.image_bytes)
         self.access = AccessRule.for_telegram(telegram)
-        self.refusals = RefusalNotices()
         app = self.application
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
         app.add_handler(CallbackQueryHandler(self._on_callback))
@@ -329,7 +330,7 @@ class TelegramFrontEnd:
         their own chat with the bot that is a reply; from a group, a message to them (which
         Telegram allows once they have opened a chat with the bot), else a short reply without
         the id in the group, where they addressed the bot."""
-        if not self.refusals.due(user_id):
+        if not await self.conversation.refusal_due(PLATFORM, str(user_id)):
             return
         where = f" in chat {message.chat.id}" if message is not None else ""
         log.info("telegram: refused user %s%s (%s)", user_id, where, "banned" if banned else "not in the allow lists")

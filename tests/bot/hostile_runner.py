@@ -171,9 +171,9 @@ class Bot:
 
 
 @contextlib.asynccontextmanager
-async def bot_process(config: Config, config_path: Path) -> AsyncIterator[Bot]:
+async def bot_process(config: Config, config_path: Path, *, progress_interval: float = 0.0) -> AsyncIterator[Bot]:
     async with Store.open(config.database_path) as store:
-        service = ConversationService(store, config, progress_interval=0.0)
+        service = ConversationService(store, config, progress_interval=progress_interval)
 
         def make_worker(device: str) -> WorkerProcess:
             return WorkerProcess(worker_command(device=device, config_path=config_path), name=f"worker-{device}")

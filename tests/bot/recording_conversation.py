@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.access import RefusalNotices
 from bot.ports import Action, ChatRef, PrivateReply
+from shared.pictures import Accepted
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class RecordingConversation:
 
     def __init__(self, fail: bool = False, private_answer: str = "") -> None:
         self.calls: list[Call] = []
+        self.refusals = RefusalNotices()
+        #: What ``new_session_refusal`` answers (a quota's sentence), None: a session may start.
+        self.session_refusal: str | None = None
         #: Raise after recording every call, as a broken service would.
         self.fail = fail
         #: A text whose handling raises instead of being recorded.
@@ -68,7 +73,7 @@ class RecordingConversation:
         self,
         chat: ChatRef,
         user_id: str,
-        image: bytes | None,
+        image: bytes | Accepted | None,
         prompt: str | None,
         *,
         is_admin: bool = False,
@@ -160,3 +165,11 @@ class RecordingConversation:
 
     async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
         return None if self.settings is None else dict(self.settings)
+
+    async def new_session_refusal(self, platform: str, user_id: str, *, is_admin: bool = False) -> str | None:
+        return self.session_refusal
+
+    async def refusal_due(self, platform: str, user_id: str) -> bool:
+        # Not recorded: the adapter asks it for every refused update (a refused user's
+        # update never reaches the conversation proper); decided in memory as the service does.
+        return await self.refusals.due(platform, user_id)

@@ -61,23 +61,24 @@ def test_the_refusal_names_the_user_id_and_the_key() -> None:
     assert "user id 7 to discord.allowed_user_ids" in discord().refusal(7)
 
 
-def test_a_refused_user_is_told_once_per_interval() -> None:
+async def test_a_refused_user_is_told_once_per_interval() -> None:
     now = [1000.0]
     notices = RefusalNotices(60.0, clock=lambda: now[0])
-    assert notices.due(ALICE)
-    assert not notices.due(ALICE)  # every further message within the interval: silence
-    assert notices.due(BOB)  # per user
+    assert await notices.due("telegram", str(ALICE))
+    assert not await notices.due("telegram", str(ALICE))  # every further message within the interval: silence
+    assert await notices.due("telegram", str(BOB))  # per user
+    assert await notices.due("discord", str(ALICE))  # and per platform
     now[0] += 59
-    assert not notices.due(ALICE)
+    assert not await notices.due("telegram", str(ALICE))
     now[0] += 2
-    assert notices.due(ALICE)
+    assert await notices.due("telegram", str(ALICE))
 
 
-def test_a_flood_of_strangers_is_remembered_within_bounds() -> None:
+async def test_a_flood_of_strangers_is_remembered_within_bounds() -> None:
     notices = RefusalNotices(60.0, memory=100, clock=lambda: 0.0)
-    assert all(notices.due(user) for user in range(1000))
+    assert all([await notices.due("telegram", str(user)) for user in range(1000)])
     assert len(notices._told) == 100
-    assert not notices.due(999)  # the latest are still remembered
+    assert not await notices.due("telegram", "999")  # the latest are still remembered
 
 
 def test_the_summary_says_plainly_who_can_use_the_bot() -> None:

@@ -12,6 +12,7 @@ import simcord
 from bot.discord_adapter import build_discord
 from bot.discord_adapter.port import DEFAULT_UPLOAD_LIMIT
 from bot.ports import Action, ChatRef, FinalPost, control_id, parse_control
+from shared.pictures import check_picture
 from tests.bot.discord_harness import (
     RecordingConversation,
     buttons,
@@ -38,7 +39,8 @@ async def test_start_opens_a_private_thread_and_hands_over_the_picture(tmp_path:
         assert call.method == "start"
         assert call.chat == ChatRef("discord", str(w.channel.id), str(thread.id))
         assert call.user_id == str(w.alice.id)
-        assert call.args == {"image": image, "prompt": "a red fox trots", "is_admin": False}
+        # The picture as checked here, so the service does not decode it a second time.
+        assert call.args == {"image": check_picture(image), "prompt": "a red fox trots", "is_admin": False}
         # The interaction got one private answer pointing at the thread; the rest goes there.
         assert result.ephemeral
         assert result.response is not None
