@@ -7,7 +7,7 @@ import re
 import unicodedata
 from dataclasses import replace
 
-from bot.core_model import SEED_LIMIT, Limits, Quota, Segment, Session, Settings, State, joined_seconds
+from bot.core_model import MAX_TAKES, SEED_LIMIT, Limits, Quota, Segment, Session, Settings, State, joined_seconds
 from bot.core_quotas import quota_text
 from shared.params import SECONDS_TO_FRAMES, SIDE_MULTIPLE, WAN_NEGATIVE_PROMPT
 
@@ -26,6 +26,7 @@ _SETTING_NAMES = {
     "negative": "negative",
     "negative_prompt": "negative",
     "size": "size",
+    "takes": "takes",
 }
 
 
@@ -101,6 +102,11 @@ def _parse_setting(name: str, value: str, limits: Limits, size_lock: str | None)
                 f"the negative prompt is {len(value)} characters; the limit is {limits.max_negative_chars}"
             )
         return {"negative_prompt": value}
+    if name == "takes":
+        takes = _parse_int(lowered)
+        if takes is None or not 1 <= takes <= MAX_TAKES:
+            raise SettingsError(f"takes must be a whole number from 1 to {MAX_TAKES}")
+        return {"takes": takes}
     assert name == "size"
     if size_lock is not None:
         raise SettingsError(size_lock)
@@ -128,9 +134,10 @@ def settings_text(settings: Settings) -> str:
     else:
         negative = f"“{clip(settings.negative_prompt, 60)}”"
     seed = "random" if settings.seed is None else str(settings.seed)
+    takes = f"{settings.takes} takes per prompt, " if settings.takes > 1 else ""
     return (
         f"{settings.seconds} s per segment ({settings.frames} frames), {settings.steps} steps, "
-        f"seed {seed}, size {settings.width}×{settings.height}, negative prompt {negative}."
+        f"seed {seed}, {takes}size {settings.width}×{settings.height}, negative prompt {negative}."
     )
 
 

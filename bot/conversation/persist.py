@@ -42,6 +42,8 @@ async def persist(
                         "seed_requested": seg.seed,
                         # The end keyframe (/end) the take aims at; the job reads it from here.
                         "end_image": seg.end_image,
+                        # The takes queued together with it (settings takes=N): its batch.
+                        "batch": seg.batch,
                     },
                 )
                 ids[seg.key] = added.id

@@ -582,8 +582,9 @@ class ConversationService:
             # A new take is checked against the quotas in the transaction that queues it, so
             # concurrent takes never get past a limit together.
             async with self.store.transaction():
-                if isinstance(event, core.UserEvent) and any(isinstance(e, core.EnqueueSegment) for e in effects):
-                    refusal = await self.quotas.new_job_refusal(row, is_admin=is_admin)
+                new_jobs = sum(isinstance(e, core.EnqueueSegment) for e in effects)
+                if isinstance(event, core.UserEvent) and new_jobs:
+                    refusal = await self.quotas.new_job_refusal(row, is_admin=is_admin, jobs=new_jobs)
                     if refusal is not None:
                         new, effects = self._without_new_take(session, event, admins)
                 ids = await persist(self.store, row, session, new, effects, rows)

@@ -41,6 +41,7 @@ def settings_json(settings: core.Settings, pending_prompt: str | None, end_image
         "height": settings.height,
         "pending_prompt": pending_prompt,
         "end_image": end_image,
+        "takes": settings.takes,
     }
 
 
@@ -55,21 +56,22 @@ def saved(row: SessionRow, rows: list[SegmentRow], defaults: core.Settings) -> t
         negative_prompt=str(stored.get("negative_prompt", defaults.negative_prompt)),
         width=int(stored.get("width", defaults.width)),
         height=int(stored.get("height", defaults.height)),
+        takes=int(stored.get("takes", defaults.takes)),
     )
     approved = tuple(segment_of(r) for r in rows if r.status is SegmentStatus.APPROVED)
     attempts: list[int] = []
     for r in rows:
         attempts += [0] * (r.idx + 1 - len(attempts))
         attempts[r.idx] = max(attempts[r.idx], r.attempt)
-    takes = [r for r in rows if r.idx == len(approved)]
+    takes = sorted((r for r in rows if r.idx == len(approved)), key=lambda r: r.attempt)
     take = None
     if takes:
-        newest = max(takes, key=lambda r: r.attempt)
-        # Earlier takes regenerated but not rejected: still up for approval (core.Session.kept).
-        older = sorted((r for r in takes if r is not newest), key=lambda r: r.attempt)
-        done = (segment_of(r) for r in older if r.status is SegmentStatus.DONE)
+        newest = _the_take(takes)
+        # Other takes made but not rejected: still up for approval (core.Session.kept).
+        done = (segment_of(r) for r in takes if r is not newest and r.status is SegmentStatus.DONE)
         earlier = tuple(seg for seg in done if seg.result is not None)
-        take = core.Take(segment_of(newest), _TAKE_STATUS[newest.status], earlier)
+        making = tuple(segment_of(r) for r in takes if r is not newest and r.status in _PENDING)
+        take = core.Take(segment_of(newest), _TAKE_STATUS[newest.status], earlier, making)
     base = core.Session(
         id=row.id,
         owner_id=row.owner_id,
@@ -82,6 +84,31 @@ def saved(row: SessionRow, rows: list[SegmentRow], defaults: core.Settings) -> t
         end_image=stored.get("end_image"),
     )
     return base, take
+
+
+_PENDING = (SegmentStatus.QUEUED, SegmentStatus.RUNNING)
+
+
+def _the_take(takes: list[SegmentRow]) -> SegmentRow:
+    """The take the session's state is about (``core.Take.segment``), of a position's takes in
+    attempt order: the newest being made while any is (a batch: ``core_takes``); else the newest
+    of the newest batch, passing over those of it that failed or were stopped while a take of it
+    is done (the core leaves those out and reviews the done one)."""
+    pending = [r for r in takes if r.status in _PENDING]
+    if pending:
+        return pending[-1]
+    batch = _batch(takes[-1])
+    mates = [r for r in takes if _batch(r) == batch]
+    for i in range(len(mates) - 1, -1, -1):
+        r = mates[i]
+        dropped = r.status in (SegmentStatus.FAILED, SegmentStatus.CANCELLED)
+        if not (dropped and any(m.status is SegmentStatus.DONE for m in mates[:i])):
+            return r
+    return takes[-1]
+
+
+def _batch(r: SegmentRow) -> int:
+    return int(r.params.get("batch") or r.attempt)
 
 
 #: How the core reads a stored take's status.
@@ -116,6 +143,7 @@ def segment_of(r: SegmentRow) -> core.Segment:
         steps=int(r.params["steps"]),
         result=result,
         end_image=r.params.get("end_image"),
+        batch=int(r.params.get("batch") or 0),
     )
 
 
