@@ -34,11 +34,12 @@ from bot.conversation.jobs import Jobs
 from bot.conversation.locks import SessionLocks
 from bot.conversation.media import Media
 from bot.conversation.persist import persist
-from bot.conversation.posting import APPROVED, KEPT, Posting
+from bot.conversation.posting import Posting
 from bot.conversation.progress_messages import ProgressMessages
 from bot.conversation.queue_view import whole_queue
 from bot.conversation.quotas import Quotas
 from bot.conversation.recovery import KEEP_POSTING, Recovery
+from bot.conversation.review_pages import SHOWS, unref
 from bot.conversation.sessions import Sessions, settings_json
 from bot.conversation.storyboards import Storyboards
 from bot.core import State, Via
@@ -344,6 +345,7 @@ class ConversationService:
         is_admin: bool = False,
         reply: PrivateReply | None = None,
         via: Via = Via.CONTROL,
+        message_id: str | None = None,
     ) -> None:
         try:
             segment = await self.store.get_segment(segment_id)
@@ -364,6 +366,14 @@ class ConversationService:
             event = core.Undo(user_id=user_id, via=via, segment=key)
         elif action is Action.APPROVE_FINISH:
             event = core.ApproveAndFinish(user_id=user_id, via=via, segment=key)
+        elif action is Action.SHOW:
+            event = core.ShowTake(user_id=user_id, via=via, segment=key)
+            if message_id is not None:
+                # ◀ ▶ page the message they are on (the press names the take to show there).
+                pressed = await self.store.find_segment_by_message(chat.platform, chat.chat_id, message_id)
+                if pressed is not None and pressed.session_id == row.id:
+                    await self._apply(row.id, event, is_admin=is_admin, reply=reply, page_in=pressed.id)
+                    return
         elif action is Action.STOP:
             if segment.status not in (SegmentStatus.QUEUED, SegmentStatus.RUNNING):
                 # Its result is up (or it ended): a late ✖ Stop must never discard the take
@@ -390,6 +400,10 @@ class ConversationService:
         segment = await self.store.find_segment_by_message(chat.platform, chat.chat_id, message_id)
         if segment is None:
             return
+        shown = unref(segment.posted.get(SHOWS))
+        if shown is not None:
+            # A paged review message: the reaction is about the take it shows now.
+            segment = await self.store.get_segment(shown)
         if action is Action.FINISH and segment.status is SegmentStatus.DONE:
             # 🏁 on a take under review stands where its 🏁 Approve & finish button is: it means
             # that, not "finish without this take" (which the core would only question).
@@ -567,8 +581,15 @@ class ConversationService:
     # --- the core loop ----------------------------------------------------------------------
 
     async def _apply(
-        self, session_id: str, event: core.Event, *, is_admin: bool = False, reply: PrivateReply | None = None
+        self,
+        session_id: str,
+        event: core.Event,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+        page_in: int | None = None,
     ) -> None:
+        """``page_in``: the row of the review message a ◀ ▶ was pressed on."""
         if self._closing and isinstance(event, core.UserEvent):
             row = await self.store.get_session(session_id)
             await self.chats.answer(chat_of(row), RESTARTING, reply)
@@ -598,7 +619,7 @@ class ConversationService:
                         typed = getattr(event, "via", None) is Via.COMMAND
                         await self.chats.answer(chat, effect.text, reply, typed=typed)
                         continue
-                    await self._perform(row, new, effect, ids)
+                    await self._perform(row, new, effect, ids, page_in=page_in)
                 except Exception:
                     log.exception("effect %s of session %s failed", type(effect).__name__, session_id)
             if new.settings != session.settings or (new.state.over and not session.state.over):
@@ -609,7 +630,7 @@ class ConversationService:
                     log.exception("showing the new settings of session %s failed", session_id)
             if new.state is State.CANCELLED and session.state is not State.CANCELLED and new.approved:
                 # The session is over: the Finish kept on its last approved take goes too.
-                await self.posting.close_controls(chat, ids[new.approved[-1].key], APPROVED)
+                await self.posting.pages.refresh(row, new, {new.approved[-1].idx})
 
     def _without_new_take(
         self, session: core.Session, event: core.UserEvent, admins: frozenset[str]
@@ -625,7 +646,13 @@ class ConversationService:
         return session, []
 
     async def _perform(
-        self, row: SessionRow, session: core.Session, effect: core.Effect, ids: dict[core.SegmentKey, int]
+        self,
+        row: SessionRow,
+        session: core.Session,
+        effect: core.Effect,
+        ids: dict[core.SegmentKey, int],
+        *,
+        page_in: int | None = None,
     ) -> None:
         chat = chat_of(row)
         close_controls = self.posting.close_controls
@@ -638,28 +665,25 @@ class ConversationService:
         elif isinstance(effect, core.PostSegment):
             await self.posting.post_segment(row, effect.segment, effect.caption)
         elif isinstance(effect, core.ApproveSegment):
-            # The approved take keeps a Finish while finishing is what comes next; the take
-            # approved before it loses its own.
-            if len(session.approved) > 1:
-                await close_controls(chat, ids[session.approved[-2].key], APPROVED)
-            finish_next = core.Control.FINISH in effect.keep_controls and session.state is State.AWAITING_PROMPT
-            await close_controls(chat, ids[effect.segment], APPROVED, finish=finish_next)
-        elif isinstance(effect, core.RejectSegment):
-            await close_controls(chat, ids[effect.segment], "🗑 Discarded")
-        elif isinstance(effect, core.KeepTake):
-            await close_controls(chat, ids[effect.segment], KEPT, approve=True)
+            # The message showing the approved take says so (with a Finish while finishing is
+            # what comes next), the segment's other review messages close, and the take
+            # approved before it loses its Finish (bot.conversation.review_pages).
+            await self.posting.pages.refresh(row, session, {effect.segment.idx, effect.segment.idx - 1})
+        elif isinstance(effect, (core.RejectSegment, core.KeepTake)):
+            await self.posting.pages.refresh(row, session, {effect.segment.idx})
         elif isinstance(effect, core.DropLastApproved):
-            await close_controls(chat, ids[effect.segment], "↩ Undone")
-            if session.approved and session.state is State.AWAITING_PROMPT:
-                await close_controls(chat, ids[session.approved[-1].key], APPROVED, finish=True)
+            await close_controls(chat, await self.posting.message_of(ids[effect.segment]), "↩ Undone")
+            await self.posting.pages.refresh(row, session, {effect.segment.idx - 1})
         elif isinstance(effect, core.StartAssembly):
             self.assemblies.start(row, effect.segments)
             if effect.segments:
-                await close_controls(chat, ids[effect.segments[-1].key], APPROVED)
+                await self.posting.pages.refresh(row, session, {effect.segments[-1].idx})
         elif isinstance(effect, core.CancelAssembly):
             self.assemblies.cancel(row.id)
         elif isinstance(effect, core.PostFinal):
             await self.posting.post_final(row, effect.caption)
+        elif isinstance(effect, core.PageTake):
+            await self.posting.page(row, ids[effect.segment], page_in)
         # UpdateProgress is handled by job_progress directly (it needs no store change).
 
     # --- helpers ----------------------------------------------------------------------------
