@@ -111,6 +111,7 @@ from bot.core_model import (
     JobFailed,
     JobProgress,
     KeepTake,
+    LeaveOut,
     Limits,
     PageTake,
     Picture,
@@ -221,6 +222,7 @@ __all__ = [
     "JobFailed",
     "JobProgress",
     "KeepTake",
+    "LeaveOut",
     "Limits",
     "PageTake",
     "Picture",
@@ -701,7 +703,7 @@ def _on_failed(s: Session, e: Event, limits: Limits) -> Transition:
     if (reviewed := review_batch(s)) is not None:
         assert reviewed.current is not None
         text = f"Take {cur.attempt} of segment {n} {why.get(FailureKind(e.kind), 'couldn’t be made')}; "
-        return reviewed, [Say(text + f"take {reviewed.current.attempt} is up for review.")]
+        return reviewed, [LeaveOut(s.id, cur.key), Say(text + f"take {reviewed.current.attempt} is up for review.")]
     retry = "/regenerate to try again, or send a new prompt."
     texts = {
         FailureKind.OOM: f"Segment {n} ran out of GPU memory. Try fewer seconds or a smaller size in "

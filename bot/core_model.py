@@ -560,6 +560,15 @@ class KeepTake(Effect):
 
 
 @dataclass(frozen=True)
+class LeaveOut(Effect):
+    """Store: a take of a batch that failed beside others is left out (settled), so that the
+    session reads back without it."""
+
+    session_id: str
+    segment: SegmentKey
+
+
+@dataclass(frozen=True)
 class PageTake(Effect):
     """Show the take (up for review) in the review message whose ◀ ▶ was pressed: its video,
     caption and controls, which name it. Nothing is stored but which take that message shows."""

@@ -60,7 +60,10 @@ def restore(base: Session, saved: State, take: Take | None) -> Session:
 
 def _making(state: State, take: Take | None) -> tuple[Segment, ...]:
     """The other takes of a batch being made beside the current one (see ``Session.making``)."""
-    return take.making if take is not None and state is State.GENERATING and _status(take) is _T.PENDING else ()
+    if take is None or state is not State.GENERATING:
+        return ()
+    # A take of the batch may be stored done or failed already: its report is on its way.
+    return tuple(replace(m, result=None) for m in take.making)
 
 
 def _kept(state: State, take: Take | None) -> tuple[Segment, ...]:

@@ -28,6 +28,7 @@ from bot.core_model import (
     Effect,
     Event,
     JobDone,
+    LeaveOut,
     Limits,
     PageTake,
     PostSegment,
@@ -57,7 +58,7 @@ def being_made(s: Session) -> tuple[Segment, ...]:
     """The takes being made, oldest first (``current`` is the newest)."""
     if s.state is not State.GENERATING or s.current is None:
         return ()
-    return (*s.making, s.current)
+    return tuple(sorted((*s.making, s.current), key=lambda t: t.attempt))
 
 
 def new_takes(s: Session, prompt: str, count: int) -> tuple[Segment, ...]:
@@ -130,7 +131,7 @@ def after_batch_failure(s: Session, key: SegmentKey, why: str) -> Transition | N
     others = len(being_made(new))
     rest = "the other take goes on" if others == 1 else "the other takes go on"
     text = f"Take {key.attempt} of segment {key.idx + 1} {why}; {rest}."
-    return new, [Say(text)]
+    return new, [LeaveOut(s.id, key), Say(text)]
 
 
 def stop_one(s: Session, key: SegmentKey, e: Event) -> Transition | None:

@@ -54,6 +54,10 @@ async def persist(
                     await store.reject_segment(ids[effect.segment])
             elif isinstance(effect, core.DropLastApproved):
                 await store.undo_last_approved(row.id, state=state)
+            elif isinstance(effect, core.LeaveOut):
+                segment = await store.get_segment(ids[effect.segment])
+                if segment.status is SegmentStatus.FAILED:
+                    await store.update_segment(segment.id, status=SegmentStatus.CANCELLED)
             elif isinstance(effect, core.CancelJob):
                 segment = await store.get_segment(ids[effect.segment])
                 if segment.status in (SegmentStatus.QUEUED, SegmentStatus.RUNNING):

@@ -98,6 +98,8 @@ class Posting:
             return
         assert seg_row.video is not None and seg_row.last_frame is not None
         caption = seg_row.caption or caption or core.review_caption(segment)
+        if seg_row.caption is None:  # the core has taken its report: recorded so (sessions.saved)
+            await self.store.update_segment(seg_row.id, caption=caption)
         port = self.chats.port(chat)
         video = seg_row.video
         limit = int(port.upload_limit(chat) * UPLOAD_MARGIN)

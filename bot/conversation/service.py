@@ -40,7 +40,7 @@ from bot.conversation.queue_view import whole_queue
 from bot.conversation.quotas import Quotas
 from bot.conversation.recovery import KEEP_POSTING, Recovery
 from bot.conversation.review_pages import SHOWS, unref
-from bot.conversation.sessions import Sessions, settings_json
+from bot.conversation.sessions import Sessions, settings_json, unreported
 from bot.conversation.storyboards import Storyboards
 from bot.core import State, Via
 from bot.disk import DiskSpace, FreeSpace, admin_note, free_bytes, is_disk_full
@@ -50,7 +50,7 @@ from bot.store import DiskFull, NotFound, SegmentStatus, SessionRow, SessionStat
 from shared import memory_plan
 from shared.config import Config
 from shared.pictures import Accepted, Refused
-from shared.protocol import Done, Failed
+from shared.protocol import Done, Failed, FailureKind
 
 log = logging.getLogger("framechain.service")
 
@@ -568,7 +568,33 @@ class ConversationService:
         """After a restart: bring sessions whose state and takes disagree together, re-queue
         unfinished jobs in their original order, post finished segments that were never posted,
         and restart interrupted joins."""
+        await self._replay_unreported()
         await self.recovery.resume()
+
+    async def _replay_unreported(self) -> None:
+        """A take of a batch whose job ended just before a crash, its report never taken: the
+        core is told now, as it would have been (it is posted, or left out), before recovery
+        re-queues the rest of the batch."""
+        for row in await self.store.list_sessions((SessionState.GENERATING,)):
+            for seg in unreported(await self.store.list_segments(row.id)):
+                key = core.SegmentKey(seg.idx, seg.attempt)
+                event: core.Event
+                if seg.status is SegmentStatus.DONE and seg.video and seg.last_frame and seg.seed is not None:
+                    event = core.JobDone(
+                        segment=key,
+                        video=str(seg.video),
+                        last_frame=str(seg.last_frame),
+                        frames=int(seg.params["frames"]),
+                        seed=seg.seed,
+                    )
+                else:
+                    kind = (seg.error or "").partition(":")[0]
+                    known = kind in {k.value for k in FailureKind}
+                    event = core.JobFailed(segment=key, kind=FailureKind(kind) if known else FailureKind.INTERNAL)
+                try:
+                    await self._apply(row.id, event)
+                except Exception:
+                    log.exception("replaying the report of segment %s failed", seg.id)
 
     async def post_unposted(self) -> None:
         """Post what was finished but never posted (see Recovery.post_unposted)."""

@@ -66,11 +66,12 @@ def saved(row: SessionRow, rows: list[SegmentRow], defaults: core.Settings) -> t
     takes = sorted((r for r in rows if r.idx == len(approved)), key=lambda r: r.attempt)
     take = None
     if takes:
-        newest = _the_take(takes)
-        # Other takes made but not rejected: still up for approval (core.Session.kept).
-        done = (segment_of(r) for r in takes if r is not newest and r.status is SegmentStatus.DONE)
+        made = _being_made(takes)
+        newest = made[-1] if made else _the_take(takes)
+        # Other takes made (and reported) but not rejected: still up for approval (core.Session.kept).
+        done = (segment_of(r) for r in takes if r is not newest and r not in made and r.status is SegmentStatus.DONE)
         earlier = tuple(seg for seg in done if seg.result is not None)
-        making = tuple(segment_of(r) for r in takes if r is not newest and r.status in _PENDING)
+        making = tuple(segment_of(r) for r in made if r is not newest)
         take = core.Take(segment_of(newest), _TAKE_STATUS[newest.status], earlier, making)
     base = core.Session(
         id=row.id,
@@ -87,6 +88,30 @@ def saved(row: SessionRow, rows: list[SegmentRow], defaults: core.Settings) -> t
 
 
 _PENDING = (SegmentStatus.QUEUED, SegmentStatus.RUNNING)
+
+
+def _being_made(takes: list[SegmentRow]) -> list[SegmentRow]:
+    """The takes of the newest batch the core still counts as being made: queued or running, or
+    finished with a report the core has not taken yet (done without the caption its post
+    stores, or failed: the core settles a failed take it leaves out, ``core.LeaveOut``)."""
+    batch = _batch(takes[-1])
+    mates = [r for r in takes if _batch(r) == batch]
+    if not any(r.status in _PENDING for r in mates) and len(mates) == 1:
+        return []  # a take queued alone, no longer made: read as it always was
+    return [
+        r
+        for r in mates
+        if r.status in _PENDING
+        or (r.status is SegmentStatus.DONE and r.caption is None)
+        or r.status is SegmentStatus.FAILED
+    ]
+
+
+def unreported(rows: list[SegmentRow]) -> list[SegmentRow]:
+    """Takes whose job ended but whose report the core never took (a crash in between)."""
+    approved = sum(1 for r in rows if r.status is SegmentStatus.APPROVED)
+    takes = sorted((r for r in rows if r.idx == approved), key=lambda r: r.attempt)
+    return [r for r in _being_made(takes) if r.status not in _PENDING] if takes else []
 
 
 def _the_take(takes: list[SegmentRow]) -> SegmentRow:

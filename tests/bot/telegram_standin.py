@@ -680,6 +680,11 @@ class BotApiStandIn:
         if len(caption) > 1024:
             raise _bad("message caption is too long")
         message["caption"] = caption
+        # As on Telegram, an edit that does not repeat the keyboard drops it.
+        if "reply_markup" in call.params:
+            message["reply_markup"] = call.params["reply_markup"]
+        else:
+            message.pop("reply_markup", None)
         return message
 
     async def _m_editMessageMedia(self, call: Call) -> Any:
