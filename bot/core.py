@@ -5,7 +5,8 @@ persists the returned session and performs the returned :class:`Effect` objects 
 
 The core spans a few modules, all re-exported here: the vocabulary (sessions, events, effects)
 in ``bot.core_model``, settings and texts in ``bot.core_settings``, the answers to refused events
-in ``bot.core_refusals``, end keyframes (/end) in ``bot.core_keyframes``, the quotas' day and
+in ``bot.core_refusals``, end keyframes (/end) in ``bot.core_keyframes``, takes to choose from
+(``settings takes``, ◀ ▶ paging) in ``bot.core_takes``, the quotas' day and
 texts in ``bot.core_quotas``, start-up recovery in ``bot.core_recovery``; the rules are here.
 
 States (:class:`State`, stored as their string values)::
@@ -48,12 +49,14 @@ Rules, decided here once so every platform behaves the same:
   first; after an approval, to /cancel and /start again.
 - Takes: regenerate keeps the take under review (``Session.kept``; it stays ``done`` in the
   store) and its message keeps a ✅ Approve (:data:`KEPT_CONTROLS`, effect :class:`KeepTake`).
-  Each take keeps its own message, so paging through takes is scrolling the chat (no ◀ ▶ pair).
   Any kept take, or the one under review, may be approved, also while a newer one is being
-  made: the others are rejected and their controls close, a take being made is stopped. Undo
+  made: the others are rejected and their controls close, takes being made are stopped. Undo
   discards the newest take (a typed /undo with nothing newer: the newest kept one), so the
   earlier takes stay up; a new prompt or a failure keeps them too. Finish and cancel discard
   them. A typed /approve takes the one under review, else the newest kept one.
+- ``settings takes = N`` batches, ◀ ▶ paging (:class:`ShowTake`, pure: effect :class:`PageTake`),
+  and Regenerate / Undo naming a kept take (a page showing it) are in ``bot.core_takes``;
+  Regenerate always makes one more take.
 - Regenerate redoes the take under review (or the last failed one) with the same prompt or a new
   one. Seeds: with ``Settings.seed`` random every take gets a fresh random seed; with a fixed seed
   S, take k of a segment uses S + k - 1, so a regenerate always changes the seed reproducibly.
