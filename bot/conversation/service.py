@@ -523,7 +523,7 @@ class ConversationService:
     async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
         """The settings of the session a command from ``user_id`` here acts on, or None when no
         session is live here: ``session`` (its id), ``owner``, ``seconds``, ``steps``, ``seed``
-        (a number or ``random``). Read only; for showing the settings keyboard's choices."""
+        (a number or ``random``), ``takes``. Read only; for showing the settings keyboard's choices."""
         row = await self.sessions.session_for(chat, user_id)
         if row is None:
             return None
@@ -723,4 +723,5 @@ def _settings_view(row: SessionRow, settings: core.Settings) -> dict[str, str]:
         "seconds": str(settings.seconds),
         "steps": str(settings.steps),
         "seed": "random" if settings.seed is None else str(settings.seed),
+        "takes": str(settings.takes),
     }

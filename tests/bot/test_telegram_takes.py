@@ -12,7 +12,16 @@ from bot.ports import Action, control_id, parse_control
 from bot.store import SegmentStatus
 from tests.bot.service_harness import picture_bytes
 from tests.bot.telegram_standin import BotApiStandIn
-from tests.bot.test_telegram_flow import ALICE, GROUP, bot_process, controls, keyboard_labels, telegram_config, until
+from tests.bot.test_telegram_flow import (
+    ALICE,
+    GROUP,
+    bot_process,
+    controls,
+    keyboard_data,
+    keyboard_labels,
+    telegram_config,
+    until,
+)
 from tests.bot.test_telegram_flow_review import mid, next_take, press, seen, text_count, toast
 
 
@@ -117,3 +126,19 @@ async def test_settings_takes_brings_n_takes_back_as_one_review(tmp_path: Path) 
             assert parse_control(
                 api.message(GROUP, mid(review))["reply_markup"]["inline_keyboard"][1][0]["callback_data"]
             ) == (other, Action.FINISH)
+
+
+async def test_the_settings_keyboard_sets_the_takes(tmp_path: Path) -> None:
+    async with BotApiStandIn() as api:
+        config, config_path = telegram_config(tmp_path, api)
+        async with bot_process(config, config_path) as bot:
+            await api.user_message(GROUP, ALICE, photo=picture_bytes(), caption="/start")
+            await text_count(api, "Got the picture")
+            await api.user_message(GROUP, ALICE, text="/settings")
+            (keyboard,) = await api.wait_for("sendMessage", where=lambda c: "reply_markup" in c.params)
+            assert "• 1 take" in keyboard_labels(keyboard.params["reply_markup"])
+            keyboard_id = keyboard.result["message_id"]
+            await api.press(GROUP, ALICE, keyboard_id, keyboard_data(keyboard.params["reply_markup"], ":takes=2"))
+            await until(lambda: "• 2 takes" in keyboard_labels(api.message(GROUP, keyboard_id)["reply_markup"]), "2")
+            row = await bot.store.find_active_session("telegram", str(GROUP), "", str(ALICE))
+            assert row is not None and row.settings["takes"] == 2
