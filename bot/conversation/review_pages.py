@@ -153,8 +153,11 @@ class ReviewPages:
         if take.params.get("preview"):
             caption += PREVIEW_NOTE
         frames = int(take.params.get("frames", seg.frames))
+        video = take.video
+        if video is not None and (fitted := video.with_name(f"{video.stem}-fit{video.suffix}")).is_file():
+            video = fitted  # re-encoded when it was posted, to fit the upload limit
         return ReviewPage(
-            video=take.video if media else None,
+            video=video if media else None,
             last_frame=take.last_frame if media else None,
             caption=caption,
             width=seg.width,

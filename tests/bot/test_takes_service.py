@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bot.ports import ChatRef
+from bot.dispatcher import FairQueue, Job
+from bot.ports import Action, ChatRef
 from bot.store import SegmentRow, SegmentStatus
+from shared.protocol import Generate
 from tests.bot.service_harness import picture_bytes, running_bot, write_config
 
 CHAT = ChatRef("telegram", "700", "")
@@ -65,3 +67,29 @@ async def test_each_take_counts_as_a_job_for_the_quota(tmp_path: Path) -> None:
         await svc.command(CHAT, OWNER, "settings", "takes=2")
         await svc.text(CHAT, OWNER, "two fit")
         assert len(await bot.store.list_segments(row.id)) == 2
+
+
+async def test_the_fair_queue_counts_each_take_as_a_job() -> None:
+    queue = FairQueue()
+    for job_id, owner in (("a1", "alice"), ("a2", "alice"), ("a3", "alice"), ("b1", "bob")):
+        await queue.put(Job(message=Generate(job_id=job_id, image="i.png", prompt="p", out_dir="."), owner=owner))
+    # Alice's three takes are three jobs: Bob's one waits behind one of them, not all three.
+    assert [job.job_id for job in queue.order()] == ["a1", "b1", "a2", "a3"]
+
+
+async def test_a_reaction_on_a_paged_review_acts_on_the_take_it_shows(tmp_path: Path) -> None:
+    async with running_bot(write_config(tmp_path)) as bot:
+        svc = bot.service
+        await svc.start(CHAT, OWNER, picture_bytes(), "first")
+        [post1] = await bot.chat.wait_for("segment", 1)
+        await svc.control(CHAT, OWNER, post1.post.segment_id, Action.REGENERATE)
+        posts = await bot.chat.wait_for("segment", 2)
+        take1, take2 = post1.post.segment_id, posts[1].post.segment_id
+        message = posts[1].message_id
+        # ◀ on take 2's message shows take 1 there; a ✅ reaction on it approves take 1.
+        await svc.control(CHAT, OWNER, take1, Action.SHOW, message_id=message)
+        [page] = bot.chat.of("page")
+        assert page.message_id == message and page.post.video is not None and "take 1" in page.text
+        await svc.reaction(CHAT, OWNER, message, Action.APPROVE)
+        assert (await bot.store.get_segment(take1)).status is SegmentStatus.APPROVED
+        assert (await bot.store.get_segment(take2)).status is SegmentStatus.REJECTED
