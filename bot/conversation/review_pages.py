@@ -31,6 +31,8 @@ from bot.store import PENDING, SegmentRow, SegmentStatus, SessionRow, Store
 log = logging.getLogger("framechain.service")
 
 SHOWS, MEDIA, LOOK, IN = "shows", "media", "look", "in"
+#: The recorded look of the message of an approved take that was undone (↩ Undone).
+UNDONE_LOOK = "look:undone"
 APPROVED = "✅ Approved"
 FINISH_LABEL = "🏁 Finish"
 APPROVE_LABEL = "✅ Approve"
@@ -197,6 +199,8 @@ class ReviewPages:
         mine = message_takes(rows, owner)
         shown = by_id.get(shown_id(owner), owner)
         chosen = next((r for r in approved if r.idx == owner.idx), None)
+        if chosen is None and owner.posted.get(LOOK) == UNDONE_LOOK:
+            return  # an approval undone: its message says so, whatever comes at its place next
         note, full = "", False
         keep: tuple[tuple[str, str], ...] = ()
         if chosen is not None:

@@ -39,7 +39,7 @@ from bot.conversation.progress_messages import ProgressMessages
 from bot.conversation.queue_view import whole_queue
 from bot.conversation.quotas import Quotas
 from bot.conversation.recovery import KEEP_POSTING, Recovery
-from bot.conversation.review_pages import SHOWS, unref
+from bot.conversation.review_pages import LOOK, SHOWS, UNDONE_LOOK, unref
 from bot.conversation.sessions import Sessions, settings_json, unreported
 from bot.conversation.storyboards import Storyboards
 from bot.core import State, Via
@@ -698,7 +698,9 @@ class ConversationService:
         elif isinstance(effect, (core.RejectSegment, core.KeepTake)):
             await self.posting.pages.refresh(row, session, {effect.segment.idx})
         elif isinstance(effect, core.DropLastApproved):
-            await close_controls(chat, await self.posting.message_of(ids[effect.segment]), "↩ Undone")
+            undone = await self.posting.message_of(ids[effect.segment])
+            await close_controls(chat, undone, "↩ Undone")
+            await self.store.record_posted(undone, LOOK, UNDONE_LOOK)
             await self.posting.pages.refresh(row, session, {effect.segment.idx - 1})
         elif isinstance(effect, core.StartAssembly):
             self.assemblies.start(row, effect.segments)
