@@ -5,7 +5,8 @@ persists the returned session and performs the returned :class:`Effect` objects 
 
 The core spans a few modules, all re-exported here: the vocabulary (sessions, events, effects)
 in ``bot.core_model``, settings and texts in ``bot.core_settings``, the answers to refused events
-in ``bot.core_refusals``, end keyframes (/end) in ``bot.core_keyframes``, the quotas' day and
+in ``bot.core_refusals``, end keyframes (/end) in ``bot.core_keyframes``, takes to choose from
+(``settings takes``, ◀ ▶ paging) in ``bot.core_takes``, the quotas' day and
 texts in ``bot.core_quotas``, start-up recovery in ``bot.core_recovery``; the rules are here.
 
 States (:class:`State`, stored as their string values)::
@@ -48,12 +49,14 @@ Rules, decided here once so every platform behaves the same:
   first; after an approval, to /cancel and /start again.
 - Takes: regenerate keeps the take under review (``Session.kept``; it stays ``done`` in the
   store) and its message keeps a ✅ Approve (:data:`KEPT_CONTROLS`, effect :class:`KeepTake`).
-  Each take keeps its own message, so paging through takes is scrolling the chat (no ◀ ▶ pair).
   Any kept take, or the one under review, may be approved, also while a newer one is being
-  made: the others are rejected and their controls close, a take being made is stopped. Undo
+  made: the others are rejected and their controls close, takes being made are stopped. Undo
   discards the newest take (a typed /undo with nothing newer: the newest kept one), so the
   earlier takes stay up; a new prompt or a failure keeps them too. Finish and cancel discard
   them. A typed /approve takes the one under review, else the newest kept one.
+- ``settings takes = N`` batches, ◀ ▶ paging (:class:`ShowTake`, pure: effect :class:`PageTake`),
+  and Regenerate / Undo naming a kept take (a page showing it) are in ``bot.core_takes``;
+  Regenerate always makes one more take.
 - Regenerate redoes the take under review (or the last failed one) with the same prompt or a new
   one. Seeds: with ``Settings.seed`` random every take gets a fresh random seed; with a fixed seed
   S, take k of a segment uses S + k - 1, so a regenerate always changes the seed reproducibly.
@@ -111,7 +114,9 @@ from bot.core_model import (
     JobFailed,
     JobProgress,
     KeepTake,
+    LeaveOut,
     Limits,
+    PageTake,
     Picture,
     PostFinal,
     PostSegment,
@@ -125,6 +130,7 @@ from bot.core_model import (
     SegmentResult,
     Session,
     Settings,
+    ShowTake,
     SizeMode,
     Start,
     StartAssembly,
@@ -173,6 +179,17 @@ from bot.core_settings import (
     settings_text,
     status_text,
 )
+from bot.core_takes import (
+    after_batch_failure,
+    being_made,
+    discard_kept,
+    new_takes,
+    on_show,
+    on_take_done,
+    review_batch,
+    stop_one,
+    takes_up,
+)
 from shared.params import ParameterError, segment_size
 from shared.protocol import FailureKind
 
@@ -208,7 +225,9 @@ __all__ = [
     "JobFailed",
     "JobProgress",
     "KeepTake",
+    "LeaveOut",
     "Limits",
+    "PageTake",
     "Picture",
     "PostFinal",
     "PostSegment",
@@ -223,6 +242,7 @@ __all__ = [
     "Session",
     "Settings",
     "SettingsError",
+    "ShowTake",
     "SizeMode",
     "Start",
     "StartAssembly",
@@ -257,6 +277,7 @@ __all__ = [
     "settings_text",
     "status_text",
     "step",
+    "takes_up",
     "user_queue_full_text",
 ]
 
@@ -283,9 +304,9 @@ TRANSITIONS: Mapping[tuple[State, type[Event]], frozenset[State]] = {
     (_S.AWAITING_PROMPT, EndFrame): frozenset({_S.AWAITING_PROMPT}),
     (_S.AWAITING_PROMPT, Approve): frozenset({_S.AWAITING_PROMPT}),
     (_S.GENERATING, JobProgress): frozenset({_S.GENERATING}),
-    (_S.GENERATING, JobDone): frozenset({_S.REVIEWING}),
-    (_S.GENERATING, JobFailed): frozenset({_S.AWAITING_PROMPT}),
-    (_S.GENERATING, Undo): frozenset({_S.AWAITING_PROMPT}),
+    (_S.GENERATING, JobDone): frozenset({_S.REVIEWING, _S.GENERATING}),
+    (_S.GENERATING, JobFailed): frozenset({_S.AWAITING_PROMPT, _S.GENERATING, _S.REVIEWING}),
+    (_S.GENERATING, Undo): frozenset({_S.AWAITING_PROMPT, _S.GENERATING, _S.REVIEWING}),
     (_S.GENERATING, Finish): frozenset({_S.ASSEMBLING}),
     (_S.GENERATING, Cancel): frozenset({_S.CANCELLED}),
     (_S.GENERATING, EndFrame): frozenset({_S.GENERATING}),
@@ -293,10 +314,13 @@ TRANSITIONS: Mapping[tuple[State, type[Event]], frozenset[State]] = {
     (_S.REVIEWING, Approve): frozenset({_S.AWAITING_PROMPT}),
     (_S.REVIEWING, ApproveAndFinish): frozenset({_S.ASSEMBLING}),
     (_S.REVIEWING, Regenerate): frozenset({_S.GENERATING}),
-    (_S.REVIEWING, Undo): frozenset({_S.AWAITING_PROMPT}),
+    (_S.REVIEWING, Undo): frozenset({_S.AWAITING_PROMPT, _S.REVIEWING}),
     (_S.REVIEWING, ChangeSettings): frozenset({_S.REVIEWING}),
     (_S.REVIEWING, Cancel): frozenset({_S.CANCELLED}),
     (_S.REVIEWING, EndFrame): frozenset({_S.REVIEWING}),
+    (_S.GENERATING, ShowTake): frozenset({_S.GENERATING}),
+    (_S.REVIEWING, ShowTake): frozenset({_S.REVIEWING}),
+    (_S.AWAITING_PROMPT, ShowTake): frozenset({_S.AWAITING_PROMPT}),
     (_S.ASSEMBLING, AssemblyDone): frozenset({_S.FINISHED}),
     (_S.ASSEMBLING, AssemblyFailed): frozenset({_S.AWAITING_PROMPT}),
     (_S.ASSEMBLING, Cancel): frozenset({_S.CANCELLED}),
@@ -432,53 +456,42 @@ def _on_regenerate(s: Session, e: Event, limits: Limits) -> Transition:
     cur = s.current
     if cur is None and e.segment is None:
         return s, [Say("Nothing to regenerate — send a prompt for the next segment.", ephemeral=True)]
-    if cur is None or (e.segment is not None and e.segment != cur.key):
+    # A page of the review message may show a kept take: its 🔁 redoes the segment with its prompt.
+    named = next((t for t in takes_up(s) if t.key == e.segment), None) if e.segment is not None else cur
+    if cur is None or named is None:
         return s, [stale_review(s, e.segment)]
-    prompt = clean_prompt(e.prompt or "") or cur.prompt
+    prompt = clean_prompt(e.prompt or "") or named.prompt
     if problem := _prompt_problem(prompt, limits):
         return s, [Say(problem)]
     effects = pressed(e, f"🔁 Regenerating segment {cur.number}…")
     if cur.result is not None:  # reviewing; a failed take (awaiting_prompt) is already settled
         # The take stays, with its Approve: the user may still prefer it to the new one.
         effects.append(KeepTake(s.id, cur.key))
-        return _enqueue(s, prompt, effects, kept=(*s.kept, cur))
-    return _enqueue(s, prompt, effects)
+        return _enqueue(s, prompt, effects, kept=(*s.kept, cur), count=1)
+    return _enqueue(s, prompt, effects, count=1)
 
 
-def _enqueue(s: Session, prompt: str, effects: list[Effect], kept: tuple[Segment, ...] | None = None) -> Transition:
-    """A new take at the next chain position; the session moves to generating, keeping
-    ``kept`` (default: the takes it kept already)."""
-    assert s.start_image is not None
+def _enqueue(
+    s: Session, prompt: str, effects: list[Effect], kept: tuple[Segment, ...] | None = None, count: int | None = None
+) -> Transition:
+    """``count`` new takes (default: the ``takes`` setting) at the next chain position; the
+    session moves to generating, keeping ``kept`` (default: the takes it kept already)."""
+    takes = new_takes(s, prompt, s.settings.takes if count is None else count)
     idx = len(s.approved)
-    attempt = s.next_attempt(idx)
-    settings = s.settings
-    # Joined segments must share one size: the first approved segment fixes it.
-    width, height = (s.approved[0].width, s.approved[0].height) if s.approved else (settings.width, settings.height)
-    segment = Segment(
-        idx=idx,
-        attempt=attempt,
-        prompt=prompt,
-        negative_prompt=settings.negative_prompt,
-        seed=None if settings.seed is None else (settings.seed + attempt - 1) % SEED_LIMIT,
-        start_image=s.start_image,
-        width=width,
-        height=height,
-        frames=settings.frames,
-        steps=settings.steps,
-        end_image=s.end_image,
-    )
     attempts = list(s.attempts) + [0] * (idx + 1 - len(s.attempts))
-    attempts[idx] = attempt
+    attempts[idx] = takes[-1].attempt
     s = replace(
         s,
         state=State.GENERATING,
-        current=segment,
+        current=takes[-1],
+        making=takes[:-1],
         attempts=tuple(attempts),
         pending_prompt=None,
         kept=s.kept if kept is None else kept,
     )
     assert s.first_image is not None
-    return s, [*effects, EnqueueSegment(s.id, s.owner_id, segment, s.first_image)]
+    first = s.first_image
+    return s, [*effects, *(EnqueueSegment(s.id, s.owner_id, t, first) for t in takes)]
 
 
 def _on_approve(s: Session, e: Event, limits: Limits) -> Transition:
@@ -499,7 +512,9 @@ def _on_approve(s: Session, e: Event, limits: Limits) -> Transition:
     effects = pressed(e, f"✅ Approved segment {chosen.number}{which}.")
     effects += _discard_others(s, chosen)
     cur = chosen
-    s = after_approval(replace(s, state=State.AWAITING_PROMPT, approved=(*s.approved, cur), current=None, kept=()), cur)
+    s = after_approval(
+        replace(s, state=State.AWAITING_PROMPT, approved=(*s.approved, cur), current=None, kept=(), making=()), cur
+    )
     text = f"Segment {cur.number} approved — {s.seconds:.1f} s so far. "
     if len(s.approved) >= limits.max_segments:
         text += f"That's the limit of {limits.max_segments} segments: 🏁 Finish (or /finish) to get the video."
@@ -514,11 +529,10 @@ def _discard_others(s: Session, chosen: Segment | None) -> list[Effect]:
     controls close), the one under review too, and one still being made is stopped."""
     effects: list[Effect] = [RejectSegment(s.id, k.key) for k in s.kept if k != chosen]
     cur = s.current
-    if cur is not None and cur != chosen:
-        if s.state is State.GENERATING:
-            effects.append(CancelJob(s.id, cur.key))
-        elif s.state is State.REVIEWING:
-            effects.append(RejectSegment(s.id, cur.key))
+    if s.state is State.GENERATING:
+        effects += [CancelJob(s.id, t.key) for t in being_made(s)]
+    elif cur is not None and cur != chosen and s.state is State.REVIEWING:
+        effects.append(RejectSegment(s.id, cur.key))
     return effects
 
 
@@ -540,22 +554,35 @@ def _on_approve_and_finish(s: Session, e: Event, limits: Limits) -> Transition:
         *_discard_others(s, cur),
         ApproveSegment(s.id, cur.key),
     ]
-    s = after_approval(replace(s, state=State.AWAITING_PROMPT, approved=(*s.approved, cur), current=None, kept=()), cur)
+    s = after_approval(
+        replace(s, state=State.AWAITING_PROMPT, approved=(*s.approved, cur), current=None, kept=(), making=()), cur
+    )
     return _assemble(s, effects, f"Segment {cur.number} approved. ")
 
 
 def _on_undo(s: Session, e: Event, limits: Limits) -> Transition:
     assert isinstance(e, Undo)
     cur = s.current
+    if e.segment is not None:
+        # A press acts on its own take only: never on whatever happens to be newest now. One of
+        # several takes being made stops alone; a kept take shown on a page is discarded alone.
+        one = stop_one(s, e.segment, e) or discard_kept(s, e.segment, e)
+        if one is not None:
+            return one
     if e.segment is not None and (s.state is State.AWAITING_PROMPT or cur is None or e.segment != cur.key):
-        # A press acts on its own take only: never on whatever happens to be newest now.
         return s, [stale_review(s, e.segment)]
     if s.state is State.GENERATING:
         assert cur is not None
-        s = replace(s, state=State.AWAITING_PROMPT, current=None)
+        made = being_made(s)
+        stops = [CancelJob(s.id, t.key) for t in made]
+        if (reviewed := review_batch(replace(s, making=()))) is not None:
+            # The batch's done takes stay up: the newest is under review.
+            text = f"Stopped the takes of segment {cur.number} still being made; the others are up for review."
+            return reviewed, [*pressed(e, f"↩ Stopped segment {cur.number}."), *stops, Say(text)]
+        s = replace(s, state=State.AWAITING_PROMPT, current=None, making=())
         return s, [
             *pressed(e, f"↩ Stopped segment {cur.number}."),
-            CancelJob(s.id, cur.key),
+            *stops,
             Say(f"Stopped segment {cur.number}. Send a new prompt for it{_or_kept(s)}."),
         ]
     if s.state is State.REVIEWING:
@@ -608,8 +635,7 @@ def _on_finish(s: Session, e: Event, limits: Limits) -> Transition:
         return s, [Say("Nothing to join yet — approve at least one segment first.")]
     effects: list[Effect] = []
     if cur is not None or s.kept:
-        if cur is not None:
-            effects.append(CancelJob(s.id, cur.key))
+        effects += [CancelJob(s.id, t.key) for t in being_made(s)]
         number = cur.number if cur is not None else s.kept[0].number
         effects.append(Say(f"Segment {number} wasn't approved, so it's left out."))
     return _assemble(s, effects)
@@ -619,7 +645,7 @@ def _assemble(s: Session, effects: list[Effect], lead: str = "") -> Transition:
     """Join the approved segments: the session moves to assembling."""
     # Takes of a segment never approved are left out of the join: they go.
     effects = [*effects, *(RejectSegment(s.id, k.key) for k in s.kept)]
-    s = replace(s, state=State.ASSEMBLING, current=None, kept=())
+    s = replace(s, state=State.ASSEMBLING, current=None, kept=(), making=())
     n = len(s.approved)
     return s, [
         *effects,
@@ -633,7 +659,7 @@ def _on_cancel(s: Session, e: Event, limits: Limits) -> Transition:
     if s.state is State.ASSEMBLING:
         effects.append(CancelAssembly(s.id))
     effects.append(Say("Cancelled. Send /start with a picture to begin a new session."))
-    return replace(s, state=State.CANCELLED, current=None, pending_prompt=None, kept=()), effects
+    return replace(s, state=State.CANCELLED, current=None, pending_prompt=None, kept=(), making=()), effects
 
 
 def _on_settings(s: Session, e: Event, limits: Limits) -> Transition:
@@ -657,27 +683,30 @@ def _size_lock(s: Session) -> str | None:
 
 def _on_progress(s: Session, e: Event, limits: Limits) -> Transition:
     assert isinstance(e, JobProgress)
-    if s.current is None or e.segment != s.current.key:
+    if all(t.key != e.segment for t in being_made(s)):
         return s, []
     return s, [UpdateProgress(s.id, e.segment, e.step, e.total)]
 
 
 def _on_done(s: Session, e: Event, limits: Limits) -> Transition:
     assert isinstance(e, JobDone)
-    cur = s.current
-    if cur is None or e.segment != cur.key:
-        return s, []
-    seg = replace(cur, result=SegmentResult(e.video, e.last_frame, e.frames, e.seed, e.overlap))
-    s = replace(s, state=State.REVIEWING, current=seg)
-    return s, [PostSegment(s.id, seg, review_caption(seg))]
+    return on_take_done(s, e) or (s, [])
 
 
 def _on_failed(s: Session, e: Event, limits: Limits) -> Transition:
     assert isinstance(e, JobFailed)
     cur = s.current
-    if cur is None or e.segment != cur.key:
+    if all(t.key != e.segment for t in being_made(s)) or cur is None:
         return s, []
     n = cur.number
+    why = {FailureKind.OOM: "ran out of GPU memory", FailureKind.CANCELLED: "was stopped"}
+    left_out = after_batch_failure(s, e.segment, why.get(FailureKind(e.kind), "couldn't be made"))
+    if left_out is not None:
+        return left_out
+    if (reviewed := review_batch(s)) is not None:
+        assert reviewed.current is not None
+        text = f"Take {cur.attempt} of segment {n} {why.get(FailureKind(e.kind), 'couldn’t be made')}; "
+        return reviewed, [LeaveOut(s.id, cur.key), Say(text + f"take {reviewed.current.attempt} is up for review.")]
     retry = "/regenerate to try again, or send a new prompt."
     texts = {
         FailureKind.OOM: f"Segment {n} ran out of GPU memory. Try fewer seconds or a smaller size in "
@@ -722,6 +751,7 @@ _HANDLERS: Mapping[type[Event], _Handler] = {
     Cancel: _on_cancel,
     ChangeSettings: _on_settings,
     EndFrame: on_end_frame,
+    ShowTake: on_show,
     JobProgress: _on_progress,
     JobDone: _on_done,
     JobFailed: _on_failed,

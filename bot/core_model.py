@@ -23,6 +23,8 @@ from shared.params import (
 )
 from shared.protocol import FailureKind
 
+#: ``settings takes = N`` renders at most this many takes per prompt.
+MAX_TAKES = 4
 #: Seeds are 0 <= seed < 2**63: what the worker and the store (signed int64) accept.
 SEED_LIMIT = 2**63
 
@@ -97,6 +99,8 @@ class Settings:
     #: How each segment continues from the one before: "frame" (its last frame) or "svi" (its
     #: last latents, SVI 2.0 Pro; only where the server has the SVI LoRAs, Limits.svi).
     continuity: str = "frame"
+    #: Takes each prompt renders at once, with different seeds (``bot.core_takes``).
+    takes: int = 1
 
     def __post_init__(self) -> None:
         # Limit-independent checks; a row from the store or the config must already pass these.
@@ -105,6 +109,8 @@ class Settings:
             raise ParameterError(f"color_match must be one of {', '.join(COLOR_MATCHES)}, got {self.color_match!r}")
         if self.continuity not in ("frame", "svi"):
             raise ParameterError(f"continuity must be 'frame' or 'svi', got {self.continuity!r}")
+        if not _is_int(self.takes) or not 1 <= self.takes <= MAX_TAKES:
+            raise ParameterError(f"takes must be 1 to {MAX_TAKES}, got {self.takes!r}")
         if not _is_int(self.steps) or self.steps < 1:
             raise ParameterError(f"steps must be at least 1, got {self.steps!r}")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < SEED_LIMIT):
@@ -157,10 +163,18 @@ class Segment:
     result: SegmentResult | None = None
     #: The end keyframe this take was aimed at (Wan first-last-frame), or None.
     end_image: str | None = None
+    #: The first attempt of the takes queued together with this one (one prompt with
+    #: ``takes = N``); 0: it was queued alone (its batch is itself).
+    batch: int = 0
 
     @property
     def key(self) -> SegmentKey:
         return SegmentKey(self.idx, self.attempt)
+
+    @property
+    def batch_of(self) -> int:
+        """The batch this take belongs to: the first attempt queued with it."""
+        return self.batch or self.attempt
 
     @property
     def number(self) -> int:
@@ -197,6 +211,9 @@ class Session:
     #: Earlier takes of the next chain position that were regenerated, not rejected: each is
     #: done (with a result) and keeps its ✅ Approve until one take of the position is approved.
     kept: tuple[Segment, ...] = ()
+    #: Other takes of the next chain position being made beside ``current`` (the rest of a
+    #: ``takes = N`` batch), oldest first; ``current`` is the newest take being made.
+    making: tuple[Segment, ...] = ()
 
     def __post_init__(self) -> None:
         problems = _invariant_problems(self)
@@ -246,8 +263,19 @@ def _invariant_problems(s: Session) -> list[str]:
     if s.state is not State.AWAITING_IMAGE and s.first_image is None and s.state is not State.CANCELLED:
         problems.append(f"{s.state.value} needs the first picture")
     for k in s.kept:
-        if k.idx != len(s.approved) or k.result is None or (cur is not None and k.attempt >= cur.attempt):
+        # While a batch is made, a take done first may be newer than the one still being made.
+        newer_ok = s.state is State.GENERATING
+        if (
+            k.idx != len(s.approved)
+            or k.result is None
+            or (cur is not None and (k.attempt == cur.attempt or (k.attempt > cur.attempt and not newer_ok)))
+        ):
             problems.append(f"kept take {k.key} must be an earlier done take of the next chain position")
+    for m in s.making:
+        if s.state is not State.GENERATING or cur is None or m.idx != cur.idx or m.result is not None:
+            problems.append(f"take {m.key} being made needs a generating session, beside the current take")
+        elif m.attempt >= cur.attempt or m.attempt > s.next_attempt(m.idx) - 1:
+            problems.append(f"take {m.key} being made must be older than the current take")
     if s.kept and s.state not in (State.GENERATING, State.REVIEWING, State.AWAITING_PROMPT):
         problems.append(f"{s.state.value} keeps no earlier takes")
     if s.state is State.FINISHED and s.final_video is None:
@@ -354,6 +382,15 @@ class Cancel(UserEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ShowTake(UserEvent):
+    """◀ ▶ on a review message: show ``segment`` (a take up for review) there instead. Changes
+    nothing in the session; which take a message shows is the adapters' to keep."""
+
+    segment: SegmentKey
+    via: Via = Via.CONTROL
+
+
+@dataclass(frozen=True, kw_only=True)
 class EndFrame(UserEvent):
     """/end: set the frame the next segment ends on (``picture``), remove it (``clear``), or,
     with neither, say whether one is set."""
@@ -449,6 +486,7 @@ USER_EVENTS: tuple[type[UserEvent], ...] = (
     Status,
     ChangeSettings,
     EndFrame,
+    ShowTake,
 )
 SYSTEM_EVENTS: tuple[type[Event], ...] = (JobProgress, JobDone, JobFailed, AssemblyDone, AssemblyFailed)
 EVENT_TYPES: tuple[type[Event], ...] = (*USER_EVENTS, *SYSTEM_EVENTS)
@@ -543,6 +581,24 @@ class KeepTake(Effect):
 
 
 @dataclass(frozen=True)
+class LeaveOut(Effect):
+    """Store: a take of a batch that failed beside others is left out (settled), so that the
+    session reads back without it."""
+
+    session_id: str
+    segment: SegmentKey
+
+
+@dataclass(frozen=True)
+class PageTake(Effect):
+    """Show the take (up for review) in the review message whose ◀ ▶ was pressed: its video,
+    caption and controls, which name it. Nothing is stored but which take that message shows."""
+
+    session_id: str
+    segment: SegmentKey
+
+
+@dataclass(frozen=True)
 class RejectSegment(Effect):
     """Store: the take (under review, or a kept earlier one) is rejected; its controls close."""
 
@@ -601,6 +657,9 @@ class Take:
 
     segment: Segment
     status: TakeStatus
-    #: The earlier takes at that position still done (regenerated, not rejected), oldest first:
+    #: The other takes at that position still done (regenerated, or done first in a batch), oldest first:
     #: they become ``Session.kept`` in a state that keeps takes.
     earlier: tuple[Segment, ...] = ()
+    #: The other takes still queued or running at that position (the rest of a batch), oldest
+    #: first; ``segment`` is then the newest of them.
+    making: tuple[Segment, ...] = ()

@@ -55,7 +55,15 @@ def restore(base: Session, saved: State, take: Take | None) -> Session:
         current = take.segment
         if saved is State.GENERATING:
             current = replace(current, result=None)
-    return replace(base, state=saved, current=current, kept=_kept(saved, take))
+    return replace(base, state=saved, current=current, kept=_kept(saved, take), making=_making(saved, take))
+
+
+def _making(state: State, take: Take | None) -> tuple[Segment, ...]:
+    """The other takes of a batch being made beside the current one (see ``Session.making``)."""
+    if take is None or state is not State.GENERATING:
+        return ()
+    # A take of the batch may be stored done or failed already: its report is on its way.
+    return tuple(replace(m, result=None) for m in take.making)
 
 
 def _kept(state: State, take: Take | None) -> tuple[Segment, ...]:
@@ -81,7 +89,8 @@ def reconcile(base: Session, saved: State, take: Take | None) -> tuple[Session, 
         return s, [PostSegment(s.id, take.segment, review_caption(take.segment))]
     if target is State.GENERATING:
         assert take is not None
-        return replace(base, state=target, current=replace(take.segment, result=None), kept=_kept(target, take)), []
+        current = replace(take.segment, result=None)
+        return replace(base, state=target, current=current, kept=_kept(target, take), making=_making(target, take)), []
     number = len(base.approved) + 1
     if status is TakeStatus.FAILED:
         assert take is not None

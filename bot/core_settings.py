@@ -7,7 +7,7 @@ import re
 import unicodedata
 from dataclasses import replace
 
-from bot.core_model import SEED_LIMIT, Limits, Quota, Segment, Session, Settings, State, joined_seconds
+from bot.core_model import MAX_TAKES, SEED_LIMIT, Limits, Quota, Segment, Session, Settings, State, joined_seconds
 from bot.core_quotas import quota_text
 from shared.color_reference import COLOR_MATCHES
 from shared.params import SECONDS_TO_FRAMES, SIDE_MULTIPLE, WAN_NEGATIVE_PROMPT
@@ -30,6 +30,7 @@ _SETTING_NAMES = {
     "color": "color",
     "color_match": "color",
     "continuity": "continuity",
+    "takes": "takes",
 }
 
 
@@ -116,6 +117,11 @@ def _parse_setting(name: str, value: str, limits: Limits, size_lock: str | None)
         if lowered == "svi" and not limits.svi:
             raise SettingsError("continuity=svi needs the SVI 2.0 Pro LoRAs, which this server does not have")
         return {"continuity": lowered}
+    if name == "takes":
+        takes = _parse_int(lowered)
+        if takes is None or not 1 <= takes <= MAX_TAKES:
+            raise SettingsError(f"takes must be a whole number from 1 to {MAX_TAKES}")
+        return {"takes": takes}
     assert name == "size"
     if size_lock is not None:
         raise SettingsError(size_lock)
@@ -145,9 +151,10 @@ def settings_text(settings: Settings) -> str:
     seed = "random" if settings.seed is None else str(settings.seed)
     # Said only when not the default, so a server without SVI never mentions it.
     continuity = ", continuity svi (from the last latents)" if settings.continuity == "svi" else ""
+    takes = f"{settings.takes} takes per prompt, " if settings.takes > 1 else ""
     return (
         f"{settings.seconds} s per segment ({settings.frames} frames), {settings.steps} steps, "
-        f"seed {seed}, size {settings.width}×{settings.height}, negative prompt {negative}, "
+        f"seed {seed}, {takes}size {settings.width}×{settings.height}, negative prompt {negative}, "
         f"colour match {settings.color_match}{continuity}."
     )
 

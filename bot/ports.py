@@ -35,11 +35,13 @@ class Action(StrEnum):
     APPROVE_FINISH = "apfin"
     #: Stop the take being made (the ✖ Stop on its progress message).
     STOP = "stop"
+    #: ◀ ▶ on a review message: show this take there instead.
+    SHOW = "show"
 
 
 #: Review controls carry the segment id, so a button keeps working after a restart.
 #: Short enough for Telegram's 64-byte callback data and Discord's 100-character custom_id.
-_CONTROL = re.compile(r"^seg:(?P<segment>[0-9]{1,18}):(?P<action>approve|regen|undo|finish|apfin|stop)$")
+_CONTROL = re.compile(r"^seg:(?P<segment>[0-9]{1,18}):(?P<action>approve|regen|undo|finish|apfin|stop|show)$")
 
 
 def control_id(segment_id: int, action: Action) -> str:
@@ -72,6 +74,25 @@ class SegmentPost:
     controls: tuple[tuple[str, str], ...]
     #: Roles (``video``, ``frame``) already posted before a restart: the port sends only the rest.
     already: frozenset[str] = frozenset()
+    #: The ◀ ▶ row under the controls, (label, control id) pairs; an empty id is an inert label
+    #: ("take 2 of 3"). Empty: one take, no paging.
+    pager: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ReviewPage:
+    """What a review message shows after ◀ ▶ (or once a take of it is approved): one take's
+    video, hand-off frame and caption, with controls that name that take."""
+
+    #: The take's files, or None to leave the message's media as they are.
+    video: Path | None
+    last_frame: Path | None
+    caption: str
+    width: int
+    height: int
+    seconds: float
+    controls: tuple[tuple[str, str], ...]
+    pager: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,6 +180,12 @@ class ChatPort(Protocol):
         each as soon as it is accepted; return the ids posted."""
         ...
 
+    async def show_review(self, chat: ChatRef, message_ids: dict[str, str], page: ReviewPage) -> None:
+        """Turn a posted review (``message_ids`` as ``post_segment`` returned them) into ``page``:
+        its video (and the hand-off frame, where it has its own message or attachment) when
+        ``page.video`` is set, the caption, and the controls with the pager row."""
+        ...
+
 
 #: Shows a text to the acting user only (a Discord ephemeral message, a Telegram callback toast).
 #: Adapters pass one with every action they can answer privately; notes meant for that user alone
@@ -199,8 +226,10 @@ class Conversation(Protocol):
         *,
         is_admin: bool = False,
         reply: PrivateReply | None = None,
+        message_id: str | None = None,
     ) -> None:
-        """A review button or reaction. Ignored silently when not the owner's (or an admin's)."""
+        """A review button or reaction. Ignored silently when not the owner's (or an admin's).
+        ``message_id``: the message the button was on (◀ ▶ pages that message)."""
         ...
 
     async def reaction(

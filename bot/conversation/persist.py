@@ -42,6 +42,8 @@ async def persist(
                         "seed_requested": seg.seed,
                         # The end keyframe (/end) the take aims at; the job reads it from here.
                         "end_image": seg.end_image,
+                        # The takes queued together with it (settings takes=N): its batch.
+                        "batch": seg.batch,
                     },
                 )
                 ids[seg.key] = added.id
@@ -52,6 +54,10 @@ async def persist(
                     await store.reject_segment(ids[effect.segment])
             elif isinstance(effect, core.DropLastApproved):
                 await store.undo_last_approved(row.id, state=state)
+            elif isinstance(effect, core.LeaveOut):
+                segment = await store.get_segment(ids[effect.segment])
+                if segment.status is SegmentStatus.FAILED:
+                    await store.update_segment(segment.id, status=SegmentStatus.CANCELLED)
             elif isinstance(effect, core.CancelJob):
                 segment = await store.get_segment(ids[effect.segment])
                 if segment.status in (SegmentStatus.QUEUED, SegmentStatus.RUNNING):

@@ -57,9 +57,10 @@ class Quotas:
         limit = self.limits.active_sessions_per_user
         return core.sessions_full_text(active, limit) if active >= limit else None
 
-    async def new_job_refusal(self, row: SessionRow, *, is_admin: bool) -> str | None:
-        """Why the session may not queue another take now, or None. The owner's quotas count
-        (their jobs, their GPU time); ``is_admin``: the acting user is an admin."""
+    async def new_job_refusal(self, row: SessionRow, *, is_admin: bool, jobs: int = 1) -> str | None:
+        """Why the session may not queue ``jobs`` more takes now (a prompt with ``takes = N``
+        queues N: each counts as a job), or None. The owner's quotas count (their jobs, their GPU
+        time); ``is_admin``: the acting user is an admin."""
         if self._exempt(row.platform, row.owner_id, is_admin):
             return None
         lim = self.limits
@@ -71,10 +72,13 @@ class Quotas:
                     used, lim.gpu_seconds_per_user_per_day, lim.quota_reset_hour_utc, resets_in
                 )
         pending = await self.store.count_pending_jobs(row.platform, row.owner_id)
-        if pending >= lim.queued_jobs_per_user:
-            return core.user_queue_full_text(pending, lim.queued_jobs_per_user)
+        if pending + jobs > lim.queued_jobs_per_user:
+            text = core.user_queue_full_text(pending, lim.queued_jobs_per_user)
+            if jobs > 1:
+                text += f" (This prompt needs {jobs} places for its {jobs} takes; /settings takes=1 needs one.)"
+            return text
         total = await self.store.count_all_pending_jobs()
-        if total >= lim.queued_jobs_total:
+        if total + jobs > lim.queued_jobs_total:
             return core.queue_full_text(total, lim.queued_jobs_total)
         return None
 

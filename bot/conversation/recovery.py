@@ -106,20 +106,21 @@ class Recovery:
     async def post_unposted(self) -> None:
         """Post what was finished but never posted: a segment up for review or a final video
         whose post was cut short by a crash, or failed while the platform was unreachable."""
-        for row in await self.store.list_sessions((SessionState.REVIEWING,)):
+        for row in await self.store.list_sessions((SessionState.REVIEWING, SessionState.GENERATING)):
             async with self.locks.hold(row.id):  # not while an action is posting it
                 row, session, rows = await self.sessions.load(row.id)
-                current = session.current
-                if row.state is not SessionState.REVIEWING or current is None:
-                    continue
-                seg_row = row_for(rows, current.key)
-                if not delivery.segment_delivered(seg_row.posted) or seg_row.posted.get(delivery.PROGRESS):
+                # Every take up for review: the one under review, and the takes of a batch kept
+                # while the others are made (bot.core_takes).
+                for take in core.takes_up(session) if row.state is SessionState.REVIEWING else session.kept:
+                    seg_row = row_for(rows, take.key)
+                    if delivery.segment_delivered(seg_row.posted) and not seg_row.posted.get(delivery.PROGRESS):
+                        continue
                     try:
                         # With the caption it was first posted with; only what has no record is sent.
-                        await self.posting.post_segment(row, current)
+                        await self.posting.post_segment(row, take)
                     except Exception as exc:
                         log.warning("segment of session %s still not posted: %s", row.id, exc)
-                        await self._failed(row, f"segment {current.number}")
+                        await self._failed(row, f"segment {take.number}")
                     else:
                         self._posted(row.id)
         for row in await self.store.list_sessions((SessionState.FINISHED,)):

@@ -37,12 +37,13 @@ from bot.conversation.jobs import Jobs
 from bot.conversation.locks import SessionLocks
 from bot.conversation.media import Media
 from bot.conversation.persist import persist
-from bot.conversation.posting import APPROVED, KEPT, Posting
+from bot.conversation.posting import Posting
 from bot.conversation.progress_messages import ProgressMessages
 from bot.conversation.queue_view import whole_queue
 from bot.conversation.quotas import Quotas
 from bot.conversation.recovery import KEEP_POSTING, Recovery
-from bot.conversation.sessions import Sessions, settings_json
+from bot.conversation.review_pages import LOOK, SHOWS, UNDONE_LOOK, unref
+from bot.conversation.sessions import Sessions, settings_json, unreported
 from bot.conversation.storyboards import Storyboards
 from bot.core import State, Via
 from bot.disk import DiskSpace, FreeSpace, admin_note, free_bytes, is_disk_full
@@ -52,7 +53,7 @@ from bot.store import DiskFull, NotFound, SegmentStatus, SessionRow, SessionStat
 from shared import memory_plan
 from shared.config import Config
 from shared.pictures import Accepted, Refused
-from shared.protocol import Done, Failed
+from shared.protocol import Done, Failed, FailureKind
 
 log = logging.getLogger("framechain.service")
 
@@ -351,6 +352,7 @@ class ConversationService:
         is_admin: bool = False,
         reply: PrivateReply | None = None,
         via: Via = Via.CONTROL,
+        message_id: str | None = None,
     ) -> None:
         try:
             segment = await self.store.get_segment(segment_id)
@@ -371,6 +373,14 @@ class ConversationService:
             event = core.Undo(user_id=user_id, via=via, segment=key)
         elif action is Action.APPROVE_FINISH:
             event = core.ApproveAndFinish(user_id=user_id, via=via, segment=key)
+        elif action is Action.SHOW:
+            event = core.ShowTake(user_id=user_id, via=via, segment=key)
+            if message_id is not None:
+                # ◀ ▶ page the message they are on (the press names the take to show there).
+                pressed = await self.store.find_segment_by_message(chat.platform, chat.chat_id, message_id)
+                if pressed is not None and pressed.session_id == row.id:
+                    await self._apply(row.id, event, is_admin=is_admin, reply=reply, page_in=pressed.id)
+                    return
         elif action is Action.STOP:
             if segment.status not in (SegmentStatus.QUEUED, SegmentStatus.RUNNING):
                 # Its result is up (or it ended): a late ✖ Stop must never discard the take
@@ -397,6 +407,10 @@ class ConversationService:
         segment = await self.store.find_segment_by_message(chat.platform, chat.chat_id, message_id)
         if segment is None:
             return
+        shown = unref(segment.posted.get(SHOWS))
+        if shown is not None:
+            # A paged review message: the reaction is about the take it shows now.
+            segment = await self.store.get_segment(shown)
         if action is Action.FINISH and segment.status is SegmentStatus.DONE:
             # 🏁 on a take under review stands where its 🏁 Approve & finish button is: it means
             # that, not "finish without this take" (which the core would only question).
@@ -524,7 +538,7 @@ class ConversationService:
     async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
         """The settings of the session a command from ``user_id`` here acts on, or None when no
         session is live here: ``session`` (its id), ``owner``, ``seconds``, ``steps``, ``seed``
-        (a number or ``random``). Read only; for showing the settings keyboard's choices."""
+        (a number or ``random``), ``takes``. Read only; for showing the settings keyboard's choices."""
         row = await self.sessions.session_for(chat, user_id)
         if row is None:
             return None
@@ -581,7 +595,34 @@ class ConversationService:
         unfinished jobs in their original order, post finished segments that were never posted,
         and restart interrupted joins."""
         async with self.admin.restoring():  # a queue paused before the restart stays paused
+            await self._replay_unreported()
             await self.recovery.resume()
+
+    async def _replay_unreported(self) -> None:
+        """A take of a batch whose job ended just before a crash, its report never taken: the
+        core is told now, as it would have been (it is posted, or left out), before recovery
+        re-queues the rest of the batch."""
+        for row in await self.store.list_sessions((SessionState.GENERATING,)):
+            for seg in unreported(await self.store.list_segments(row.id)):
+                key = core.SegmentKey(seg.idx, seg.attempt)
+                event: core.Event
+                if seg.status is SegmentStatus.DONE and seg.video and seg.last_frame and seg.seed is not None:
+                    event = core.JobDone(
+                        segment=key,
+                        video=str(seg.video),
+                        last_frame=str(seg.last_frame),
+                        frames=int(seg.params["frames"]),
+                        seed=seg.seed,
+                        overlap=int(seg.params.get("overlap", 1)),
+                    )
+                else:
+                    kind = (seg.error or "").partition(":")[0]
+                    known = kind in {k.value for k in FailureKind}
+                    event = core.JobFailed(segment=key, kind=FailureKind(kind) if known else FailureKind.INTERNAL)
+                try:
+                    await self._apply(row.id, event)
+                except Exception:
+                    log.exception("replaying the report of segment %s failed", seg.id)
 
     async def post_unposted(self) -> None:
         """Post what was finished but never posted (see Recovery.post_unposted)."""
@@ -594,8 +635,15 @@ class ConversationService:
     # --- the core loop ----------------------------------------------------------------------
 
     async def _apply(
-        self, session_id: str, event: core.Event, *, is_admin: bool = False, reply: PrivateReply | None = None
+        self,
+        session_id: str,
+        event: core.Event,
+        *,
+        is_admin: bool = False,
+        reply: PrivateReply | None = None,
+        page_in: int | None = None,
     ) -> None:
+        """``page_in``: the row of the review message a ◀ ▶ was pressed on."""
         if self._closing and isinstance(event, core.UserEvent):
             row = await self.store.get_session(session_id)
             await self.chats.answer(chat_of(row), RESTARTING, reply)
@@ -609,8 +657,9 @@ class ConversationService:
             # A new take is checked against the quotas in the transaction that queues it, so
             # concurrent takes never get past a limit together.
             async with self.store.transaction():
-                if isinstance(event, core.UserEvent) and any(isinstance(e, core.EnqueueSegment) for e in effects):
-                    refusal = await self.quotas.new_job_refusal(row, is_admin=is_admin)
+                new_jobs = sum(isinstance(e, core.EnqueueSegment) for e in effects)
+                if isinstance(event, core.UserEvent) and new_jobs:
+                    refusal = await self.quotas.new_job_refusal(row, is_admin=is_admin, jobs=new_jobs)
                     if refusal is not None:
                         new, effects = self._without_new_take(session, event, admins)
                 ids = await persist(self.store, row, session, new, effects, rows)
@@ -624,7 +673,7 @@ class ConversationService:
                         typed = getattr(event, "via", None) is Via.COMMAND
                         await self.chats.answer(chat, effect.text, reply, typed=typed)
                         continue
-                    await self._perform(row, new, effect, ids)
+                    await self._perform(row, new, effect, ids, page_in=page_in)
                 except Exception:
                     log.exception("effect %s of session %s failed", type(effect).__name__, session_id)
             if new.settings != session.settings or (new.state.over and not session.state.over):
@@ -635,7 +684,7 @@ class ConversationService:
                     log.exception("showing the new settings of session %s failed", session_id)
             if new.state is State.CANCELLED and session.state is not State.CANCELLED and new.approved:
                 # The session is over: the Finish kept on its last approved take goes too.
-                await self.posting.close_controls(chat, ids[new.approved[-1].key], APPROVED)
+                await self.posting.pages.refresh(row, new, {new.approved[-1].idx})
 
     def _without_new_take(
         self, session: core.Session, event: core.UserEvent, admins: frozenset[str]
@@ -651,7 +700,13 @@ class ConversationService:
         return session, []
 
     async def _perform(
-        self, row: SessionRow, session: core.Session, effect: core.Effect, ids: dict[core.SegmentKey, int]
+        self,
+        row: SessionRow,
+        session: core.Session,
+        effect: core.Effect,
+        ids: dict[core.SegmentKey, int],
+        *,
+        page_in: int | None = None,
     ) -> None:
         chat = chat_of(row)
         close_controls = self.posting.close_controls
@@ -664,28 +719,27 @@ class ConversationService:
         elif isinstance(effect, core.PostSegment):
             await self.posting.post_segment(row, effect.segment, effect.caption)
         elif isinstance(effect, core.ApproveSegment):
-            # The approved take keeps a Finish while finishing is what comes next; the take
-            # approved before it loses its own.
-            if len(session.approved) > 1:
-                await close_controls(chat, ids[session.approved[-2].key], APPROVED)
-            finish_next = core.Control.FINISH in effect.keep_controls and session.state is State.AWAITING_PROMPT
-            await close_controls(chat, ids[effect.segment], APPROVED, finish=finish_next)
-        elif isinstance(effect, core.RejectSegment):
-            await close_controls(chat, ids[effect.segment], "🗑 Discarded")
-        elif isinstance(effect, core.KeepTake):
-            await close_controls(chat, ids[effect.segment], KEPT, approve=True)
+            # The message showing the approved take says so (with a Finish while finishing is
+            # what comes next), the segment's other review messages close, and the take
+            # approved before it loses its Finish (bot.conversation.review_pages).
+            await self.posting.pages.refresh(row, session, {effect.segment.idx, effect.segment.idx - 1})
+        elif isinstance(effect, (core.RejectSegment, core.KeepTake)):
+            await self.posting.pages.refresh(row, session, {effect.segment.idx})
         elif isinstance(effect, core.DropLastApproved):
-            await close_controls(chat, ids[effect.segment], "↩ Undone")
-            if session.approved and session.state is State.AWAITING_PROMPT:
-                await close_controls(chat, ids[session.approved[-1].key], APPROVED, finish=True)
+            undone = await self.posting.message_of(ids[effect.segment])
+            await close_controls(chat, undone, "↩ Undone")
+            await self.store.record_posted(undone, LOOK, UNDONE_LOOK)
+            await self.posting.pages.refresh(row, session, {effect.segment.idx - 1})
         elif isinstance(effect, core.StartAssembly):
             self.assemblies.start(row, effect.segments)
             if effect.segments:
-                await close_controls(chat, ids[effect.segments[-1].key], APPROVED)
+                await self.posting.pages.refresh(row, session, {effect.segments[-1].idx})
         elif isinstance(effect, core.CancelAssembly):
             self.assemblies.cancel(row.id)
         elif isinstance(effect, core.PostFinal):
             await self.posting.post_final(row, effect.caption)
+        elif isinstance(effect, core.PageTake):
+            await self.posting.page(row, ids[effect.segment], page_in)
         # UpdateProgress is handled by job_progress directly (it needs no store change).
 
     # --- helpers ----------------------------------------------------------------------------
@@ -699,4 +753,5 @@ def _settings_view(row: SessionRow, settings: core.Settings) -> dict[str, str]:
         "seconds": str(settings.seconds),
         "steps": str(settings.steps),
         "seed": "random" if settings.seed is None else str(settings.seed),
+        "takes": str(settings.takes),
     }

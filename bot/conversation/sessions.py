@@ -46,6 +46,7 @@ def settings_json(settings: core.Settings, pending_prompt: str | None, end_image
         "continuity": settings.continuity,
         "pending_prompt": pending_prompt,
         "end_image": end_image,
+        "takes": settings.takes,
     }
 
 
@@ -62,21 +63,23 @@ def saved(row: SessionRow, rows: list[SegmentRow], defaults: core.Settings) -> t
         height=int(stored.get("height", defaults.height)),
         color_match=color_match_of(stored, defaults.color_match),
         continuity=str(stored.get("continuity", defaults.continuity)),
+        takes=int(stored.get("takes", defaults.takes)),
     )
     approved = tuple(segment_of(r) for r in rows if r.status is SegmentStatus.APPROVED)
     attempts: list[int] = []
     for r in rows:
         attempts += [0] * (r.idx + 1 - len(attempts))
         attempts[r.idx] = max(attempts[r.idx], r.attempt)
-    takes = [r for r in rows if r.idx == len(approved)]
+    takes = sorted((r for r in rows if r.idx == len(approved)), key=lambda r: r.attempt)
     take = None
     if takes:
-        newest = max(takes, key=lambda r: r.attempt)
-        # Earlier takes regenerated but not rejected: still up for approval (core.Session.kept).
-        older = sorted((r for r in takes if r is not newest), key=lambda r: r.attempt)
-        done = (segment_of(r) for r in older if r.status is SegmentStatus.DONE)
+        made = _being_made(takes)
+        newest = made[-1] if made else _the_take(takes)
+        # Other takes made (and reported) but not rejected: still up for approval (core.Session.kept).
+        done = (segment_of(r) for r in takes if r is not newest and r not in made and r.status is SegmentStatus.DONE)
         earlier = tuple(seg for seg in done if seg.result is not None)
-        take = core.Take(segment_of(newest), _TAKE_STATUS[newest.status], earlier)
+        making = tuple(segment_of(r) for r in made if r is not newest)
+        take = core.Take(segment_of(newest), _TAKE_STATUS[newest.status], earlier, making)
     base = core.Session(
         id=row.id,
         owner_id=row.owner_id,
@@ -89,6 +92,55 @@ def saved(row: SessionRow, rows: list[SegmentRow], defaults: core.Settings) -> t
         end_image=stored.get("end_image"),
     )
     return base, take
+
+
+_PENDING = (SegmentStatus.QUEUED, SegmentStatus.RUNNING)
+
+
+def _being_made(takes: list[SegmentRow]) -> list[SegmentRow]:
+    """The takes of the newest batch the core still counts as being made: queued or running, or
+    finished with a report the core has not taken yet (done without the caption its post
+    stores, or failed: the core settles a failed take it leaves out, ``core.LeaveOut``)."""
+    batch = _batch(takes[-1])
+    mates = [r for r in takes if _batch(r) == batch]
+    if not any(r.status in _PENDING for r in mates) and len(mates) == 1:
+        return []  # a take queued alone, no longer made: read as it always was
+    return [
+        r
+        for r in mates
+        if r.status in _PENDING
+        or (r.status is SegmentStatus.DONE and r.caption is None)
+        or r.status is SegmentStatus.FAILED
+    ]
+
+
+def unreported(rows: list[SegmentRow]) -> list[SegmentRow]:
+    """Takes whose job ended but whose report the core never took (a crash in between)."""
+    approved = sum(1 for r in rows if r.status is SegmentStatus.APPROVED)
+    takes = sorted((r for r in rows if r.idx == approved), key=lambda r: r.attempt)
+    return [r for r in _being_made(takes) if r.status not in _PENDING] if takes else []
+
+
+def _the_take(takes: list[SegmentRow]) -> SegmentRow:
+    """The take the session's state is about (``core.Take.segment``), of a position's takes in
+    attempt order: the newest being made while any is (a batch: ``core_takes``); else the newest
+    of the newest batch, passing over those of it that failed or were stopped while a take of it
+    is done (the core leaves those out and reviews the done one)."""
+    pending = [r for r in takes if r.status in _PENDING]
+    if pending:
+        return pending[-1]
+    batch = _batch(takes[-1])
+    mates = [r for r in takes if _batch(r) == batch]
+    for i in range(len(mates) - 1, -1, -1):
+        r = mates[i]
+        dropped = r.status in (SegmentStatus.FAILED, SegmentStatus.CANCELLED)
+        if not (dropped and any(m.status is SegmentStatus.DONE for m in mates[:i])):
+            return r
+    return takes[-1]
+
+
+def _batch(r: SegmentRow) -> int:
+    return int(r.params.get("batch") or r.attempt)
 
 
 #: How the core reads a stored take's status.
@@ -127,6 +179,7 @@ def segment_of(r: SegmentRow) -> core.Segment:
         steps=int(r.params["steps"]),
         result=result,
         end_image=r.params.get("end_image"),
+        batch=int(r.params.get("batch") or 0),
     )
 
 

@@ -309,8 +309,15 @@ class FramechainClient(discord.Client):
             user_id = interaction.user.id
 
             async def handle(reply: PrivateReply) -> None:
+                pressed_on = str(interaction.message.id) if interaction.message is not None else None
                 await self.conversation.control(
-                    chat, str(user_id), segment_id, action, is_admin=self.is_admin(user_id), reply=reply
+                    chat,
+                    str(user_id),
+                    segment_id,
+                    action,
+                    is_admin=self.is_admin(user_id),
+                    reply=reply,
+                    message_id=pressed_on,
                 )
 
             await answer_press(interaction, handle, within=self.answer_within)

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import discord
 from discord import app_commands
 
+from bot.core_model import MAX_TAKES
 from shared.config import Config
 from shared.params import SECONDS_TO_FRAMES
 
@@ -93,6 +94,7 @@ def build_commands(handler: CommandHandler, config: Config) -> list[app_commands
         size="WIDTHxHEIGHT, e.g. 832x480 (only before the first segment is approved)",
         negative="Negative prompt; 'default' or 'none'",
         continuity="Continue each segment from the last frame, or from the last latents (SVI, where configured)",
+        takes="Takes each prompt renders, with different seeds, to choose from",
     )
     @app_commands.choices(
         seconds=[app_commands.Choice(name=f"{s} seconds", value=s) for s in sorted(SECONDS_TO_FRAMES)]
@@ -111,6 +113,7 @@ def build_commands(handler: CommandHandler, config: Config) -> list[app_commands
         size: app_commands.Range[str, 3, 20] | None = None,
         negative: app_commands.Range[str, 1, OPTION_CHARS] | None = None,
         continuity: app_commands.Choice[str] | None = None,
+        takes: app_commands.Range[int, 1, MAX_TAKES] | None = None,
     ) -> None:
         # Values go over as they are: never joined into "name=value" text to be split again.
         pairs = [
@@ -120,6 +123,7 @@ def build_commands(handler: CommandHandler, config: Config) -> list[app_commands
             ("size", size),
             ("negative", negative),
             ("continuity", None if continuity is None else continuity.value),
+            ("takes", None if takes is None else str(takes)),
         ]
         await handler.settings_command(interaction, tuple((name, value) for name, value in pairs if value is not None))
 

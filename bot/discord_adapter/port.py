@@ -13,7 +13,7 @@ from pathlib import Path
 import discord
 
 from bot.discord_adapter.review import review_view
-from bot.ports import IGNORE_SENT, ChatRef, FinalPost, SegmentPost, Sent
+from bot.ports import IGNORE_SENT, ChatRef, FinalPost, ReviewPage, SegmentPost, Sent
 
 log = logging.getLogger("framechain.discord")
 
@@ -108,7 +108,7 @@ class DiscordPort:
             message = await channel.send(
                 clip(post.caption),
                 files=[*files, frame()] if together else files,
-                view=review_view(post.controls),
+                view=review_view(post.controls, post.pager),
                 allowed_mentions=NO_MENTIONS,
             )
             ids["video"] = str(message.id)
@@ -171,6 +171,28 @@ class DiscordPort:
             ids.append(str(message.id))
             await sent(f"final.{number}", ids[-1])
         return ids
+
+    async def show_review(self, chat: ChatRef, message_ids: dict[str, str], page: ReviewPage) -> None:
+        """◀ ▶: the review message's attachments become the other take's video (and its hand-off
+        frame, in the same message or in the frame's own), with its caption and buttons."""
+        channel = self._channel(chat)
+        target = message_ids.get("video")
+        if not target:
+            return
+        message = channel.get_partial_message(int(target))
+        view = review_view(page.controls, page.pager) if page.controls or page.pager else None
+        if page.video is None or page.last_frame is None:
+            await message.edit(content=clip(page.caption), view=view, allowed_mentions=NO_MENTIONS)
+            return
+        frame = page.last_frame
+        files = [discord.File(page.video, filename=page.video.name)]
+        together = message_ids.get("frame") == target
+        if together:
+            files.append(discord.File(frame, filename=frame.name))
+        await message.edit(content=clip(page.caption), attachments=files, view=view, allowed_mentions=NO_MENTIONS)
+        other = message_ids.get("frame")
+        if other and not together:
+            await channel.get_partial_message(int(other)).edit(attachments=[discord.File(frame, filename=frame.name)])
 
     async def settings_changed(self, chat: ChatRef, session_id: str, current: dict[str, str] | None) -> None:
         """Nothing to refresh: Discord's /settings answers are ephemeral and show no live controls."""

@@ -25,6 +25,7 @@ STYLES = {
     Action.FINISH: discord.ButtonStyle.secondary,
     Action.APPROVE_FINISH: discord.ButtonStyle.success,
     Action.STOP: discord.ButtonStyle.danger,
+    Action.SHOW: discord.ButtonStyle.secondary,
 }
 LABELS = {
     Action.APPROVE: "Approve",
@@ -33,6 +34,7 @@ LABELS = {
     Action.FINISH: "Finish",
     Action.APPROVE_FINISH: "Approve & finish",
     Action.STOP: "Stop",
+    Action.SHOW: "Show",
 }
 
 
@@ -44,12 +46,13 @@ class ReviewHandler(Protocol):
 
 
 class ReviewButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=TEMPLATE):
-    def __init__(self, segment_id: int, action: Action, label: str | None = None) -> None:
+    def __init__(self, segment_id: int, action: Action, label: str | None = None, row: int | None = None) -> None:
         super().__init__(
             discord.ui.Button(
                 label=label or LABELS[action],
                 style=STYLES[action],
                 custom_id=control_id(segment_id, action),
+                row=row,
             )
         )
         self.segment_id = segment_id
@@ -71,12 +74,19 @@ class ReviewButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], t
             await client.review_pressed(interaction, self.segment_id, self.action)
 
 
-def review_view(controls: tuple[tuple[str, str], ...]) -> discord.ui.View:
-    """A view (no timeout) with one button per ``(label, control id)`` pair, in order."""
+def review_view(controls: tuple[tuple[str, str], ...], pager: tuple[tuple[str, str], ...] = ()) -> discord.ui.View:
+    """A view (no timeout) with one button per ``(label, control id)`` pair, in order, and the
+    ◀ ▶ ``pager`` in a row of its own (a pair with an empty id is a disabled label)."""
     view = discord.ui.View(timeout=None)
     for label, data in controls:
         parsed = parse_control(data)
         if parsed is None:
             raise ValueError(f"not a review control id: {data!r}")
-        view.add_item(ReviewButton(*parsed, label=label))
+        view.add_item(ReviewButton(*parsed, label=label, row=0 if pager else None))
+    for i, (label, data) in enumerate(pager):
+        parsed = parse_control(data)
+        if parsed is None:
+            view.add_item(discord.ui.Button(label=label, disabled=True, custom_id=f"page:{i}", row=1))
+        else:
+            view.add_item(ReviewButton(*parsed, label=label, row=1))
     return view

@@ -505,7 +505,10 @@ class TelegramFrontEnd:
             control = parse_control(data)
             if control is not None:
                 segment_id, action = control
-                await self.conversation.control(chat, user_id, segment_id, action, is_admin=admin, reply=answer.say)
+                pressed_on = str(message.message_id)
+                await self.conversation.control(
+                    chat, user_id, segment_id, action, is_admin=admin, reply=answer.say, message_id=pressed_on
+                )
             elif data.startswith(SETTINGS_PREFIX) and isinstance(message, Message):
                 await self.settings.press(message, chat, user_id, data, answer.say, is_admin=admin)
             elif data != NOOP:

@@ -19,11 +19,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, InputMediaPhoto, Message
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    InputMediaPhoto,
+    InputMediaVideo,
+    Message,
+)
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
-from bot.ports import IGNORE_SENT, ChatRef, FinalPost, SegmentPost, Sent
+from bot.ports import IGNORE_SENT, ChatRef, FinalPost, ReviewPage, SegmentPost, Sent
 from bot.telegram_adapter.media import mp4_info, photo_upload, thumbnail_jpeg
 from bot.telegram_adapter.retry import RetryPolicy, Superseded, with_retries
 from shared.config import TelegramConfig
@@ -84,10 +92,16 @@ def thread_kwargs(chat: ChatRef) -> dict[str, Any]:
     return {"message_thread_id": int(chat.thread_id)} if chat.thread_id else {}
 
 
-def review_keyboard(controls: tuple[tuple[str, str], ...]) -> InlineKeyboardMarkup:
-    """Two buttons a row: four in one row are too narrow on a phone."""
+def review_keyboard(
+    controls: tuple[tuple[str, str], ...], pager: tuple[tuple[str, str], ...] = ()
+) -> InlineKeyboardMarkup:
+    """Two buttons a row: four in one row are too narrow on a phone. The ◀ ▶ ``pager`` is a row
+    of its own; a pair with an empty id is an inert label ("take 2 of 3")."""
     buttons = [InlineKeyboardButton(label, callback_data=data) for label, data in controls]
-    return InlineKeyboardMarkup([buttons[i : i + 2] for i in range(0, len(buttons), 2)])
+    rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+    if pager:
+        rows.append([InlineKeyboardButton(label, callback_data=data or NOOP) for label, data in pager])
+    return InlineKeyboardMarkup(rows)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -320,7 +334,7 @@ class TelegramPort:
                 height=post.height,
                 duration=max(1, math.ceil(post.seconds - 1e-6)),
                 thumbnail=None if thumbnail is None else InputFile(thumbnail, filename="thumbnail.jpg", attach=True),
-                reply_markup=review_keyboard(post.controls),
+                reply_markup=review_keyboard(post.controls, post.pager),
                 read_timeout=MEDIA_READ_TIMEOUT,
                 **thread_kwargs(chat),
             ),
@@ -379,6 +393,64 @@ class TelegramPort:
                 ids.append(str(message.message_id))
                 await sent(f"final.{number}", ids[-1])
         return ids
+
+    async def show_review(self, chat: ChatRef, message_ids: dict[str, str], page: ReviewPage) -> None:
+        """◀ ▶: editMessageMedia puts the other take's video (and its hand-off frame into the
+        frame's photo) with its caption and keyboard; without files, editMessageCaption."""
+        target = message_ids.get("video")
+        if not target:
+            return
+        caption = clip(page.caption, CAPTION_LIMIT)
+        markup = review_keyboard(page.controls, page.pager) if page.controls or page.pager else None
+        try:
+            if page.video is None or page.last_frame is None:
+                await self._call(
+                    "editMessageCaption",
+                    lambda: self._bot.edit_message_caption(
+                        chat_id=int(chat.chat_id), message_id=int(target), caption=caption, reply_markup=markup
+                    ),
+                )
+                return
+            self._check_size(page.video)
+            video = await asyncio.to_thread(page.video.read_bytes)
+            media = InputMediaVideo(
+                InputFile(video, filename=page.video.name, attach=True),
+                caption=caption,
+                width=page.width,
+                height=page.height,
+                duration=max(1, math.ceil(page.seconds - 1e-6)),
+                supports_streaming=True,
+            )
+            await self._call(
+                "editMessageMedia",
+                lambda: self._bot.edit_message_media(
+                    media,
+                    chat_id=int(chat.chat_id),
+                    message_id=int(target),
+                    reply_markup=markup,
+                    read_timeout=MEDIA_READ_TIMEOUT,
+                ),
+            )
+        except BadRequest as exc:
+            if not _not_modified(exc):
+                raise
+        frame = message_ids.get("frame")
+        if frame and frame != target and page.last_frame is not None:
+            data, name = await asyncio.to_thread(photo_upload, page.last_frame)
+            text = "Last frame of the take shown above: the next segment starts from it."
+            try:
+                await self._call(
+                    "editMessageMedia",
+                    lambda: self._bot.edit_message_media(
+                        InputMediaPhoto(InputFile(data, filename=name, attach=True), caption=text),
+                        chat_id=int(chat.chat_id),
+                        message_id=int(frame),
+                        read_timeout=MEDIA_READ_TIMEOUT,
+                    ),
+                )
+            except BadRequest as exc:
+                if not _not_modified(exc):
+                    raise
 
     async def settings_changed(self, chat: ChatRef, session_id: str, current: dict[str, str] | None) -> None:
         if self.settings_listener is not None:

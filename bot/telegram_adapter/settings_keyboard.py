@@ -1,4 +1,5 @@
-"""The ``/settings`` keyboard: segment length, steps and seed, with the current values marked.
+"""The ``/settings`` keyboard: segment length, steps, seed and takes per prompt, with the current
+values marked.
 
 Each button names the session it was shown for (a prefix of its id) and that session's owner,
 so a press after the session ended closes the keyboard instead of changing the next session,
@@ -74,7 +75,11 @@ def settings_keyboard(limits: LimitsConfig, current: Mapping[str, str]) -> Inlin
     seed = [button("🎲 Random seed", "seed=random")]
     if current.get("seed", "random") != "random":
         seed.append(button(f"Seed {current['seed']}", f"seed={current['seed']}"))
-    rows = [lengths, *(steps[i : i + 3] for i in range(0, len(steps), 3)), seed]
+    # Takes per prompt (shown once a session tells how many it makes: keyboards from before did not).
+    takes = (
+        [button("1 take" if n == 1 else f"{n} takes", f"takes={n}") for n in range(1, 5)] if "takes" in current else []
+    )
+    rows = [lengths, *(steps[i : i + 3] for i in range(0, len(steps), 3)), seed, takes]
     return InlineKeyboardMarkup([row for row in rows if row])
 
 

@@ -166,7 +166,18 @@ class ChatRoutes:
         if control is None:
             raise web.HTTPBadRequest(text="Not a button of this chat.")
         segment_id, action = control
-        await self.conversation.control(chat, user.name, segment_id, action, is_admin=user.admin, reply=notes)
+        # The message the button was on: ◀ ▶ pages that one. Only a number is passed on; the
+        # service looks it up among the messages it recorded for the session.
+        message = str(body.get("message", ""))
+        await self.conversation.control(
+            chat,
+            user.name,
+            segment_id,
+            action,
+            is_admin=user.admin,
+            reply=notes,
+            message_id=message if message.isdigit() else None,
+        )
         return web.json_response({"notes": notes.texts})
 
     async def socket(self, request: web.Request) -> web.WebSocketResponse:

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.ports import IGNORE_SENT, ChatRef, FinalPost, SegmentPost, Sent
+from bot.ports import IGNORE_SENT, ChatRef, FinalPost, ReviewPage, SegmentPost, Sent
 from bot.web.messages import IMAGE, VIDEO, Message, MessageLog
 
 log = logging.getLogger("framechain.web")
@@ -114,13 +114,29 @@ class WebPort:
         posted: dict[str, str] = {}
         if "video" not in post.already:
             video = [(VIDEO, str(post.video))]
-            posted["video"] = await self.add(chat, post.caption, media=video, controls=post.controls)
+            # The ◀ ▶ pager is a row of buttons like the others on a page.
+            posted["video"] = await self.add(chat, post.caption, media=video, controls=post.controls + post.pager)
             await sent("video", posted["video"])
         if "frame" not in post.already:
             caption = f"Last frame of segment {post.index}: the next segment starts from it."
             posted["frame"] = await self.add(chat, caption, media=[(IMAGE, str(post.last_frame))])
             await sent("frame", posted["frame"])
         return posted
+
+    async def show_review(self, chat: ChatRef, message_ids: dict[str, str], page: ReviewPage) -> None:
+        """◀ ▶: the review message shows the other take (video, caption, buttons), and its
+        hand-off frame message that take's frame; without files only the words and buttons."""
+        target = message_ids.get("video")
+        if not target:
+            return
+        columns: dict[str, Any] = {"text": page.caption, "controls": page.controls + page.pager}
+        if page.video is not None:
+            columns["media"] = [(VIDEO, str(page.video))]
+        await self._update(chat, target, **columns)
+        frame = message_ids.get("frame")
+        if frame and page.last_frame is not None:
+            with contextlib.suppress(KeyError):  # the frame message is gone: nothing to swap
+                await self._update(chat, frame, media=[(IMAGE, str(page.last_frame))])
 
     async def settings_changed(self, chat: ChatRef, session_id: str, current: dict[str, str] | None) -> None:
         return None  # the settings are shown by /settings, as text

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bot.ports import IGNORE_SENT, Action, ChatRef, FinalPost, SegmentPost, Sent
+from bot.ports import IGNORE_SENT, Action, ChatRef, FinalPost, ReviewPage, SegmentPost, Sent
 from bot.service import ConversationService
 from bot.store import Store
 from shared.config import load_config
@@ -86,6 +86,9 @@ class FileChat:
         self, chat: ChatRef, message_ids: dict[str, str], note: str, keep: tuple[tuple[str, str], ...] = ()
     ) -> None:
         self._write({"kind": "close", "text": note, "target": message_ids.get("video"), "keep": list(keep)})
+
+    async def show_review(self, chat: ChatRef, message_ids: dict[str, str], page: ReviewPage) -> None:
+        self._write({"kind": "page", "caption": page.caption, "target": message_ids.get("video")})
 
     async def post_final(self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT) -> list[str]:
         ids = []

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.ports import IGNORE_SENT, ChatRef, FinalPost, SegmentPost
+from bot.ports import IGNORE_SENT, ChatRef, FinalPost, ReviewPage, SegmentPost
 from bot.ports import Sent as SentCallback
 
 
@@ -131,6 +131,12 @@ class FakeChat:
     ) -> None:
         await self._record(Sent("close", chat, text=note, message_id=message_ids.get("video", ""), keep=keep))
 
+    async def show_review(self, chat: ChatRef, message_ids: dict[str, str], page: ReviewPage) -> None:
+        if self.fail_edits:
+            raise ConnectionError("edit failed")
+        message_id = message_ids.get("video", "")
+        await self._record(Sent("page", chat, text=page.caption, message_id=message_id, keep=page.controls, post=page))
+
     async def post_final(self, chat: ChatRef, post: FinalPost, sent: SentCallback = IGNORE_SENT) -> list[str]:
         if self.fail_posts:
             raise ConnectionError("platform unreachable")
@@ -157,7 +163,7 @@ class FakeChat:
         for s in self.sent:
             if s.kind == "segment" and s.message_id == message_id:
                 shown = s.post.controls
-            elif s.kind == "close" and s.message_id == message_id:
+            elif s.kind in ("close", "page") and s.message_id == message_id:
                 shown = s.keep
         return shown
 

@@ -100,6 +100,7 @@ class RecordingConversation:
         *,
         is_admin: bool = False,
         reply: PrivateReply | None = None,
+        message_id: str | None = None,
     ) -> None:
         await self._record("control", chat, user_id, segment_id=segment_id, action=action, is_admin=is_admin)
         if self.busy is not None:

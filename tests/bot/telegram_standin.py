@@ -682,6 +682,11 @@ class BotApiStandIn:
         if len(caption) > 1024:
             raise _bad("message caption is too long")
         message["caption"] = caption
+        # As on Telegram, an edit that does not repeat the keyboard drops it.
+        if "reply_markup" in call.params:
+            message["reply_markup"] = call.params["reply_markup"]
+        else:
+            message.pop("reply_markup", None)
         return message
 
     async def _m_editMessageMedia(self, call: Call) -> Any:
@@ -689,12 +694,31 @@ class BotApiStandIn:
         if not any(kind in message for kind in ("photo", "video", "document", "animation")):
             raise _bad("there is no media in the message to edit")
         media = call.params.get("media")
-        if not isinstance(media, dict) or media.get("type") != "photo":
+        if not isinstance(media, dict) or media.get("type") not in ("photo", "video"):
             raise _bad("can't parse InputMedia: media type is invalid")
         attached = str(media.get("media", ""))
         upload = call.files.get(attached.removeprefix("attach://")) if attached.startswith("attach://") else None
         if upload is None:
-            raise _bad("there is no photo in the request")
+            raise _bad(f"there is no {media.get('type')} in the request")
+        if media.get("type") == "video":
+            video = self._store_file(upload.data, "videos", "mp4", None)
+            message.pop("photo", None)
+            message["video"] = {
+                "file_id": video.file_id,
+                "file_unique_id": video.unique_id,
+                "width": media.get("width", 0),
+                "height": media.get("height", 0),
+                "duration": media.get("duration", 0),
+                "mime_type": "video/mp4",
+                "file_size": video.size,
+            }
+            message["caption"] = media.get("caption", "")
+            message["edit_date"] = int(time.time())
+            if "reply_markup" in call.params:
+                message["reply_markup"] = call.params["reply_markup"]
+            else:
+                message.pop("reply_markup", None)
+            return message
         stored = self._store_file(upload.data, "photos", "jpg", None)
         width, height = _image_size(stored.data)
         caption = media.get("caption", "")

@@ -358,21 +358,21 @@ def test_double_approve_press_approves_once() -> None:
     assert second == [Say("Segment 2 is already approved.", ephemeral=True)]
 
 
-def test_old_take_buttons_but_approve_are_stale_after_regenerate() -> None:
+def test_old_take_buttons_while_the_next_is_made() -> None:
     s = reviewing()
     old = SegmentKey(1, 1)
     s, _ = run(s, Regenerate(user_id=OWNER, segment=old, via=Via.CONTROL))
-    # The old take keeps only its Approve: its other presses do nothing.
-    for press in (
-        Regenerate(user_id=OWNER, segment=old),
-        Undo(user_id=OWNER, segment=old),
-        ApproveAndFinish(user_id=OWNER, segment=old),
-    ):
+    # While the next take is made, the old one's Regenerate and Approve & finish do nothing.
+    for press in (Regenerate(user_id=OWNER, segment=old), ApproveAndFinish(user_id=OWNER, segment=old)):
         after, fx = run(s, press)
         assert after == s and fx == [Say("That take is no longer up for review.", ephemeral=True)]
+    # Its Undo (a page of the review message showing it) discards it alone.
+    after, fx = run(s, Undo(user_id=OWNER, segment=old, via=Via.CONTROL))
+    assert after.kept == () and after.state is State.GENERATING and RejectSegment("s1", old) in fx
     s, _ = run(s, done(SegmentKey(1, 2)))
+    # Under review, its 🔁 (on a page showing it) makes one more take with its prompt.
     after, fx = run(s, Regenerate(user_id=OWNER, segment=old, via=Via.CONTROL))
-    assert after == s and says(fx) == ["That take is no longer up for review."]
+    assert after.state is State.GENERATING and [k.attempt for k in after.kept] == [1, 2]
     # Pressing regenerate twice on the current take starts one new take only.
     s, fx = run(s, Regenerate(user_id=OWNER, segment=SegmentKey(1, 2)))
     assert kinds(fx) == [KeepTake, EnqueueSegment]

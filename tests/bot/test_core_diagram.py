@@ -29,6 +29,7 @@ from bot.core import (
     SegmentKey,
     Session,
     Settings,
+    ShowTake,
     Start,
     State,
     Status,
@@ -91,7 +92,15 @@ def sessions() -> list[Session]:
     kept_generating, _ = run(reviewing(1), Regenerate(user_id=OWNER))
     kept_reviewing, _ = run(kept_generating, done(SegmentKey(1, 2)))
     kept_waiting, _ = run(kept_reviewing, Undo(user_id=OWNER))
+    # A batch of three takes (settings takes=3): none done, one done, and two done.
+    three = replace(awaiting_prompt(1), settings=Settings(takes=3))
+    batch, _ = run(three, PromptText(user_id=OWNER, text="three ways"))
+    batch_one, _ = run(batch, done(SegmentKey(1, 2)))
+    batch_two, _ = run(batch_one, done(SegmentKey(1, 3)))
     return [
+        batch,
+        batch_one,
+        batch_two,
         kept_generating,
         kept_reviewing,
         kept_waiting,
@@ -120,6 +129,7 @@ def events(s: Session, user: str) -> list[Event]:
         SegmentKey(0, 1),
         SegmentKey(1, 1),
         SegmentKey(1, 2),
+        SegmentKey(1, 3),
         SegmentKey(5, 1),
     ]
     if s.current is not None:
@@ -140,6 +150,7 @@ def events(s: Session, user: str) -> list[Event]:
         out.append(Finish(user_id=user, segment=key, via=via))
         for prompt in (None, "new", long):
             out.append(Regenerate(user_id=user, segment=key, prompt=prompt, via=via))
+    out += [ShowTake(user_id=user, segment=key, via=via) for key in keys if key is not None for via in Via]
     out += [Undo(user_id=user), Finish(user_id=user), Cancel(user_id=user)]
     out += [EndFrame(user_id=user, picture=picture), EndFrame(user_id=user, clear=True), EndFrame(user_id=user)]
     out += [Status(user_id=user, queue_position=p) for p in (None, 0, 2)]

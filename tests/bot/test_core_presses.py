@@ -85,9 +85,12 @@ def test_old_undo_buttons_do_nothing_once_the_state_moved_on() -> None:
     s = reviewing(1)
     old = SegmentKey(1, 1)
     s, _ = run(s, press(Regenerate, old))  # take 2 is being made
+    # Take 1 is kept: its Undo (on a page of the review message) discards it, and only it.
     for state in (s, run(s, done(SegmentKey(1, 2)))[0]):
         after, fx = run(state, press(Undo, old))
-        assert after == state and fx == [STALE]
+        assert after.kept == () and after.state is state.state and RejectSegment("s1", old) in fx
+        again, fx = run(after, press(Undo, old))
+        assert again == after and fx == [STALE]
     # The approved segment's own Undo (a keyboard that failed to close) does not remove it either.
     s = awaiting_prompt(2)
     after, fx = run(s, press(Undo, SegmentKey(1, 1)))

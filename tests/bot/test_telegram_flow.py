@@ -310,7 +310,7 @@ async def test_long_pastes_and_the_settings_keyboard(tmp_path: Path) -> None:
             await api.user_message(GROUP, ALICE, text="/settings")
             (keyboard,) = await api.wait_for("sendMessage", where=lambda c: "reply_markup" in c.params)
             marked = [label for label in keyboard_labels(keyboard.params["reply_markup"]) if label.startswith("• ")]
-            assert marked == ["• 2 s", "• 4 steps", "• 🎲 Random seed"]
+            assert marked == ["• 2 s", "• 4 steps", "• 🎲 Random seed", "• 1 take"]
             keyboard_id = keyboard.result["message_id"]
             three = keyboard_data(keyboard.params["reply_markup"], ":seconds=3")
             await api.press(GROUP, ALICE, keyboard_id, three)

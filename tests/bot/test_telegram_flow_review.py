@@ -414,7 +414,7 @@ async def test_the_settings_keyboard_marks_the_values_in_use_after_taps_and_type
         config, config_path = telegram_config(tmp_path, api)
         async with bot_process(config, config_path):
             keyboard = await open_settings(api)
-            assert marked(api, keyboard) == ["• 2 s", "• 4 steps", "• 🎲 Random seed"]
+            assert marked(api, keyboard) == ["• 2 s", "• 4 steps", "• 🎲 Random seed", "• 1 take"]
 
             # A typed change: a new keyboard shows it.
             await api.user_message(GROUP, ALICE, text="/settings seconds=5 seed=7")
@@ -422,13 +422,13 @@ async def test_the_settings_keyboard_marks_the_values_in_use_after_taps_and_type
             await api.user_message(GROUP, ALICE, text="/settings")
             second = (await api.wait_for("sendMessage", 2, where=lambda c: "reply_markup" in c.params))[1]
             typed = int(second.result["message_id"])
-            assert marked(api, typed) == ["• 5 s", "• 4 steps", "• Seed 7"]
+            assert marked(api, typed) == ["• 5 s", "• 4 steps", "• Seed 7", "• 1 take"]
 
             # A tap on it changes one value and marks what is in use now.
             query = await api.press(GROUP, ALICE, typed, keyboard_data(second.params["reply_markup"], ":steps=8"))
             await toast(api, query)
             await until(lambda: "• 8 steps" in marked(api, typed), "the keyboard to update")
-            assert marked(api, typed) == ["• 5 s", "• 8 steps", "• Seed 7"]
+            assert marked(api, typed) == ["• 5 s", "• 8 steps", "• Seed 7", "• 1 take"]
 
             # After the session, a tap closes the keyboard with a note and changes nothing.
             await api.user_message(GROUP, ALICE, text="the sun rises")

@@ -120,7 +120,7 @@ async function press(item, data) {
   const buttons = item.querySelectorAll("button");
   buttons.forEach((b) => (b.disabled = true)); // a double click presses once
   try {
-    const answer = await post("/api/press", { thread, data });
+    const answer = await post("/api/press", { thread, data, message: item.dataset.id });
     say(answer.notes || []);
   } catch (error) {
     say(["Not sent: the server cannot be reached. Try again in a moment."]);
