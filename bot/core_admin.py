@@ -33,8 +33,8 @@ ADMIN_HELP = (
     "• /stop <job>: stop anyone's job (the number /queue shows); its owner is told.\n"
     "• /pause, /resume: hold the queue (running jobs finish, nothing new starts) and let it go; "
     "waiting users are told. The pause outlasts a restart.\n"
-    "• /ban <user id>, /unban <user id>: refuse a user everything, like a stranger (telegram:ID or "
-    "discord:ID for the other platform). Admins cannot be banned."
+    "• /ban <user id>, /unban <user id>: refuse a user everything, like a stranger (telegram:ID, "
+    "discord:ID or web:NAME for another platform). Admins cannot be banned."
 )
 
 

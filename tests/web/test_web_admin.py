@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from playwright.async_api import expect
 
 from bot import core_admin
 from bot.access import banned_refusal
@@ -19,8 +20,10 @@ from bot.web.messages import MessageLog
 from bot.web.port import Hub, WebPort
 from shared.config import load_config
 from tests.bot.service_harness import picture_bytes
+from tests.browser import chromium
 from tests.web.harness import Client, web_bot, web_config
 from tests.web.test_web_access import ALICE, BOB, TOKENS
+from tests.web.test_web_chat import WAIT
 
 POST = {"X-Framechain": "1"}
 
@@ -62,6 +65,8 @@ async def test_admin_commands_in_the_web_chat_and_a_ban(tmp_path: Path) -> None:
         assert (await texts(alice, desk))[-1].startswith("⏸ Queue paused")
         await alice.send(desk, "/queue")
         assert (await texts(alice, desk))[-1].startswith("Queue (⏸ paused)")
+        await alice.send(desk, "/stop 999")
+        assert (await texts(alice, desk))[-1] == core_admin.not_a_job_text("999")
 
         # Bob has a token but is no admin: told so in his own chat, and nothing about the queue.
         for command in ("/queue", "/resume", "/ban alice"):
@@ -94,6 +99,10 @@ async def test_admin_commands_in_the_web_chat_and_a_ban(tmp_path: Path) -> None:
             await socket.send_json({"open": own})
             assert await socket.receive_json(timeout=10) == {"type": "refused", "text": refusal}
         assert written(bot.config.data_dir) == before
+        async with chromium() as browser:  # the page says it too
+            page = await browser.new_page()
+            await page.goto(bot.url + f"?token={BOB}")
+            await expect(page.locator("#notice")).to_have_text(refusal, timeout=WAIT)
 
         await alice.send(desk, "/unban web:bob")
         assert (await texts(alice, desk))[-1] == "✅ web:bob is no longer banned."
