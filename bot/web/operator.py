@@ -67,11 +67,10 @@ def render(ops: OpsSnapshot, snapshot: StoreView) -> str:
         for e in ops.queue
     ]
     paused = "Queue (⏸ paused)" if ops.paused else "Queue"
-    mean = (
-        f"<p>Recent jobs took {_e(duration(ops.mean_job_seconds))} on average.</p>"
-        if ops.mean_job_seconds is not None
-        else ""
-    )
+    if ops.mean_job_seconds is not None:
+        mean = f"<p>Recent jobs took {_e(duration(ops.mean_job_seconds))} on average.</p>"
+    else:  # as /queue says it
+        mean = "<p>(estimates once a job has been timed)</p>" if ops.queue else ""
     sessions = []
     for s in snapshot.sessions:
         frames = "".join(
