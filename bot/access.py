@@ -114,7 +114,7 @@ class AccessRule:
 
     def banned_refusal(self, user_id: int) -> str:
         """What a user banned by an admin (``/ban``) is told."""
-        return f"You're not allowed to use this bot: its admins have blocked your user id {user_id}."
+        return banned_refusal(user_id)
 
     def summary(self) -> str:
         """Who can use the bot, in one plain line (``framechain check``, the start-up log)."""
@@ -137,6 +137,12 @@ class AccessRule:
                 f"{self.platform}.admin_ids or {self.platform}.allowed_user_ids"
             )
         return f"{self.platform}: only {'; '.join(parts)}; everyone else is refused"
+
+
+def banned_refusal(user_id: int | str) -> str:
+    """What a user banned by an admin (``/ban``) is told, on every platform (a web user's id is
+    their token's name)."""
+    return f"You're not allowed to use this bot: its admins have blocked your user id {user_id}."
 
 
 def _ids(ids: Iterable[int]) -> str:

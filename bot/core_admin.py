@@ -4,8 +4,8 @@ banned, and every text they answer with. No I/O; the service side is ``bot.conve
 - ``/queue`` and ``/gpu`` render an :class:`~bot.ops_view.OpsSnapshot`.
 - ``/stop <job>`` names a job by its id (the number ``/queue`` shows, with or without ``#``).
 - ``/ban <user>`` / ``/unban <user>`` name a user by id on the platform the command came from,
-  or as ``telegram:ID`` / ``discord:ID``; a Discord mention (``<@ID>``) works too. Admins of the
-  target platform cannot be banned.
+  or as ``telegram:ID`` / ``discord:ID`` / ``web:NAME`` (a web user is their token's name); a
+  Discord mention (``<@ID>``) works too. Admins of the target platform cannot be banned.
 - Only admins get any of this; anyone else is told so privately, and nothing about the queue.
 """
 
@@ -20,7 +20,7 @@ from bot.ops_view import JobState, OpsSnapshot, QueueEntry, WorkerState
 
 #: The admin commands, in help order.
 ADMIN_COMMANDS: tuple[str, ...] = ("queue", "gpu", "stop", "pause", "resume", "ban", "unban")
-PLATFORMS = ("telegram", "discord")
+PLATFORMS = ("telegram", "discord", "web")
 #: Jobs listed one by one in /queue; the rest are counted (chat messages have a length limit).
 SHOWN = 20
 
@@ -33,8 +33,8 @@ ADMIN_HELP = (
     "• /stop <job>: stop anyone's job (the number /queue shows); its owner is told.\n"
     "• /pause, /resume: hold the queue (running jobs finish, nothing new starts) and let it go; "
     "waiting users are told. The pause outlasts a restart.\n"
-    "• /ban <user id>, /unban <user id>: refuse a user everything, like a stranger (telegram:ID or "
-    "discord:ID for the other platform). Admins cannot be banned."
+    "• /ban <user id>, /unban <user id>: refuse a user everything, like a stranger (telegram:ID, "
+    "discord:ID or web:NAME for another platform). Admins cannot be banned."
 )
 
 
@@ -55,7 +55,9 @@ class Target:
 
 _JOB = re.compile(r"^(?:job\s*)?#?(?P<id>[0-9]{1,18})$", re.I)
 _USER = re.compile(
-    r"^(?:(?P<platform>telegram|discord):)?(?:<@!?(?P<mention>[0-9]{1,20})>|(?P<id>-?[0-9]{1,20}))$", re.I
+    r"^(?:(?P<platform>telegram|discord|web):)?"
+    r"(?:<@!?(?P<mention>[0-9]{1,20})>|(?P<id>-?[0-9]{1,20})|(?P<name>[A-Za-z0-9_.-]{1,64}))$",
+    re.I,
 )
 
 
@@ -68,19 +70,28 @@ def parse_job(argument: str) -> str:
 
 def parse_user(argument: str, platform: str, command: str) -> Target:
     match = _USER.match(argument.strip())
-    if match is None:
+    target_platform = (match["platform"] or platform).lower() if match is not None else platform
+    if match is not None and target_platform == "web" and not match["mention"]:
+        # A web user is the name of their token (``[[web.tokens]] user``), digits or not.
+        return Target("web", match["name"] or match["id"])
+    if match is None or match["name"] is not None:
         raise AdminUsage(
             f"Whom? Send /{command} <user id> (e.g. /{command} 123456789), or /{command} telegram:ID / "
-            f"discord:ID for a user of the other platform."
+            f"discord:ID / web:NAME for a user of another platform."
         )
     user_id = match["mention"] or match["id"]
-    return Target((match["platform"] or platform).lower(), str(int(user_id)))
+    return Target(target_platform, str(int(user_id)))
 
 
 def ban_refusal(target: Target, admins: Mapping[str, frozenset[str]]) -> str | None:
     """Why ``target`` cannot be banned, or None."""
     if target.user_id in admins.get(target.platform, frozenset()):
-        return f"{target} is an admin ({target.platform}.admin_ids); admins cannot be banned."
+        where = (
+            "an admin token in [[web.tokens]], or the local user"
+            if target.platform == "web"
+            else (f"{target.platform}.admin_ids")
+        )
+        return f"{target} is an admin ({where}); admins cannot be banned."
     return None
 
 
@@ -135,7 +146,7 @@ def stopped_owner_note(label: str, job_id: str) -> str:
 
 
 def stopped_text(entry: QueueEntry) -> str:
-    return f"⏹ Stopping job {entry.job_id} ({_what(entry)} of {entry.owner}); its owner is told."
+    return f"⏹ Stopping job {entry.job_id} ({job_what(entry)} of {entry.owner}); its owner is told."
 
 
 def not_a_job_text(job_id: str) -> str:
@@ -161,22 +172,29 @@ def queue_text(snapshot: OpsSnapshot, *, shown: int = SHOWN) -> str:
 
 
 def _queue_line(e: QueueEntry) -> str:
+    lead = "▶" if e.state is JobState.RUNNING else f"{e.position}."
+    tail = job_status(e)
+    session = f" · session {e.session_id[:8]}" if e.session_id else ""
+    return f"{lead} job {e.job_id} · {e.owner}{session} · {job_what(e)}" + (f" · {tail}" if tail else "")
+
+
+def job_status(e: QueueEntry) -> str:
+    """Where a job stands: its worker, step and time left, or when it should start."""
     if e.state is JobState.RUNNING:
-        lead, tail = "▶", f"running on {e.slot or '?'}"
+        tail = f"running on {e.slot or '?'}"
         if e.step is not None and e.total:
             tail += f", step {e.step}/{e.total}"
         if e.stopping:
             tail += ", stopping"
         elif e.done_in is not None:
             tail += f", ~{estimate(e.done_in)} left"
-    else:
-        lead, tail = f"{e.position}.", ""
-        if e.starts_in is not None:
-            tail = "starts now" if e.starts_in < 1 else f"starts in ~{estimate(e.starts_in)}"
-        if e.tries:
-            tail = ", ".join(t for t in (f"try {e.tries + 1}", tail) if t)
-    session = f" · session {e.session_id[:8]}" if e.session_id else ""
-    return f"{lead} job {e.job_id} · {e.owner}{session} · {_what(e)}" + (f" · {tail}" if tail else "")
+        return tail
+    tail = ""
+    if e.starts_in is not None:
+        tail = "starts now" if e.starts_in < 1 else f"starts in ~{estimate(e.starts_in)}"
+    if e.tries:
+        tail = ", ".join(t for t in (f"try {e.tries + 1}", tail) if t)
+    return tail
 
 
 def gpu_text(snapshot: OpsSnapshot) -> str:
@@ -199,7 +217,7 @@ def gpu_text(snapshot: OpsSnapshot) -> str:
     return "\n".join(lines)
 
 
-def _what(e: QueueEntry) -> str:
+def job_what(e: QueueEntry) -> str:
     if e.segment is None:
         return "a take"
     return f"segment {e.segment} · take {e.take}"

@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from bot.ops_view import OpsSnapshot
 from shared.pictures import Accepted
 
 
@@ -290,6 +291,11 @@ class Conversation(Protocol):
     async def banned(self, platform: str, user_id: str) -> bool:
         """Whether an admin banned this user (``/ban``): refused like a stranger, before anything
         of theirs is downloaded. Admins are never banned."""
+        ...
+
+    async def ops_snapshot(self) -> OpsSnapshot:
+        """Every job and worker now, as ``/queue`` and ``/gpu`` show them: for a front end's
+        operator page (the web's /ops). Read only; the caller checks that an admin asks."""
         ...
 
     async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:

@@ -85,6 +85,8 @@ class Admin:
         self.admins = {
             "telegram": frozenset(str(i) for i in config.telegram.admin_ids),
             "discord": frozenset(str(i) for i in config.discord.admin_ids),
+            # The web's admin tokens, or the one local user on loopback (who cannot be banned).
+            "web": config.web.admins,
         }
 
     # --- start-up ----------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""Telling the bot's admins (``discord.admin_ids``, ``telegram.admin_ids``) about trouble that
+"""Telling the bot's admins (``discord.admin_ids``, ``telegram.admin_ids``, the web's admin
+users) about trouble that
 needs the operator, such as a disk running low: logged as a warning every time, sent to each
 admin privately at most once per ``every`` seconds per kind, so a full disk does not flood them.
 
 A port with ``send_private(user_id, text)`` (Discord: a DM) is used for that; otherwise the
-admin's private chat, whose id is the user id (Telegram), gets an ordinary message.
+admin's private chat, whose id is the user id (Telegram), gets an ordinary message. (The web
+port's ``send_private`` writes into the web admin's newest conversation.)
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class AdminAlerts:
         return [
             *(("discord", str(i)) for i in self.config.discord.admin_ids),
             *(("telegram", str(i)) for i in self.config.telegram.admin_ids),
+            *(("web", user) for user in sorted(self.config.web.admins) if self.config.web.listen),
         ]
 
     async def tell(self, kind: str, text: str) -> None:

@@ -48,6 +48,7 @@ from bot.conversation.storyboards import Storyboards
 from bot.core import State, Via
 from bot.disk import DiskSpace, FreeSpace, admin_note, free_bytes, is_disk_full
 from bot.dispatcher import Dispatcher
+from bot.ops_view import OpsSnapshot
 from bot.ports import Action, ChatPort, ChatRef, PrivateReply
 from bot.store import DiskFull, NotFound, SegmentStatus, SessionRow, SessionState, Store, StoreBusy
 from shared import memory_plan
@@ -534,6 +535,9 @@ class ConversationService:
     async def banned(self, platform: str, user_id: str) -> bool:
         """Whether an admin banned this user (/ban): adapters refuse them like a stranger."""
         return await self.admin.banned(platform, user_id)
+
+    async def ops_snapshot(self) -> OpsSnapshot:
+        return await self.admin.snapshot()
 
     async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
         """The settings of the session a command from ``user_id`` here acts on, or None when no

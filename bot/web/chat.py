@@ -4,7 +4,10 @@ What a user does reaches the conversation as it does from Telegram: a picture (`
 the conversation has no session yet), a prompt, a typed ``/command``, a button's control id.
 Answers to what was typed go into the chat, as on Telegram; what the service has to say about a
 button press to the presser alone (a stale button, a refusal) comes back in the press's answer
-and shows as a notice beside the chat, like a Telegram toast. Media are served by message id and
+and shows as a notice beside the chat, like a Telegram toast. A user an admin banned (``/ban
+web:NAME``) gets the sentence the other platforms use for every action (403), before anything
+they send is read; the admin commands answer in the chat they were typed in, which is the
+user's alone. Media are served by message id and
 position, looked up in the message log, and only from inside the data dir.
 """
 
@@ -17,6 +20,8 @@ from pathlib import Path
 
 from aiohttp import BodyPartReader, WSMsgType, web
 
+from bot import core_admin
+from bot.access import banned_refusal
 from bot.ports import ChatRef, Conversation, parse_control
 from bot.web.auth import WebUser, user_of
 from bot.web.messages import MessageLog
@@ -69,6 +74,10 @@ class ChatRoutes:
     async def page(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
+    async def _refuse_banned(self, user: WebUser) -> None:
+        if await self.conversation.banned(PLATFORM, user.name):
+            raise web.HTTPForbidden(text=banned_refusal(user.name))
+
     async def _thread(self, user: WebUser, thread: str) -> ChatRef:
         if not _THREAD.match(thread) or not await self.messages.has_thread(user.name, thread):
             raise web.HTTPNotFound(text="No such conversation.")
@@ -76,16 +85,20 @@ class ChatRoutes:
 
     async def threads(self, request: web.Request) -> web.Response:
         user = user_of(request)
+        await self._refuse_banned(user)
         threads = await self.messages.threads(user.name)
         return web.json_response({"user": user.name, "admin": user.admin, "threads": [t.view() for t in threads]})
 
     async def new_thread(self, request: web.Request) -> web.Response:
-        thread = await self.messages.new_thread(user_of(request).name)
+        user = user_of(request)
+        await self._refuse_banned(user)
+        thread = await self.messages.new_thread(user.name)
         return web.json_response({"thread": thread})
 
     async def send(self, request: web.Request) -> web.Response:
         """A post from the prompt box: ``thread``, ``text`` and an optional ``picture``."""
         user = user_of(request)
+        await self._refuse_banned(user)  # before the upload is read
         fields, picture, too_large = await self._read_form(request)
         chat = await self._thread(user, fields.get("thread", ""))
         text = fields.get("text", "").strip()
@@ -143,6 +156,12 @@ class ChatRoutes:
             await conversation.end_frame(chat, name, picture, clear=clear, is_admin=admin)
         elif command in FORWARDED:
             await conversation.command(chat, name, command, argument, is_admin=admin)
+        elif command in core_admin.ADMIN_COMMANDS:
+            # Answered here, as in the admin's private chat on Telegram (refusals too).
+            async def into_chat(answer: str) -> None:
+                await self.port.send_text(chat, answer)
+
+            await conversation.command(chat, name, command, argument, is_admin=admin, reply=into_chat)
         elif command:
             await self.port.send_text(chat, f"I don't know /{command}. Send /help for the commands.")
         elif picture is None and await conversation.current_settings(chat, name) is None:
@@ -157,6 +176,7 @@ class ChatRoutes:
     async def press(self, request: web.Request) -> web.Response:
         """A button: ``{"thread": ..., "data": "seg:12:approve"}``."""
         user = user_of(request)
+        await self._refuse_banned(user)
         body = await request.json()
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text="Expected a JSON object.")
@@ -196,6 +216,9 @@ class ChatRoutes:
                     thread = str(frame.json().get("open", ""))
                 except (ValueError, AttributeError):
                     continue
+                if await self.conversation.banned(PLATFORM, user.name):
+                    await socket.send_json({"type": "refused", "text": banned_refusal(user.name)})
+                    continue
                 if not _THREAD.match(thread) or not await self.messages.has_thread(user.name, thread):
                     await socket.send_json({"type": "missing", "thread": thread})
                     continue
@@ -207,6 +230,7 @@ class ChatRoutes:
 
     async def media(self, request: web.Request) -> web.StreamResponse:
         user = user_of(request)
+        await self._refuse_banned(user)
         message = await self.messages.find(int(request.match_info["message"]))
         index = int(request.match_info["index"])
         if message is None or message.deleted or (message.user != user.name and not user.admin):

@@ -52,7 +52,7 @@ class WebFrontEnd:
         self.config = config
         self.host, self.port_number = config.web.host_port
         self.port = WebPort(Hub())
-        self.operator = OperatorRoutes(config) if config.web.operator_page else None
+        self.operator = OperatorRoutes(config, conversation) if config.web.operator_page else None
         self.gate = Gate(config.web, self.port_number)
         self.app = web.Application(
             middlewares=[self.gate.middleware], client_max_size=config.limits.image_bytes + FORM_OVERHEAD
@@ -70,7 +70,8 @@ class WebFrontEnd:
         return f"http://{host}:{self.port_number}/"
 
     def observe(self, store: Store, dispatcher: Dispatcher | None) -> None:
-        """The operator page reads the store and the dispatcher (bot.app hands them over)."""
+        """The operator page reads the store (bot.app hands it over); the queue and the workers
+        it asks of the conversation (``Conversation.ops_snapshot``), as /queue and /gpu do."""
         if self.operator is not None:
             self.operator.observe(store, dispatcher)
 

@@ -1,6 +1,10 @@
 """The read-only operator page (``[web] operator_page = true``, admins only): workers and their
 state, the queue, active sessions with their storyboard frames, finished videos to play, and the
-day's GPU-seconds per user. Server-rendered HTML, everything escaped; media by store ids only."""
+day's GPU-seconds per user. Server-rendered HTML, everything escaped; media by store ids only.
+
+The workers and the queue are the admin commands' :class:`~bot.ops_view.OpsSnapshot` (what
+``/queue`` and ``/gpu`` show, with the same wording for a job's state), asked of the conversation
+(``Conversation.ops_snapshot``); the rest comes from the store (``bot.web.ops_data``)."""
 
 from __future__ import annotations
 
@@ -11,11 +15,15 @@ from pathlib import Path
 
 from aiohttp import web
 
+from bot.conversation.progress import duration
+from bot.core_admin import job_status, job_what
 from bot.dispatcher import Dispatcher
+from bot.ops_view import JobState, OpsSnapshot
+from bot.ports import Conversation
 from bot.store import NotFound, Store
 from bot.web.auth import user_of
 from bot.web.chat import serve_file
-from bot.web.ops_data import Snapshot, gather
+from bot.web.ops_data import StoreView, gather
 from shared.config import Config
 
 _SESSION = r"{session:[A-Za-z0-9_-]{1,64}}"
@@ -34,12 +42,35 @@ def _table(caption: str, head: tuple[str, ...], rows: Sequence[tuple[str, ...]],
     return f"<section><h2>{_e(caption)}</h2>{table}</section>"
 
 
-def render(snapshot: Snapshot) -> str:
-    workers = [(_e(w.device), _e(w.state), _e(w.job_id and f"job {w.job_id}"), _e(w.detail)) for w in snapshot.workers]
-    jobs = [
-        (_e(j.job_id), _e(j.owner), _e(j.session_id), "running" if j.position == 0 else _e(j.position), _e(j.device))
-        for j in snapshot.jobs
+def render(ops: OpsSnapshot, snapshot: StoreView) -> str:
+    workers = [
+        (
+            _e(w.where if w.where == w.slot else f"{w.where} ({w.slot})"),
+            _e(w.kind),
+            _e(w.state.value),
+            _e(w.backend or ""),
+            _e(f"job {w.job_id} of {w.job_owner}" if w.job_id is not None else ""),
+            _e(w.memory or "not reported"),
+            _e(w.problem or ""),
+        )
+        for w in ops.workers
     ]
+    jobs = [
+        (
+            _e(e.job_id),
+            _e(e.owner),
+            _e(e.session_id or ""),
+            _e(job_what(e)),
+            "running" if e.state is JobState.RUNNING else _e(e.position),
+            _e(job_status(e)),
+        )
+        for e in ops.queue
+    ]
+    paused = "Queue (⏸ paused)" if ops.paused else "Queue"
+    if ops.mean_job_seconds is not None:
+        mean = f"<p>Recent jobs took {_e(duration(ops.mean_job_seconds))} on average.</p>"
+    else:  # as /queue says it
+        mean = "<p>(estimates once a job has been timed)</p>" if ops.queue else ""
     sessions = []
     for s in snapshot.sessions:
         frames = "".join(
@@ -65,8 +96,9 @@ def render(snapshot: Snapshot) -> str:
         '<script src="/static/ops.js" defer></script></head>'
         '<body class="ops"><header><h1>framechain · operator</h1>'
         '<p><a href="/ops">Refresh</a> · <a href="/">Chat</a></p></header><main>'
-        + _table("Workers", ("device", "state", "job", "detail"), workers, "No workers.")
-        + _table("Queue", ("job", "owner", "session", "position", "device"), jobs, "Nothing running or waiting.")
+        + _table("Workers", ("worker", "kind", "state", "backend", "job", "memory", "problem"), workers, "No workers.")
+        + mean
+        + _table(paused, ("job", "owner", "session", "take", "place", "status"), jobs, "Nothing running or waiting.")
         + "<section><h2>Active sessions</h2>"
         + ("".join(sessions) or "<p>None.</p>")
         + "</section><section><h2>Finished videos</h2>"
@@ -78,15 +110,16 @@ def render(snapshot: Snapshot) -> str:
 
 
 class OperatorRoutes:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, conversation: Conversation) -> None:
         self.config = config
+        self.conversation = conversation
         self.data_dir = config.data_dir.resolve()
         self.store: Store | None = None
-        self.dispatcher: Dispatcher | None = None
 
     def observe(self, store: Store, dispatcher: Dispatcher | None) -> None:
+        """The store, for what the snapshot does not hold; the queue and the workers come from
+        the conversation, as for /queue and /gpu."""
         self.store = store
-        self.dispatcher = dispatcher
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/ops", self.page)
@@ -102,8 +135,9 @@ class OperatorRoutes:
 
     async def page(self, request: web.Request) -> web.Response:
         store = self._store(request)
-        snapshot = await gather(store, self.dispatcher, reset_hour=self.config.limits.quota_reset_hour_utc)
-        return web.Response(text=render(snapshot), content_type="text/html", headers={"Cache-Control": "no-store"})
+        view = await gather(store, reset_hour=self.config.limits.quota_reset_hour_utc)
+        text = render(await self.conversation.ops_snapshot(), view)
+        return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
 
     async def session_media(self, request: web.Request) -> web.StreamResponse:
         store = self._store(request)

@@ -138,6 +138,12 @@ class WebPort:
             with contextlib.suppress(KeyError):  # the frame message is gone: nothing to swap
                 await self._update(chat, frame, media=[(IMAGE, str(page.last_frame))])
 
+    async def send_private(self, user_id: str, text: str) -> None:
+        """To a web user alone (an admin alert): into their newest conversation, or a new one."""
+        threads = await self.messages.threads(user_id)
+        thread = threads[0].id if threads else await self.messages.new_thread(user_id)
+        await self.add(ChatRef(PLATFORM, user_id, thread), text)
+
     async def settings_changed(self, chat: ChatRef, session_id: str, current: dict[str, str] | None) -> None:
         return None  # the settings are shown by /settings, as text
 

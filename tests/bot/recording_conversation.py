@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.access import RefusalNotices
+from bot.ops_view import OpsSnapshot
 from bot.ports import Action, ChatRef, PrivateReply
 from shared.pictures import Accepted
 
@@ -163,6 +164,9 @@ class RecordingConversation:
 
     async def banned(self, platform: str, user_id: str) -> bool:
         return (platform, user_id) in self.bans
+
+    async def ops_snapshot(self) -> OpsSnapshot:
+        return OpsSnapshot(paused=False, queue=(), workers=())
 
     async def current_settings(self, chat: ChatRef, user_id: str) -> dict[str, str] | None:
         return None if self.settings is None else dict(self.settings)

@@ -28,7 +28,12 @@ async def test_the_operator_page_shows_a_queued_job_and_plays_a_final_video(tmp_
             # One worker: the first job runs, the second waits first in line.
             await expect(queue.locator("tr", has_text="running")).to_have_count(1)
             await expect(queue.locator("tbody tr").filter(has_text="web:").last).to_contain_text("1")
-            await expect(page.locator("section", has_text="Workers")).to_contain_text("running")
+            # What /queue and /gpu say: the take, the worker running it, the worker busy with it.
+            await expect(queue.locator("tr", has_text="running")).to_contain_text("segment 1 · take 1")
+            await expect(queue.locator("tr", has_text="running")).to_contain_text("running on cpu")
+            workers = page.locator("section", has=page.locator("h2", has_text="Workers"))
+            await expect(workers).to_contain_text("busy")
+            await expect(workers).to_contain_text("job ")
             await shots.take(page, "ops-queue")
 
             # The first session's take approved and joined: its video plays on the page.
@@ -50,3 +55,8 @@ async def test_the_operator_page_shows_a_queued_job_and_plays_a_final_video(tmp_
             await expect(frame).to_have_count(1, timeout=WAIT)
             assert await frame.evaluate("img => img.complete && img.naturalWidth > 0")
             await shots.take(page, "ops-final")
+
+            # /pause typed in the chat: the page shows the queue held, as /queue does.
+            await client.send(first, "/pause")
+            await page.goto(bot.url + "ops")
+            await expect(page.locator("h2", has_text="Queue")).to_have_text("Queue (⏸ paused)")

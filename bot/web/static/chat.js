@@ -131,6 +131,10 @@ async function press(item, data) {
 
 async function loadThreads(select) {
   const response = await fetch("/api/threads", { credentials: "same-origin" });
+  if (!response.ok) {
+    say([(await response.text()) || `The server answered ${response.status}.`]);
+    return;
+  }
   const data = await response.json();
   document.getElementById("ops-link").hidden = !data.admin;
   let items = data.threads;
@@ -180,6 +184,8 @@ function connect() {
       upsert(data.message);
     } else if (data.type === "missing" && data.thread === thread) {
       loadThreads("");
+    } else if (data.type === "refused") {
+      say([data.text]);
     }
   });
   socket.addEventListener("close", () => {
