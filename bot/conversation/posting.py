@@ -4,23 +4,28 @@ review is over.
 
 A post is resumable: each message is recorded (``bot.conversation.delivery``) the moment the
 platform accepted it, with the caption stored when the post was decided, so a post cut short by
-a crash or an unreachable platform is finished later with only what has no record.
+a crash or an unreachable platform is finished later with only what has no record. Right before
+each message is asked for, an intent is recorded (``delivery.plan``): a message a crash left in
+doubt is sent again only where the platform deduplicates it, and otherwise offered to the user
+with a notice (``bot.conversation.notices``), so a restart never posts anything twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from bot import core
-from bot.conversation import delivery
+from bot.conversation import delivery, notices
 from bot.conversation.chats import Chats, chat_of
 from bot.conversation.progress_messages import ProgressMessages
 from bot.conversation.sessions import row_for
 from bot.conversation.storyboards import Storyboards
-from bot.ports import Action, ChatRef, FinalPost, SegmentPost, Sent, control_id
-from bot.store import SessionRow, Store
+from bot.ports import Action, ChatPort, ChatRef, FinalPost, SegmentPost, Sending, Sent, control_id, new_send_key
+from bot.store import SegmentStatus, SessionRow, Store
 from shared.config import Config
 
 log = logging.getLogger("framechain.service")
@@ -44,6 +49,8 @@ class Posting:
         chats: Chats,
         progress_messages: ProgressMessages,
         storyboards: Storyboards | None = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.config = config
@@ -51,6 +58,8 @@ class Posting:
         self.progress = progress_messages
         #: The storyboard sheet follows the final video (None: no sheet).
         self.storyboards = storyboards
+        #: Intents are compared across restarts: wall-clock time.
+        self.wall_clock = wall_clock
         #: One post at a time per session: a take or final being posted (a job's result) and the
         #: retry loop or the restart's catch-up must not both find it unsent and both send it.
         self._posting: dict[str, asyncio.Lock] = {}
@@ -58,28 +67,45 @@ class Posting:
     def _one_post(self, session_id: str) -> asyncio.Lock:
         return self._posting.setdefault(session_id, asyncio.Lock())
 
-    async def post_segment(self, row: SessionRow, segment: core.Segment, caption: str | None = None) -> None:
+    async def post_segment(
+        self, row: SessionRow, segment: core.Segment, caption: str | None = None, *, resend: bool = False
+    ) -> None:
+        """``resend``: the user asked for the messages a crash left in doubt (📤 Send again)."""
         async with self._one_post(row.id):
-            await self._post_segment(row, segment, caption)
+            await self._post_segment(row, segment, caption, resend=resend)
 
-    async def post_final(self, row: SessionRow, caption: str | None = None, *, retrying: bool = False) -> bool:
+    async def post_final(
+        self, row: SessionRow, caption: str | None = None, *, retrying: bool = False, resend: bool = False
+    ) -> bool:
         async with self._one_post(row.id):
-            return await self._post_final(row, caption, retrying=retrying)
+            return await self._post_final(row, caption, retrying=retrying, resend=resend)
 
-    async def _post_segment(self, row: SessionRow, segment: core.Segment, caption: str | None = None) -> None:
+    def _plan(self, port: ChatPort, posted: Mapping[str, object], roles: frozenset[str], resend: bool) -> delivery.Plan:
+        window = float(getattr(port, "resend_window", 0.0))
+        return delivery.plan(posted, roles, window=window, now=self.wall_clock(), resend=resend)
+
+    async def _post_segment(
+        self, row: SessionRow, segment: core.Segment, caption: str | None = None, *, resend: bool = False
+    ) -> None:
         """Post a take for review, or the rest of it after a crash (only the roles with no
         record), with the caption stored when the post was decided. Each message is recorded
         the moment the platform accepted it. Once the post is whole, the progress message goes."""
         chat = chat_of(row)
         rows = await self.store.list_segments(row.id)
         seg_row = row_for(rows, segment.key)
-        already = delivery.segment_already(seg_row.posted)
+        port = self.chats.port(chat)
+        plan = self._plan(port, seg_row.posted, delivery.SEGMENT_ROLES, resend)
+        if plan.doubtful:
+            notice = notices.take_notice(seg_row.id, segment.number, plan.doubtful)
+            notice_id = await port.send_text(chat, notice.text, notice.controls)
+            for role in sorted(plan.doubtful):
+                await self.store.record_posted(seg_row.id, role, delivery.unsure(notice_id))
+        already = plan.already | plan.doubtful
         if already == delivery.SEGMENT_ROLES:
             self.progress.retire(chat, seg_row.id)
             return  # posted before a restart: never twice
         assert seg_row.video is not None and seg_row.last_frame is not None
         caption = seg_row.caption or caption or core.review_caption(segment)
-        port = self.chats.port(chat)
         video = seg_row.video
         limit = int(port.upload_limit(chat) * UPLOAD_MARGIN)
         if video.stat().st_size > limit:
@@ -87,15 +113,7 @@ class Posting:
             caption += "\n(re-encoded to fit the upload limit; the full-quality segment is kept for the final)"
         if seg_row.params.get("preview"):
             caption += "\n[preview animation — not generated by Wan]"
-        controls = tuple(
-            (label, control_id(seg_row.id, action))
-            for label, action in (
-                ("✅ Approve", Action.APPROVE),
-                ("🔁 Regenerate", Action.REGENERATE),
-                ("↩ Undo", Action.UNDO),
-                ("🏁 Approve & finish", Action.APPROVE_FINISH),
-            )
-        )
+        controls = tuple((label, control_id(seg_row.id, action)) for label, action in notices.REVIEW)
         frames = int(seg_row.params.get("frames", segment.frames))
         post = SegmentPost(
             segment_id=seg_row.id,
@@ -112,7 +130,10 @@ class Posting:
             controls=controls,
             already=already,
         )
-        posted = await port.post_segment(chat, post, self._recorder(seg_row.id))
+        sending = self._intent(seg_row.id, plan.again)
+        posted = await port.post_segment(chat, post, self._recorder(seg_row.id), sending)
+        if resend:
+            await self._close_notices(chat, seg_row.posted, posted.keys())
         for key, message_id in posted.items():  # again, for a port that does not call back
             await self.store.record_posted(seg_row.id, key, message_id)
         for role in delivery.SEGMENT_ROLES - already - posted.keys():
@@ -125,6 +146,33 @@ class Posting:
             await self.store.record_posted(segment_id, role, message_id)
 
         return sent
+
+    def _intent(self, segment_id: int | None, again: Mapping[str, str], session_id: str = "") -> Sending:
+        """Records, before each message is asked for, that it may exist from now on, with the
+        key it is sent with: a role sent again after a crash keeps the key of its intent."""
+
+        async def sending(roles: tuple[str, ...]) -> str:
+            key = next((again[r] for r in roles if again.get(r)), "") or new_send_key()
+            for role in roles:
+                record = delivery.intent(key, self.wall_clock())
+                if segment_id is not None:
+                    await self.store.record_posted(segment_id, delivery.intent_key(role), record)
+                else:
+                    await self.store.record_session_posted(session_id, delivery.intent_key(role), record)
+            return key
+
+        return sending
+
+    async def _close_notices(self, chat: ChatRef, before: Mapping[str, object], roles: Iterable[str]) -> None:
+        """After a Send again: the notices of the roles sent lose their buttons (the new post has
+        them). Best effort."""
+        roles = set(roles)
+        ids = {str(v)[len(delivery.UNSURE) :] for r, v in before.items() if r in roles and delivery.is_unsure(v)}
+        for notice_id in sorted(ids):
+            try:
+                await self.chats.port(chat).close_controls(chat, {"video": notice_id}, notices.SENT_AGAIN)
+            except Exception:
+                log.exception("closing the notice %s failed", notice_id)
 
     async def close_controls(
         self, chat: ChatRef, segment_id: int, note: str, *, finish: bool = False, approve: bool = False
@@ -153,13 +201,13 @@ class Posting:
         result = await asyncio.to_thread(join_segments, [video], out, fps, limit)
         return result.path
 
-    async def _post_final(self, row: SessionRow, caption: str | None, *, retrying: bool) -> bool:
+    async def _post_final(self, row: SessionRow, caption: str | None, *, retrying: bool, resend: bool = False) -> bool:
         """Post the final video, or the parts of it a crash left unsent, with the caption stored
         when the post was decided. The part files are chosen once and recorded, so a restart
         sends the same parts; each part is recorded the moment the platform accepted it.
         False when the platform did not take it (it is retried later)."""
         row = await self.store.get_session(row.id)
-        if row.final_video is None or delivery.FINAL in row.posted:
+        if row.final_video is None or (delivery.FINAL in row.posted and not resend):
             return True
         caption = row.final_caption or caption or "Here's your video."
         chat = chat_of(row)
@@ -182,14 +230,25 @@ class Posting:
             row = await self.store.record_session_posted(row.id, delivery.FINAL_PARTS, [str(p) for p in parts])
         assert row.final_video is not None
         caption += _fit_note(row.final_video, parts, limit)
-        already = delivery.final_already(row.posted, len(parts))
+        roles = {delivery.part_key(n): n for n in range(1, len(parts) + 1)}
+        plan = self._plan(port, row.posted, frozenset(roles), resend)
+        if plan.doubtful:
+            last = await self._last_approved(row.id)
+            notice = notices.final_notice(last, len(parts), sorted(roles[r] for r in plan.doubtful))
+            notice_id = await port.send_text(chat, notice.text, notice.controls)
+            for role in sorted(plan.doubtful):
+                await self.store.record_session_posted(row.id, role, delivery.unsure(notice_id))
+        already = frozenset(roles[r] for r in plan.already | plan.doubtful)
         if len(already) < len(parts):
+            session_id = row.id
 
             async def sent(role: str, message_id: str) -> None:
-                await self.store.record_session_posted(row.id, role, message_id)
+                await self.store.record_session_posted(session_id, role, message_id)
 
+            sending = self._intent(None, plan.again, session_id)
+            final = FinalPost(parts=parts, caption=caption, already=already)
             try:
-                posted = await port.post_final(chat, FinalPost(parts=parts, caption=caption, already=already), sent)
+                posted = await port.post_final(chat, final, sent, sending)
             except Exception as exc:
                 # The platform may be unreachable for now: keep it unposted, so it is retried.
                 log.warning("posting the final video of session %s failed: %s", row.id, exc)
@@ -199,6 +258,8 @@ class Posting:
                     )
                 return False
             missing = sorted(set(range(1, len(parts) + 1)) - already)
+            if resend:
+                await self._close_notices(chat, row.posted, {delivery.part_key(n) for n in missing})
             for number, message_id in zip(missing, posted, strict=False):  # for a port that does not call back
                 await self.store.record_session_posted(row.id, delivery.part_key(number), message_id)
         if self.storyboards is not None:
@@ -207,6 +268,10 @@ class Posting:
         ids = [row.posted.get(delivery.part_key(n), "") for n in range(1, len(parts) + 1)]
         await self.store.record_session_posted(row.id, delivery.FINAL, ids)
         return True
+
+    async def _last_approved(self, session_id: str) -> int:
+        approved = await self.store.list_segments(session_id, (SegmentStatus.APPROVED,))
+        return approved[-1].id if approved else 0
 
     async def _fit_final(self, final: Path, limit: int) -> tuple[Path, ...]:
         """The final as it can be uploaded: whole, re-encoded to fit, or in parts."""

@@ -166,6 +166,9 @@ class ConversationService:
             assemblies=self.assemblies,
             background=self.background,
             perform=self._perform,
+            disk=self.disk,
+            alerts=self.alerts,
+            job_failed=self.job_finished,
         )
         #: Shutting down: user actions are no longer taken (stop_input).
         self._closing = False
@@ -352,6 +355,10 @@ class ConversationService:
             return
         if row.platform != chat.platform or row.chat_id != chat.chat_id:
             return  # a control id forged or carried into another chat
+        if action in (Action.RESEND, Action.RESEND_FINAL):  # a notice's 📤 Send again (posting)
+            if user_id == row.owner_id or is_admin:
+                await self.recovery.resend(row.id, segment_id, action)
+            return
         key = core.SegmentKey(segment.idx, segment.attempt)
         event: core.Event
         if action is Action.APPROVE:

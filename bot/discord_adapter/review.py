@@ -25,6 +25,8 @@ STYLES = {
     Action.FINISH: discord.ButtonStyle.secondary,
     Action.APPROVE_FINISH: discord.ButtonStyle.success,
     Action.STOP: discord.ButtonStyle.danger,
+    Action.RESEND: discord.ButtonStyle.primary,
+    Action.RESEND_FINAL: discord.ButtonStyle.primary,
 }
 LABELS = {
     Action.APPROVE: "Approve",
@@ -33,6 +35,8 @@ LABELS = {
     Action.FINISH: "Finish",
     Action.APPROVE_FINISH: "Approve & finish",
     Action.STOP: "Stop",
+    Action.RESEND: "Send again",
+    Action.RESEND_FINAL: "Send again",
 }
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.ports import IGNORE_SENT, ChatRef, FinalPost, SegmentPost
+from bot.ports import IGNORE_SENT, NO_INTENT, ChatRef, FinalPost, SegmentPost, Sending
 from bot.ports import Sent as SentCallback
 
 
@@ -45,6 +45,15 @@ class FakeChat:
     #: ``final.1``…) was accepted and reported, once: a crash in the middle of a post.
     crash_after: str | None = None
     crash_with: type[BaseException] = Crash
+    #: Raise ``crash_with`` right after the message with this role was accepted, before the
+    #: service hears of it, once: the platform has it, the bot's record does not.
+    crash_unheard: str | None = None
+    #: What the port claims (``ChatPort.resend_window``): like Discord's nonce, a send repeated
+    #: with the same key within this many seconds is not a second message (this fake only
+    #: records the keys, see ``keys``); 0: like Telegram, no such key.
+    resend_window: float = 0.0
+    #: The idempotency key each message was asked for with, by role (``sending``), in order.
+    keys: list[tuple[str, str]] = field(default_factory=list)
     #: Like Telegram: a picture cannot go into a text message, so a new message replaces it
     #: (after ``media_delay`` seconds: an upload under way).
     media_replaces: bool = False
@@ -65,6 +74,9 @@ class FakeChat:
     async def _accepted(self, record: Sent, role: Any, message_id: str, sent: SentCallback) -> None:
         record.roles.append(role)
         role = role if isinstance(role, str) else f"final.{role}"
+        if self.crash_unheard == role:
+            self.crash_unheard = None
+            raise self.crash_with(f"crashed before hearing that {role} was sent")
         await sent(role, message_id)
         if self.crash_after == role:
             self.crash_after = None
@@ -104,7 +116,9 @@ class FakeChat:
         await self._record(Sent("media", chat, text=text, message_id=message_id, post=path))
         return message_id
 
-    async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: SentCallback = IGNORE_SENT) -> dict[str, str]:
+    async def post_segment(
+        self, chat: ChatRef, post: SegmentPost, sent: SentCallback = IGNORE_SENT, sending: Sending = NO_INTENT
+    ) -> dict[str, str]:
         if self.fail_posts:
             raise ConnectionError("platform unreachable")
         assert Path(post.video).exists() and Path(post.last_frame).exists()
@@ -114,6 +128,7 @@ class FakeChat:
         for role in ("video", "frame"):
             if role in post.already:
                 continue
+            self.keys.append((role, await sending((role,))))
             ids[role] = str(next(self._ids))
             if role == "video":
                 record.message_id = ids[role]
@@ -131,7 +146,9 @@ class FakeChat:
     ) -> None:
         await self._record(Sent("close", chat, text=note, message_id=message_ids.get("video", ""), keep=keep))
 
-    async def post_final(self, chat: ChatRef, post: FinalPost, sent: SentCallback = IGNORE_SENT) -> list[str]:
+    async def post_final(
+        self, chat: ChatRef, post: FinalPost, sent: SentCallback = IGNORE_SENT, sending: Sending = NO_INTENT
+    ) -> list[str]:
         if self.fail_posts:
             raise ConnectionError("platform unreachable")
         record = Sent("final", chat, text=post.caption, post=post)
@@ -139,6 +156,7 @@ class FakeChat:
         ids = []
         for number in range(1, len(post.parts) + 1):
             if number not in post.already:
+                self.keys.append((f"final.{number}", await sending((f"final.{number}",))))
                 ids.append(str(next(self._ids)))
                 await self._accepted(record, number, ids[-1], sent)
         return ids
