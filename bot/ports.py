@@ -122,6 +122,13 @@ def new_send_key() -> str:
 NO_INTENT: Sending = _fresh_key
 
 
+class MaybeSent(Exception):
+    """A send failed after its request may have reached the platform (a timeout or a connection
+    lost once it was on its way): the message may exist. A port raises it instead of the platform
+    library's error so the service never sends the message again blindly; any other error raised
+    after ``Sending`` means the platform created no message."""
+
+
 class ChatPort(Protocol):
     """What the service needs from a chat platform. Every method may raise; the service logs and
     carries on (a failed edit never loses a segment)."""

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from bot.ports import Action, control_id
 
 SEND_AGAIN = "📤 Send again"
+#: Whether the platform took it is unknown: a crash, or a connection lost on the way back.
+CUT_SHORT = "Sending {what} was cut short (by a restart or a lost connection)."
 #: Left on a notice once what it offered was sent again.
 SENT_AGAIN = "📤 Sent again below"
 
@@ -37,9 +39,9 @@ def take_notice(segment_id: int, number: int, roles: Collection[str]) -> Notice:
         controls = tuple((label, control_id(segment_id, action)) for label, action in REVIEW)
     else:
         what, controls = "its last frame", ()
-    text = f"⚠ The bot restarted while sending segment {number}. If {what} is not above, tap {SEND_AGAIN}." + (
-        " You can review it with the buttons here too." if controls else ""
-    )
+    text = f"⚠ {CUT_SHORT.format(what=f'segment {number}')} If {what} is not above, tap {SEND_AGAIN}."
+    if controls:
+        text += " You can review it with the buttons here too."
     return Notice(text, ((SEND_AGAIN, control_id(segment_id, Action.RESEND)), *controls))
 
 
@@ -50,5 +52,5 @@ def final_notice(last_approved: int, parts: int, missing: Collection[int]) -> No
         what = "your video"
     else:
         what = "part " + ", ".join(str(n) for n in sorted(missing)) + f" of your video (in {parts} parts)"
-    text = f"⚠ The bot restarted while sending {what}. If it is not above, tap {SEND_AGAIN}."
+    text = f"⚠ {CUT_SHORT.format(what=what)} If it is not above, tap {SEND_AGAIN}."
     return Notice(text, ((SEND_AGAIN, control_id(last_approved, Action.RESEND_FINAL)),))

@@ -13,6 +13,7 @@ with a notice (``bot.conversation.notices``), so a restart never posts anything 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -21,10 +22,11 @@ from pathlib import Path
 from bot import core
 from bot.conversation import delivery, notices
 from bot.conversation.chats import Chats, chat_of
+from bot.conversation.post_records import PostRecorder
 from bot.conversation.progress_messages import ProgressMessages
 from bot.conversation.sessions import row_for
 from bot.conversation.storyboards import Storyboards
-from bot.ports import Action, ChatPort, ChatRef, FinalPost, SegmentPost, Sending, Sent, control_id, new_send_key
+from bot.ports import Action, ChatPort, ChatRef, FinalPost, SegmentPost, control_id
 from bot.store import SegmentStatus, SessionRow, Store
 from shared.config import Config
 
@@ -130,8 +132,7 @@ class Posting:
             controls=controls,
             already=already,
         )
-        sending = self._intent(seg_row.id, plan.again)
-        posted = await port.post_segment(chat, post, self._recorder(seg_row.id), sending)
+        posted = await self._post_take(port, chat, post, plan.again)
         if resend:
             await self._close_notices(chat, seg_row.posted, posted.keys())
         for key, message_id in posted.items():  # again, for a port that does not call back
@@ -141,27 +142,17 @@ class Posting:
             await self.store.record_posted(seg_row.id, role, "")
         self.progress.retire(chat, seg_row.id)
 
-    def _recorder(self, segment_id: int) -> Sent:
-        async def sent(role: str, message_id: str) -> None:
-            await self.store.record_posted(segment_id, role, message_id)
-
-        return sent
-
-    def _intent(self, segment_id: int | None, again: Mapping[str, str], session_id: str = "") -> Sending:
-        """Records, before each message is asked for, that it may exist from now on, with the
-        key it is sent with: a role sent again after a crash keeps the key of its intent."""
-
-        async def sending(roles: tuple[str, ...]) -> str:
-            key = next((again[r] for r in roles if again.get(r)), "") or new_send_key()
-            for role in roles:
-                record = delivery.intent(key, self.wall_clock())
-                if segment_id is not None:
-                    await self.store.record_posted(segment_id, delivery.intent_key(role), record)
-                else:
-                    await self.store.record_session_posted(session_id, delivery.intent_key(role), record)
-            return key
-
-        return sending
+    async def _post_take(
+        self, port: ChatPort, chat: ChatRef, post: SegmentPost, again: Mapping[str, str]
+    ) -> dict[str, str]:
+        recorder = PostRecorder(
+            functools.partial(self.store.record_posted, post.segment_id), again, wall_clock=self.wall_clock
+        )
+        try:
+            return await port.post_segment(chat, post, recorder.sent, recorder.sending)
+        except BaseException as exc:
+            await recorder.failed(exc)
+            raise
 
     async def _close_notices(self, chat: ChatRef, before: Mapping[str, object], roles: Iterable[str]) -> None:
         """After a Send again: the notices of the roles sent lose their buttons (the new post has
@@ -240,16 +231,13 @@ class Posting:
                 await self.store.record_session_posted(row.id, role, delivery.unsure(notice_id))
         already = frozenset(roles[r] for r in plan.already | plan.doubtful)
         if len(already) < len(parts):
-            session_id = row.id
-
-            async def sent(role: str, message_id: str) -> None:
-                await self.store.record_session_posted(session_id, role, message_id)
-
-            sending = self._intent(None, plan.again, session_id)
+            record = functools.partial(self.store.record_session_posted, row.id)
+            recorder = PostRecorder(record, plan.again, wall_clock=self.wall_clock)
             final = FinalPost(parts=parts, caption=caption, already=already)
             try:
-                posted = await port.post_final(chat, final, sent, sending)
+                posted = await port.post_final(chat, final, recorder.sent, recorder.sending)
             except Exception as exc:
+                await recorder.failed(exc)
                 # The platform may be unreachable for now: keep it unposted, so it is retried.
                 log.warning("posting the final video of session %s failed: %s", row.id, exc)
                 if not retrying:

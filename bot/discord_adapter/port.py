@@ -8,12 +8,14 @@ token is never used here: it expires after 15 minutes, and a segment can take lo
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from pathlib import Path
 
+import aiohttp
 import discord
 
 from bot.discord_adapter.review import review_view
-from bot.ports import IGNORE_SENT, NO_INTENT, ChatRef, FinalPost, SegmentPost, Sending, Sent
+from bot.ports import IGNORE_SENT, NO_INTENT, ChatRef, FinalPost, MaybeSent, SegmentPost, Sending, Sent
 
 log = logging.getLogger("framechain.discord")
 
@@ -113,12 +115,14 @@ class DiscordPort:
             )
             files = [discord.File(post.video, filename=stem + post.video.suffix)]
             nonce = await sending(("video", "frame") if together else ("video",))
-            message = await channel.send(
-                clip(post.caption),
-                files=[*files, frame()] if together else files,
-                view=review_view(post.controls),
-                allowed_mentions=NO_MENTIONS,
-                nonce=nonce,
+            message = await _create(
+                channel.send(
+                    clip(post.caption),
+                    files=[*files, frame()] if together else files,
+                    view=review_view(post.controls),
+                    allowed_mentions=NO_MENTIONS,
+                    nonce=nonce,
+                )
             )
             ids["video"] = str(message.id)
             await sent("video", ids["video"])
@@ -128,7 +132,8 @@ class DiscordPort:
             await self._add_reactions(message, post.segment_id)
         if "frame" not in post.already and "frame" not in ids:
             nonce = await sending(("frame",))
-            ids["frame"] = str((await channel.send(file=frame(), allowed_mentions=NO_MENTIONS, nonce=nonce)).id)
+            message = await _create(channel.send(file=frame(), allowed_mentions=NO_MENTIONS, nonce=nonce))
+            ids["frame"] = str(message.id)
             await sent("frame", ids["frame"])
         return ids
 
@@ -178,8 +183,13 @@ class DiscordPort:
                 text = f"{text}\nPart {number} of {count}".strip()
             name = f"framechain{part.suffix}" if count == 1 else f"framechain_part{number}{part.suffix}"
             nonce = await sending((f"final.{number}",))
-            message = await channel.send(
-                clip(text) or None, file=discord.File(part, filename=name), allowed_mentions=NO_MENTIONS, nonce=nonce
+            message = await _create(
+                channel.send(
+                    clip(text) or None,
+                    file=discord.File(part, filename=name),
+                    allowed_mentions=NO_MENTIONS,
+                    nonce=nonce,
+                )
             )
             ids.append(str(message.id))
             await sent(f"final.{number}", ids[-1])
@@ -190,6 +200,18 @@ class DiscordPort:
 
     async def delete_message(self, chat: ChatRef, message_id: str) -> None:
         await self._channel(chat).get_partial_message(int(message_id)).delete()
+
+
+async def _create(send: Awaitable[discord.Message]) -> discord.Message:
+    """A message create: an answer from Discord (``HTTPException``) means nothing was made; a
+    connection that broke or timed out on the way may have made it (``MaybeSent``: sent again
+    only with its nonce, or offered to the user)."""
+    try:
+        return await send
+    except (discord.HTTPException, aiohttp.ClientConnectorError):
+        raise  # an answer, or no connection made: nothing was created
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise MaybeSent(f"discord: creating a message failed on the way: {exc!r}") from exc
 
 
 def _size(path: Path) -> int:

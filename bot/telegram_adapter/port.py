@@ -23,7 +23,7 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
-from bot.ports import IGNORE_SENT, NO_INTENT, ChatRef, FinalPost, SegmentPost, Sending, Sent
+from bot.ports import IGNORE_SENT, NO_INTENT, ChatRef, FinalPost, MaybeSent, SegmentPost, Sending, Sent
 from bot.telegram_adapter.media import mp4_info, photo_upload, thumbnail_jpeg
 from bot.telegram_adapter.retry import RetryPolicy, Superseded, with_retries
 from shared.config import TelegramConfig
@@ -127,8 +127,8 @@ class TelegramPort:
     def upload_limit(self, chat: ChatRef) -> int:
         return self._upload_limit
 
-    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        return await with_retries(what, call, self._retry)
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]], *, creates: bool = False) -> T:
+        return await with_retries(what, call, self._retry, creates=creates)
 
     async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
         markup = review_keyboard(controls) if controls else None
@@ -306,7 +306,7 @@ class TelegramPort:
                 return posted
             try:
                 photo = await self._send_frame(chat, post, sending)
-            except (TelegramError, OSError, ValueError):
+            except (TelegramError, OSError, ValueError, MaybeSent):
                 # The video and its buttons are up; the frame is a convenience.
                 log.warning("segment %d: hand-off frame not posted", post.segment_id, exc_info=True)
             else:
@@ -330,6 +330,7 @@ class TelegramPort:
                 read_timeout=MEDIA_READ_TIMEOUT,
                 **thread_kwargs(chat),
             ),
+            creates=True,
         )
         return str(video.message_id)
 
@@ -346,6 +347,7 @@ class TelegramPort:
                 read_timeout=MEDIA_READ_TIMEOUT,
                 **thread_kwargs(chat),
             ),
+            creates=True,
         )
 
     async def close_controls(
@@ -425,6 +427,7 @@ class TelegramPort:
                 **shape,
                 **thread_kwargs(chat),
             ),
+            creates=True,
         )
 
     def _check_size(self, path: Path) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.ports import IGNORE_SENT, NO_INTENT, ChatRef, FinalPost, SegmentPost, Sending
+from bot.ports import IGNORE_SENT, NO_INTENT, ChatRef, FinalPost, MaybeSent, SegmentPost, Sending
 from bot.ports import Sent as SentCallback
 
 
@@ -45,9 +45,13 @@ class FakeChat:
     #: ``final.1``…) was accepted and reported, once: a crash in the middle of a post.
     crash_after: str | None = None
     crash_with: type[BaseException] = Crash
-    #: Raise ``crash_with`` right after the message with this role was accepted, before the
-    #: service hears of it, once: the platform has it, the bot's record does not.
+    #: Right after the message with this role was accepted, its answer is lost, once: the port
+    #: raises ``MaybeSent`` (what a timeout on the way back, or a crash, leaves): the platform has
+    #: the message, the bot's record does not.
     crash_unheard: str | None = None
+    #: Fail the send of the message with this role, once, with an answer from the platform (it
+    #: created nothing): ``ConnectionError`` after the service recorded its intent.
+    refuse: str | None = None
     #: What the port claims (``ChatPort.resend_window``): like Discord's nonce, a send repeated
     #: with the same key within this many seconds is not a second message (this fake only
     #: records the keys, see ``keys``); 0: like Telegram, no such key.
@@ -76,11 +80,16 @@ class FakeChat:
         role = role if isinstance(role, str) else f"final.{role}"
         if self.crash_unheard == role:
             self.crash_unheard = None
-            raise self.crash_with(f"crashed before hearing that {role} was sent")
+            raise MaybeSent(f"no answer after sending {role}")
         await sent(role, message_id)
         if self.crash_after == role:
             self.crash_after = None
             raise self.crash_with(f"crashed after sending {role}")
+
+    def _refused(self, role: str) -> None:
+        if self.refuse == role:
+            self.refuse = None
+            raise ConnectionError(f"the platform refused {role}")
 
     async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
         if self.fail_texts:
@@ -129,6 +138,7 @@ class FakeChat:
             if role in post.already:
                 continue
             self.keys.append((role, await sending((role,))))
+            self._refused(role)
             ids[role] = str(next(self._ids))
             if role == "video":
                 record.message_id = ids[role]
@@ -157,6 +167,7 @@ class FakeChat:
         for number in range(1, len(post.parts) + 1):
             if number not in post.already:
                 self.keys.append((f"final.{number}", await sending((f"final.{number}",))))
+                self._refused(f"final.{number}")
                 ids.append(str(next(self._ids)))
                 await self._accepted(record, number, ids[-1], sent)
         return ids

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.conversation import delivery, notices
-from bot.ports import Action, ChatRef, control_id
+from bot.ports import Action, ChatRef, FinalPost, control_id
 from bot.store import SessionState, Store
 from shared.config import load_config
 from tests.bot.discord_harness import open_session, running, segment_post
@@ -26,7 +26,7 @@ def roles_sent(chat: FakeChat) -> list[str]:
 
 
 def notices_of(chat: FakeChat) -> list[str]:
-    return [t for t in chat.texts(CHAT) if t.startswith("⚠ The bot restarted")]
+    return [t for t in chat.texts(CHAT) if notices.SEND_AGAIN in t]
 
 
 async def first_take_unheard(config: Path, chat: FakeChat) -> int:
@@ -112,7 +112,7 @@ async def test_past_the_platforms_key_window_the_owner_is_asked(tmp_path: Path) 
         await store.record_posted(segment, delivery.intent_key("video"), delivery.intent("k", 1.0))
     later = FakeChat(resend_window=60.0)
     async with running_bot(config, chat=later):
-        await until(lambda: [t for t in later.texts(CHAT) if t.startswith("⚠")], "the notice")
+        await until(lambda: [t for t in later.texts(CHAT) if notices.SEND_AGAIN in t], "the notice")
         await later.wait_for("segment")
         assert [r for s in later.of("segment") for r in s.roles] == ["frame"]  # the video is not sent again
 
@@ -162,11 +162,52 @@ async def test_discord_sends_each_message_with_the_nonce_of_its_intent(tmp_path:
 
         async def sending(roles: tuple[str, ...]) -> str:
             asked.append(roles)
-            return "nonce-17-video"
+            return f"nonce-{len(asked)}"
 
-        await w.front.port.post_segment(chat, segment_post(tmp_path / "media", 17), sending=sending)
+        post = segment_post(tmp_path / "media", 17)
+        await w.front.port.post_segment(chat, post, sending=sending)
+        await w.front.port.post_final(chat, FinalPost(parts=(post.video,), caption="Your video"), sending=sending)
         await w.env.settle()
-        [made] = [e for e in w.env.http_requests if e.method == "POST" and e.path == f"/channels/{thread.id}/messages"]
-        assert asked == [("video", "frame")]
-        assert isinstance(made.json, dict)
-        assert made.json["nonce"] == "nonce-17-video" and made.json["enforce_nonce"] is True
+        made = [e for e in w.env.http_requests if e.method == "POST" and e.path == f"/channels/{thread.id}/messages"]
+        assert asked == [("video", "frame"), ("final.1",)]
+        assert [(e.json["nonce"], e.json["enforce_nonce"]) for e in made if isinstance(e.json, dict)] == [
+            ("nonce-1", True),
+            ("nonce-2", True),
+        ]
+        # simcord does not model Discord's deduplication by nonce: that part is Discord's.
+        assert w.front.port.resend_window == 60.0
+
+
+async def test_a_send_the_platform_refused_is_sent_again_plainly(tmp_path: Path) -> None:
+    # An answer from the platform (or no connection at all): nothing was created, so nothing is
+    # in doubt; the next try sends it as if it had never been asked for.
+    config = write_config(tmp_path)
+    chat = FakeChat(refuse="video")
+    async with running_bot(config, chat=chat) as bot:
+        await bot.service.start(CHAT, OWNER, picture_bytes(), "the sun rises")
+        await until(lambda: chat.refuse is None, "the refusal")
+        [session] = await bot.store.list_sessions(tuple(SessionState))
+        [segment] = [s.id for s in await bot.store.list_segments(session.id)]
+
+        async def intent_cleared() -> bool:
+            posted = (await bot.store.get_segment(segment)).posted
+            return delivery.intent_key("video") in posted and posted[delivery.intent_key("video")] is None
+
+        await until(intent_cleared, "the intent to go")
+        await bot.service.post_unposted()  # what the retry loop does every minute
+        await chat.wait_for("segment", 2)
+    assert roles_sent(chat) == ["video", "frame"] and notices_of(chat) == []
+
+
+async def test_a_send_with_no_answer_is_offered_again_without_a_restart(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    chat = FakeChat(crash_unheard="video")
+    async with running_bot(config, chat=chat) as bot:
+        await bot.service.start(CHAT, OWNER, picture_bytes(), "the sun rises")
+        await until(lambda: chat.crash_unheard is None, "the lost answer")
+        await bot.service.post_unposted()
+        await until(lambda: notices_of(chat), "the notice")
+        [notice] = notices_of(chat)
+        assert "cut short" in notice and "restart or a lost connection" in notice
+        await chat.wait_for("segment", 2)
+    assert roles_sent(chat) == ["video", "frame"]  # the video once: the first try's
