@@ -83,8 +83,7 @@ class Posting:
             return await self._post_final(row, caption, retrying=retrying, resend=resend)
 
     def _plan(self, port: ChatPort, posted: Mapping[str, object], roles: frozenset[str], resend: bool) -> delivery.Plan:
-        window = float(getattr(port, "resend_window", 0.0))
-        return delivery.plan(posted, roles, window=window, now=self.wall_clock(), resend=resend)
+        return delivery.plan(posted, roles, window=port.resend_window, now=self.wall_clock(), resend=resend)
 
     async def _post_segment(
         self, row: SessionRow, segment: core.Segment, caption: str | None = None, *, resend: bool = False
@@ -226,7 +225,11 @@ class Posting:
         if plan.doubtful:
             last = await self._last_approved(row.id)
             notice = notices.final_notice(last, len(parts), sorted(roles[r] for r in plan.doubtful))
-            notice_id = await port.send_text(chat, notice.text, notice.controls)
+            try:
+                notice_id = await port.send_text(chat, notice.text, notice.controls)
+            except Exception as exc:
+                log.warning("the notice of session %s's final in doubt was not sent: %s", row.id, exc)
+                return False  # tried again with the others
             for role in sorted(plan.doubtful):
                 await self.store.record_session_posted(row.id, role, delivery.unsure(notice_id))
         already = frozenset(roles[r] for r in plan.already | plan.doubtful)

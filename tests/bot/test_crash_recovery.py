@@ -149,15 +149,18 @@ def test_killed_between_the_messages_of_a_post_each_is_sent_once(tmp_path: Path)
     def deliveries(kind: str) -> list[dict[str, Any]]:
         return [r for r in sent(log) if r["kind"] == kind]
 
-    # Killed right after the platform took the segment's video, before its hand-off frame.
+    # Killed right after the platform took the segment's video, before the bot heard back.
     bot = BotProcess(config, log, die_after="video")
     bot.send(op="start", image=str(image), prompt="the sun rises")
     wait_until(bot.died)
     assert [r["role"] for r in deliveries("segment")] == ["video"]
 
-    # The restart sends the frame only, and the progress message goes.
+    # The restart sends the frame only, and the progress message goes. The video is in doubt (a
+    # Telegram-like chat cannot be asked to drop a copy): a notice offers it instead.
     bot = BotProcess(config, log)
     wait_until(lambda: len(deliveries("segment")) == 2)
+    [notice] = [r for r in deliveries("text") if "Send again" in r["text"]]
+    assert "segment 1" in notice["text"] and notice["controls"][0].endswith(":resend")
     wait_until(lambda: deliveries("delete"))
     time.sleep(0.5)
     video, frame = deliveries("segment")
@@ -167,7 +170,7 @@ def test_killed_between_the_messages_of_a_post_each_is_sent_once(tmp_path: Path)
     bot.send(op="control", segment=segment, action="approve")
     bot.kill()
 
-    # Killed right after the final video went out, before the service heard the post was done.
+    # Killed right after the final video went out, before the bot heard back: a notice, no copy.
     bot = BotProcess(config, log, die_after="final.1")
     bot.send(op="command", name="finish")
     wait_until(bot.died)
@@ -178,6 +181,7 @@ def test_killed_between_the_messages_of_a_post_each_is_sent_once(tmp_path: Path)
     time.sleep(0.5)
     bot.kill()
     [final] = deliveries("final")
+    assert [r for r in deliveries("text") if "Send again" in r["text"]][1]["controls"][0].endswith(":refinal")
     assert final["caption"].startswith("Here's your video: 1 segment")
     assert Counter((r["segment_id"], r["role"]) for r in deliveries("segment")) == {
         (segment, "video"): 1,

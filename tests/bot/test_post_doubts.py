@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import discord
+import pytest
+
 from bot.conversation import delivery, notices
 from bot.ports import Action, ChatRef, FinalPost, control_id
 from bot.store import SessionState, Store
@@ -211,3 +214,12 @@ async def test_a_send_with_no_answer_is_offered_again_without_a_restart(tmp_path
         assert "cut short" in notice and "restart or a lost connection" in notice
         await chat.wait_for("segment", 2)
     assert roles_sent(chat) == ["video", "frame"]  # the video once: the first try's
+
+
+async def test_discord_passes_on_an_answered_failure_as_one_that_created_nothing(tmp_path: Path) -> None:
+    # Discord answered (403): no message was made, so the service may send it again plainly.
+    async with running(tmp_path) as w:
+        chat, thread = await open_session(w)
+        w.env.inject_error("POST", f"/channels/{thread.id}/messages", status=403, code=50013, message="Missing Access")
+        with pytest.raises(discord.Forbidden):
+            await w.front.port.post_segment(chat, segment_post(tmp_path / "media", 17))
