@@ -452,5 +452,6 @@ class TelegramPort:
             yield
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Not suppress(CancelledError): that would also swallow a cancellation of the post
+            # itself arriving meanwhile (a shutdown), leaving its task running on.
+            await asyncio.gather(task, return_exceptions=True)
