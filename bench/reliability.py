@@ -157,9 +157,14 @@ def crash_section(window: float, runs: list[Run], seconds: float) -> list[str]:
         "A scripted session (/start with a picture and a prompt, approve, a second prompt, approve, /finish) on "
         "the crash bot (tests/bot/crash_bot.py: real store, service, dispatcher, preview worker), killed with "
         f"SIGKILL once per run — {kinds['at a random moment']} times at a random moment within the "
-        f"{window:.1f} s the session takes undisturbed, {kinds['after a post']} times right after a random "
-        "message (segment video, hand-off frame, final) was accepted by the platform — then restarted on the "
-        f"same data and driven on to its final video ({seconds:.0f} s in all).",
+        f"{window:.1f} s the session takes undisturbed, {kinds['after a post']} times in the middle of a random "
+        "message's delivery (segment video, hand-off frame, final: right after the platform accepted it and "
+        "before the bot heard back, once the bot was told, or once the bot recorded it would send it and "
+        "before the platform got it) — then restarted on the same data and driven on to its final video "
+        f"({seconds:.0f} s in all). The chat stands in for Telegram, which has no idempotency key: a message a "
+        "kill left in doubt is never sent blindly again; the restart posts a short notice with 📤 Send again "
+        "(and the take's review buttons), which the scripted user taps only where the message is indeed "
+        "missing from the chat.",
         "",
         "| figure | value |",
         "|---|---|",
@@ -171,12 +176,19 @@ def crash_section(window: float, runs: list[Run], seconds: float) -> list[str]:
         f"| segment messages posted twice | {sum(r.duplicate_posts for r in runs)} |",
         f"| finals posted twice | {sum(r.duplicate_finals for r in runs)} |",
         f"| approved segments' files missing (losses) | {sum(r.missing_files for r in runs)} |",
+        f"| approved segments' messages or finals that never reached the chat (losses) | "
+        f"{sum(r.lost_posts for r in runs)} |",
+        f"| notices of a message in doubt posted by a restart / Send again taps they needed | "
+        f"{sum(r.notices for r in runs)} / {sum(r.sent_again for r in runs)} |",
         "",
     ]
     if bad:
         lines += ["Runs with a problem:", ""] + [f"- run {r.number} (killed {r.kill}): {r.problems}" for r in bad]
         lines.append("")
     return lines
+
+
+PARTS = ("corpus", "flood", "crash")
 
 
 async def measure(args: argparse.Namespace, work: Path) -> list[str]:

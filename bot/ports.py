@@ -8,6 +8,7 @@ strings, media are file paths in the data dir.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,11 +39,17 @@ class Action(StrEnum):
     STOP = "stop"
     #: ◀ ▶ on a review message: show this take there instead.
     SHOW = "show"
+    #: Send a take again whose post a crash left in doubt (the notice's 📤 Send again).
+    RESEND = "resend"
+    #: The same for the final video (the control names the session's last approved take).
+    RESEND_FINAL = "refinal"
 
 
 #: Review controls carry the segment id, so a button keeps working after a restart.
 #: Short enough for Telegram's 64-byte callback data and Discord's 100-character custom_id.
-_CONTROL = re.compile(r"^seg:(?P<segment>[0-9]{1,18}):(?P<action>approve|regen|undo|finish|apfin|stop|show)$")
+_CONTROL = re.compile(
+    r"^seg:(?P<segment>[0-9]{1,18}):(?P<action>approve|regen|undo|finish|apfin|stop|show|resend|refinal)$"
+)
 
 
 def control_id(segment_id: int, action: Action) -> str:
@@ -120,12 +127,42 @@ async def _discard(role: str, message_id: str) -> None:
 #: For callers that only want the returned ids.
 IGNORE_SENT: Sent = _discard
 
+#: Called by a port right before it asks the platform to create a message carrying ``roles``
+#: (one message may carry several: a Discord take's video and frame). The service records that
+#: the message may exist from now on, so a crash before ``sent`` leaves the restart knowing it is
+#: in doubt, and returns the idempotency key to send it with (a Discord nonce): the same key
+#: again when it is sent again after such a crash.
+Sending = Callable[[tuple[str, ...]], Awaitable[str]]
+
+
+async def _fresh_key(roles: tuple[str, ...]) -> str:
+    return new_send_key()
+
+
+def new_send_key() -> str:
+    """A key for one message: short enough for a Discord nonce (25 characters)."""
+    return secrets.token_hex(8)
+
+
+#: For callers that record nothing before a send.
+NO_INTENT: Sending = _fresh_key
+
+
+class MaybeSent(Exception):
+    """A send failed after its request may have reached the platform (a timeout or a connection
+    lost once it was on its way): the message may exist. A port raises it instead of the platform
+    library's error so the service never sends the message again blindly; any other error raised
+    after ``Sending`` means the platform created no message."""
+
 
 class ChatPort(Protocol):
     """What the service needs from a chat platform. Every method may raise; the service logs and
     carries on (a failed edit never loses a segment)."""
 
     platform: str
+    #: Seconds within which the platform takes a message sent again with the same idempotency key
+    #: (``Sending``) as the one already made, instead of posting it twice; 0: it has no such key.
+    resend_window: float
 
     def upload_limit(self, chat: ChatRef) -> int:
         """Largest file, in bytes, this chat accepts."""
@@ -151,11 +188,14 @@ class ChatPort(Protocol):
         message's id."""
         ...
 
-    async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
-        """Post a segment for review, skipping the roles in ``post.already``; call ``sent`` for
-        each message as soon as the platform accepted it, and return the ids of what was posted
-        (``video``, ``frame``...). Adding reactions or other decorations is best effort and never
-        raises once the video is up."""
+    async def post_segment(
+        self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT, sending: Sending = NO_INTENT
+    ) -> dict[str, str]:
+        """Post a segment for review, skipping the roles in ``post.already``; call ``sending``
+        right before each message is asked for (and send it with the key it returns), ``sent``
+        for each message as soon as the platform accepted it, before anything else, and return
+        the ids of what was posted (``video``, ``frame``...). Adding reactions or other
+        decorations is best effort and never raises once the video is up."""
         ...
 
     async def settings_changed(self, chat: ChatRef, session_id: str, current: dict[str, str] | None) -> None:
@@ -176,9 +216,12 @@ class ChatPort(Protocol):
         just approved. Closing the same message again with the same note changes nothing."""
         ...
 
-    async def post_final(self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT) -> list[str]:
-        """Post every part not in ``post.already``, in order, calling ``sent("final.N", id)`` for
-        each as soon as it is accepted; return the ids posted."""
+    async def post_final(
+        self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT, sending: Sending = NO_INTENT
+    ) -> list[str]:
+        """Post every part not in ``post.already``, in order, calling ``sending(("final.N",))``
+        right before each is asked for and ``sent("final.N", id)`` as soon as it is accepted;
+        return the ids posted."""
         ...
 
     async def show_review(self, chat: ChatRef, message_ids: dict[str, str], page: ReviewPage) -> None:

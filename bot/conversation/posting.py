@@ -4,18 +4,25 @@ review is over.
 
 A post is resumable: each message is recorded (``bot.conversation.delivery``) the moment the
 platform accepted it, with the caption stored when the post was decided, so a post cut short by
-a crash or an unreachable platform is finished later with only what has no record.
+a crash or an unreachable platform is finished later with only what has no record. Right before
+each message is asked for, an intent is recorded (``delivery.plan``): a message a crash left in
+doubt is sent again only where the platform deduplicates it, and otherwise offered to the user
+with a notice (``bot.conversation.notices``), so a restart never posts anything twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from bot import core
-from bot.conversation import delivery
+from bot.conversation import delivery, notices
 from bot.conversation.chats import Chats, chat_of
+from bot.conversation.post_records import PostRecorder
 from bot.conversation.progress_messages import ProgressMessages
 from bot.conversation.review_pages import (
     APPROVE_LABEL,
@@ -34,8 +41,8 @@ from bot.conversation.review_pages import (
 )
 from bot.conversation.sessions import row_for
 from bot.conversation.storyboards import Storyboards
-from bot.ports import Action, ChatRef, FinalPost, SegmentPost, Sent, control_id
-from bot.store import SessionRow, Store
+from bot.ports import Action, ChatPort, ChatRef, FinalPost, SegmentPost, control_id
+from bot.store import SegmentStatus, SessionRow, Store
 from shared.config import Config
 
 log = logging.getLogger("framechain.service")
@@ -54,6 +61,8 @@ class Posting:
         chats: Chats,
         progress_messages: ProgressMessages,
         storyboards: Storyboards | None = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.config = config
@@ -63,6 +72,8 @@ class Posting:
         self.storyboards = storyboards
         #: Review messages paging through a segment's takes.
         self.pages = ReviewPages(store, chats, config.generation.fps)
+        #: Intents are compared across restarts: wall-clock time.
+        self.wall_clock = wall_clock
         #: One post at a time per session: a take or final being posted (a job's result) and the
         #: retry loop or the restart's catch-up must not both find it unsent and both send it.
         self._posting: dict[str, asyncio.Lock] = {}
@@ -70,22 +81,39 @@ class Posting:
     def _one_post(self, session_id: str) -> asyncio.Lock:
         return self._posting.setdefault(session_id, asyncio.Lock())
 
-    async def post_segment(self, row: SessionRow, segment: core.Segment, caption: str | None = None) -> None:
+    async def post_segment(
+        self, row: SessionRow, segment: core.Segment, caption: str | None = None, *, resend: bool = False
+    ) -> None:
+        """``resend``: the user asked for the messages a crash left in doubt (📤 Send again)."""
         async with self._one_post(row.id):
-            await self._post_segment(row, segment, caption)
+            await self._post_segment(row, segment, caption, resend=resend)
 
-    async def post_final(self, row: SessionRow, caption: str | None = None, *, retrying: bool = False) -> bool:
+    async def post_final(
+        self, row: SessionRow, caption: str | None = None, *, retrying: bool = False, resend: bool = False
+    ) -> bool:
         async with self._one_post(row.id):
-            return await self._post_final(row, caption, retrying=retrying)
+            return await self._post_final(row, caption, retrying=retrying, resend=resend)
 
-    async def _post_segment(self, row: SessionRow, segment: core.Segment, caption: str | None = None) -> None:
+    def _plan(self, port: ChatPort, posted: Mapping[str, object], roles: frozenset[str], resend: bool) -> delivery.Plan:
+        return delivery.plan(posted, roles, window=port.resend_window, now=self.wall_clock(), resend=resend)
+
+    async def _post_segment(
+        self, row: SessionRow, segment: core.Segment, caption: str | None = None, *, resend: bool = False
+    ) -> None:
         """Post a take for review, or the rest of it after a crash (only the roles with no
         record), with the caption stored when the post was decided. Each message is recorded
         the moment the platform accepted it. Once the post is whole, the progress message goes."""
         chat = chat_of(row)
         rows = await self.store.list_segments(row.id)
         seg_row = row_for(rows, segment.key)
-        already = delivery.segment_already(seg_row.posted)
+        port = self.chats.port(chat)
+        plan = self._plan(port, seg_row.posted, delivery.SEGMENT_ROLES, resend)
+        if plan.doubtful:
+            notice = notices.take_notice(seg_row.id, segment.number, plan.doubtful)
+            notice_id = await port.send_text(chat, notice.text, notice.controls)
+            for role in sorted(plan.doubtful):
+                await self.store.record_posted(seg_row.id, role, delivery.unsure(notice_id))
+        already = plan.already | plan.doubtful
         if already == delivery.SEGMENT_ROLES:
             self.progress.retire(chat, seg_row.id)
             return  # posted before a restart: never twice
@@ -100,7 +128,6 @@ class Posting:
         caption = seg_row.caption or caption or core.review_caption(segment)
         if seg_row.caption is None:  # the core has taken its report: recorded so (sessions.saved)
             await self.store.update_segment(seg_row.id, caption=caption)
-        port = self.chats.port(chat)
         video = seg_row.video
         limit = int(port.upload_limit(chat) * UPLOAD_MARGIN)
         if video.stat().st_size > limit:
@@ -127,7 +154,9 @@ class Posting:
             already=already,
             pager=pages,
         )
-        posted = await port.post_segment(chat, post, self._recorder(seg_row.id))
+        posted = await self._post_take(port, chat, post, plan.again)
+        if resend:
+            await self._close_notices(chat, seg_row.posted, posted.keys())
         for key, message_id in posted.items():  # again, for a port that does not call back
             await self.store.record_posted(seg_row.id, key, message_id)
         for role in delivery.SEGMENT_ROLES - already - posted.keys():
@@ -156,11 +185,28 @@ class Posting:
         owner = message_owner(rows, take)
         return owner.id if owner is not None else segment_id
 
-    def _recorder(self, segment_id: int) -> Sent:
-        async def sent(role: str, message_id: str) -> None:
-            await self.store.record_posted(segment_id, role, message_id)
+    async def _post_take(
+        self, port: ChatPort, chat: ChatRef, post: SegmentPost, again: Mapping[str, str]
+    ) -> dict[str, str]:
+        recorder = PostRecorder(
+            functools.partial(self.store.record_posted, post.segment_id), again, wall_clock=self.wall_clock
+        )
+        try:
+            return await port.post_segment(chat, post, recorder.sent, recorder.sending)
+        except BaseException as exc:
+            await recorder.failed(exc)
+            raise
 
-        return sent
+    async def _close_notices(self, chat: ChatRef, before: Mapping[str, object], roles: Iterable[str]) -> None:
+        """After a Send again: the notices of the roles sent lose their buttons (the new post has
+        them). Best effort."""
+        roles = set(roles)
+        ids = {str(v)[len(delivery.UNSURE) :] for r, v in before.items() if r in roles and delivery.is_unsure(v)}
+        for notice_id in sorted(ids):
+            try:
+                await self.chats.port(chat).close_controls(chat, {"video": notice_id}, notices.SENT_AGAIN)
+            except Exception:
+                log.exception("closing the notice %s failed", notice_id)
 
     async def close_controls(
         self, chat: ChatRef, segment_id: int, note: str, *, finish: bool = False, approve: bool = False
@@ -189,13 +235,13 @@ class Posting:
         result = await asyncio.to_thread(join_segments, [video], out, fps, limit)
         return result.path
 
-    async def _post_final(self, row: SessionRow, caption: str | None, *, retrying: bool) -> bool:
+    async def _post_final(self, row: SessionRow, caption: str | None, *, retrying: bool, resend: bool = False) -> bool:
         """Post the final video, or the parts of it a crash left unsent, with the caption stored
         when the post was decided. The part files are chosen once and recorded, so a restart
         sends the same parts; each part is recorded the moment the platform accepted it.
         False when the platform did not take it (it is retried later)."""
         row = await self.store.get_session(row.id)
-        if row.final_video is None or delivery.FINAL in row.posted:
+        if row.final_video is None or (delivery.FINAL in row.posted and not resend):
             return True
         caption = row.final_caption or caption or "Here's your video."
         chat = chat_of(row)
@@ -218,15 +264,27 @@ class Posting:
             row = await self.store.record_session_posted(row.id, delivery.FINAL_PARTS, [str(p) for p in parts])
         assert row.final_video is not None
         caption += _fit_note(row.final_video, parts, limit)
-        already = delivery.final_already(row.posted, len(parts))
-        if len(already) < len(parts):
-
-            async def sent(role: str, message_id: str) -> None:
-                await self.store.record_session_posted(row.id, role, message_id)
-
+        roles = {delivery.part_key(n): n for n in range(1, len(parts) + 1)}
+        plan = self._plan(port, row.posted, frozenset(roles), resend)
+        if plan.doubtful:
+            last = await self._last_approved(row.id)
+            notice = notices.final_notice(last, len(parts), sorted(roles[r] for r in plan.doubtful))
             try:
-                posted = await port.post_final(chat, FinalPost(parts=parts, caption=caption, already=already), sent)
+                notice_id = await port.send_text(chat, notice.text, notice.controls)
             except Exception as exc:
+                log.warning("the notice of session %s's final in doubt was not sent: %s", row.id, exc)
+                return False  # tried again with the others
+            for role in sorted(plan.doubtful):
+                await self.store.record_session_posted(row.id, role, delivery.unsure(notice_id))
+        already = frozenset(roles[r] for r in plan.already | plan.doubtful)
+        if len(already) < len(parts):
+            record = functools.partial(self.store.record_session_posted, row.id)
+            recorder = PostRecorder(record, plan.again, wall_clock=self.wall_clock)
+            final = FinalPost(parts=parts, caption=caption, already=already)
+            try:
+                posted = await port.post_final(chat, final, recorder.sent, recorder.sending)
+            except Exception as exc:
+                await recorder.failed(exc)
                 # The platform may be unreachable for now: keep it unposted, so it is retried.
                 log.warning("posting the final video of session %s failed: %s", row.id, exc)
                 if not retrying:
@@ -235,6 +293,8 @@ class Posting:
                     )
                 return False
             missing = sorted(set(range(1, len(parts) + 1)) - already)
+            if resend:
+                await self._close_notices(chat, row.posted, {delivery.part_key(n) for n in missing})
             for number, message_id in zip(missing, posted, strict=False):  # for a port that does not call back
                 await self.store.record_session_posted(row.id, delivery.part_key(number), message_id)
         if self.storyboards is not None:
@@ -243,6 +303,10 @@ class Posting:
         ids = [row.posted.get(delivery.part_key(n), "") for n in range(1, len(parts) + 1)]
         await self.store.record_session_posted(row.id, delivery.FINAL, ids)
         return True
+
+    async def _last_approved(self, session_id: str) -> int:
+        approved = await self.store.list_segments(session_id, (SegmentStatus.APPROVED,))
+        return approved[-1].id if approved else 0
 
     async def _fit_final(self, final: Path, limit: int) -> tuple[Path, ...]:
         """The final as it can be uploaded: whole, re-encoded to fit, or in parts."""

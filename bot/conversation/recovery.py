@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from bot import core
 from bot.conversation import delivery
+from bot.conversation.alerts import AdminAlerts
 from bot.conversation.assembly import Assemblies
 from bot.conversation.background import BackgroundTasks
 from bot.conversation.chats import chat_of
@@ -22,7 +23,10 @@ from bot.conversation.locks import SessionLocks
 from bot.conversation.posting import Posting
 from bot.conversation.progress_messages import ProgressMessages
 from bot.conversation.sessions import Sessions, row_for, segment_ids
-from bot.store import SegmentStatus, SessionRow, SessionState, Store
+from bot.disk import DiskSpace, admin_note
+from bot.ports import Action
+from bot.store import SegmentRow, SegmentStatus, SessionRow, SessionState, Store
+from shared.protocol import Failed, FailureKind
 
 log = logging.getLogger("framechain.service")
 
@@ -48,6 +52,9 @@ class Recovery:
         assemblies: Assemblies,
         background: BackgroundTasks,
         perform: Perform,
+        disk: DiskSpace | None = None,
+        alerts: AdminAlerts | None = None,
+        job_failed: Callable[[str, Failed], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.sessions = sessions
@@ -58,6 +65,11 @@ class Recovery:
         self.assemblies = assemblies
         self.background = background
         self.perform = perform
+        #: Re-queued jobs pass the free-space check new takes pass; one that fails it is reported
+        #: failed (``job_failed``: the service's ``job_finished``) and the admins are told.
+        self.disk = disk
+        self.alerts = alerts
+        self.job_failed = job_failed
         #: Failed posting tries per session, and the sessions whose owner was told so.
         self._failures: dict[str, int] = {}
         self._told: set[str] = set()
@@ -78,11 +90,27 @@ class Recovery:
             if segment.status is SegmentStatus.RUNNING:
                 segment = await self.store.requeue_segment(segment.id)
             self.progress.resume(chat_of(row), segment)
+            problem = self.disk.job_problem() if self.disk is not None else None
+            if problem and self.job_failed is not None:
+                await self._refuse_job(segment, problem)
+                continue
             await self.jobs.submit(row, segment)
         for row in await self.store.list_sessions((SessionState.ASSEMBLING,)):
             _, session, _ = await self.sessions.load(row.id)
             self.assemblies.start(row, session.approved)
         await self.post_unposted()
+
+    async def _refuse_job(self, segment: SegmentRow, problem: str) -> None:
+        """A job the restart would queue again, refused like a new take on a low disk: it fails
+        with the reason (the owner may /regenerate once there is room), and the admins are told."""
+        log.error("segment %s not queued again after the restart: %s", segment.id, problem)
+        assert self.job_failed is not None and self.disk is not None
+        if self.alerts is not None:
+            await self.alerts.tell("disk", admin_note(problem, self.disk.config.data_dir))
+        message = f"{problem}; the bot's admins have been told"
+        await self.job_failed(
+            str(segment.id), Failed(job_id=str(segment.id), kind=FailureKind.BAD_INPUT, message=message)
+        )
 
     async def _reconcile(self, session_id: str) -> None:
         """A crash between storing a take's result and moving its session on leaves them
@@ -151,6 +179,24 @@ class Recovery:
             return
         self._told.add(row.id)
 
+    async def resend(self, session_id: str, segment_id: int, action: Action) -> None:
+        """The owner tapped 📤 Send again on a notice: send what a crash left in doubt, afresh
+        (for a take: its video and frame; for ``RESEND_FINAL``: the final's parts). Nothing
+        when nothing is in doubt any more (a second tap)."""
+        async with self.locks.hold(session_id):
+            row, session, rows = await self.sessions.load(session_id)
+            if action is Action.RESEND_FINAL:
+                if row.state is SessionState.FINISHED and any(delivery.is_unsure(v) for v in row.posted.values()):
+                    await self.posting.post_final(row, resend=True)
+                return
+            seg_row = next((r for r in rows if r.id == segment_id), None)
+            takes = (session.current, *session.kept, *session.approved)
+            take = next((t for t in takes if t is not None and seg_row is not None and t.key == _key(seg_row)), None)
+            if take is None or take.result is None or seg_row is None:
+                return
+            if any(delivery.is_unsure(seg_row.posted.get(role)) for role in delivery.SEGMENT_ROLES):
+                await self.posting.post_segment(row, take, resend=True)
+
     def _posted(self, session_id: str) -> None:
         self._failures.pop(session_id, None)
         self._told.discard(session_id)
@@ -167,3 +213,7 @@ class Recovery:
                     log.exception("retrying unposted deliveries failed")
 
         self.background.spawn(loop(), KEEP_POSTING)
+
+
+def _key(row: SegmentRow) -> core.SegmentKey:
+    return core.SegmentKey(row.idx, row.attempt)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 
 from bot import core
-from bot.conversation import delivery
+from bot.conversation import delivery, notices
 from bot.conversation.chats import Chats, chat_of
 from bot.conversation.sessions import segment_of
 from bot.ports import Action, ReviewPage, control_id
@@ -53,15 +53,7 @@ def unref(value: object) -> int | None:
 
 def review_controls(segment_id: int) -> tuple[tuple[str, str], ...]:
     """The controls of a take up for review, naming it."""
-    return tuple(
-        (label, control_id(segment_id, action))
-        for label, action in (
-            ("✅ Approve", Action.APPROVE),
-            ("🔁 Regenerate", Action.REGENERATE),
-            ("↩ Undo", Action.UNDO),
-            ("🏁 Approve & finish", Action.APPROVE_FINISH),
-        )
-    )
+    return tuple((label, control_id(segment_id, action)) for label, action in notices.REVIEW)
 
 
 def owns_message(r: SegmentRow) -> bool:

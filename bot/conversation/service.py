@@ -173,6 +173,9 @@ class ConversationService:
             assemblies=self.assemblies,
             background=self.background,
             perform=self._perform,
+            disk=self.disk,
+            alerts=self.alerts,
+            job_failed=self.job_finished,
         )
         #: The admin commands (/queue, /gpu, /stop, /pause, /resume, /ban, /unban).
         self.admin = Admin(store, config, self.chats, self.jobs, apply=self._apply, clock=clock, wall_clock=wall_clock)
@@ -362,6 +365,10 @@ class ConversationService:
             return
         if row.platform != chat.platform or row.chat_id != chat.chat_id:
             return  # a control id forged or carried into another chat
+        if action in (Action.RESEND, Action.RESEND_FINAL):  # a notice's 📤 Send again (posting)
+            if user_id == row.owner_id or is_admin:
+                await self.recovery.resend(row.id, segment_id, action)
+            return
         key = core.SegmentKey(segment.idx, segment.attempt)
         event: core.Event
         if action is Action.APPROVE:

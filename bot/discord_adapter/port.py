@@ -8,12 +8,14 @@ token is never used here: it expires after 15 minutes, and a segment can take lo
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from pathlib import Path
 
+import aiohttp
 import discord
 
 from bot.discord_adapter.review import review_view
-from bot.ports import IGNORE_SENT, ChatRef, FinalPost, ReviewPage, SegmentPost, Sent
+from bot.ports import IGNORE_SENT, NO_INTENT, ChatRef, FinalPost, MaybeSent, ReviewPage, SegmentPost, Sending, Sent
 
 log = logging.getLogger("framechain.discord")
 
@@ -28,6 +30,10 @@ REVIEW_EMOJIS = (APPROVE_EMOJI, REGENERATE_EMOJI, FINISH_EMOJI)
 #: No post of the bot pings anyone, whatever a prompt (repeated in captions) contains. Set as the
 #: client's default and passed on every call, so no path can forget it.
 NO_MENTIONS = discord.AllowedMentions.none()
+#: A message created with the nonce of one made shortly before (discord.py sends ``enforce_nonce``
+#: with every nonce) is that message, not a second one. Discord keeps nonces "for a few minutes";
+#: a restart later than this asks the user instead of sending again (``bot.conversation.notices``).
+NONCE_WINDOW = 60.0
 
 
 def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
@@ -36,6 +42,7 @@ def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
 
 class DiscordPort:
     platform = "discord"
+    resend_window = NONCE_WINDOW
 
     def __init__(self, client: discord.Client, *, cap: int = 0) -> None:
         self._client = client
@@ -88,11 +95,13 @@ class DiscordPort:
         await message.edit(content=clip(text), attachments=[picture], allowed_mentions=NO_MENTIONS)
         return message_id
 
-    async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
+    async def post_segment(
+        self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT, sending: Sending = NO_INTENT
+    ) -> dict[str, str]:
         """One message: the video, the hand-off frame, the caption and the buttons; where both
         files together would exceed the upload limit the frame follows in a second message. Each
-        message is handed to ``sent`` as soon as it exists; only then does the bot add the ✅ 🔁 🏁
-        reactions, best effort."""
+        message is sent with the nonce ``sending`` gives and handed to ``sent`` as soon as it
+        exists; only then does the bot add the ✅ 🔁 🏁 reactions, best effort."""
         channel = self._channel(chat)
         stem = f"segment{post.index:02d}_take{post.attempt}"
 
@@ -105,11 +114,15 @@ class DiscordPort:
                 _size(post.video) + _size(post.last_frame) <= self.upload_limit(chat)
             )
             files = [discord.File(post.video, filename=stem + post.video.suffix)]
-            message = await channel.send(
-                clip(post.caption),
-                files=[*files, frame()] if together else files,
-                view=review_view(post.controls, post.pager),
-                allowed_mentions=NO_MENTIONS,
+            nonce = await sending(("video", "frame") if together else ("video",))
+            message = await _create(
+                channel.send(
+                    clip(post.caption),
+                    files=[*files, frame()] if together else files,
+                    view=review_view(post.controls, post.pager),
+                    allowed_mentions=NO_MENTIONS,
+                    nonce=nonce,
+                )
             )
             ids["video"] = str(message.id)
             await sent("video", ids["video"])
@@ -118,7 +131,9 @@ class DiscordPort:
                 await sent("frame", ids["frame"])
             await self._add_reactions(message, post.segment_id)
         if "frame" not in post.already and "frame" not in ids:
-            ids["frame"] = str((await channel.send(file=frame(), allowed_mentions=NO_MENTIONS)).id)
+            nonce = await sending(("frame",))
+            message = await _create(channel.send(file=frame(), allowed_mentions=NO_MENTIONS, nonce=nonce))
+            ids["frame"] = str(message.id)
             await sent("frame", ids["frame"])
         return ids
 
@@ -154,7 +169,9 @@ class DiscordPort:
                 if reaction.me and str(reaction.emoji) in REVIEW_EMOJIS:
                     await message.remove_reaction(reaction.emoji, me)
 
-    async def post_final(self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT) -> list[str]:
+    async def post_final(
+        self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT, sending: Sending = NO_INTENT
+    ) -> list[str]:
         channel = self._channel(chat)
         ids: list[str] = []
         count = len(post.parts)
@@ -165,8 +182,14 @@ class DiscordPort:
             if count > 1:
                 text = f"{text}\nPart {number} of {count}".strip()
             name = f"framechain{part.suffix}" if count == 1 else f"framechain_part{number}{part.suffix}"
-            message = await channel.send(
-                clip(text) or None, file=discord.File(part, filename=name), allowed_mentions=NO_MENTIONS
+            nonce = await sending((f"final.{number}",))
+            message = await _create(
+                channel.send(
+                    clip(text) or None,
+                    file=discord.File(part, filename=name),
+                    allowed_mentions=NO_MENTIONS,
+                    nonce=nonce,
+                )
             )
             ids.append(str(message.id))
             await sent(f"final.{number}", ids[-1])
@@ -199,6 +222,18 @@ class DiscordPort:
 
     async def delete_message(self, chat: ChatRef, message_id: str) -> None:
         await self._channel(chat).get_partial_message(int(message_id)).delete()
+
+
+async def _create(send: Awaitable[discord.Message]) -> discord.Message:
+    """A message create: an answer from Discord (``HTTPException``) means nothing was made; a
+    connection that broke or timed out on the way may have made it (``MaybeSent``: sent again
+    only with its nonce, or offered to the user)."""
+    try:
+        return await send
+    except (discord.HTTPException, aiohttp.ClientConnectorError):
+        raise  # an answer, or no connection made: nothing was created
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise MaybeSent(f"discord: creating a message failed on the way: {exc!r}") from exc
 
 
 def _size(path: Path) -> int:

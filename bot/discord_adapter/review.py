@@ -26,6 +26,8 @@ STYLES = {
     Action.APPROVE_FINISH: discord.ButtonStyle.success,
     Action.STOP: discord.ButtonStyle.danger,
     Action.SHOW: discord.ButtonStyle.secondary,
+    Action.RESEND: discord.ButtonStyle.primary,
+    Action.RESEND_FINAL: discord.ButtonStyle.primary,
 }
 LABELS = {
     Action.APPROVE: "Approve",
@@ -35,6 +37,8 @@ LABELS = {
     Action.APPROVE_FINISH: "Approve & finish",
     Action.STOP: "Stop",
     Action.SHOW: "Show",
+    Action.RESEND: "Send again",
+    Action.RESEND_FINAL: "Send again",
 }
 
 

@@ -31,7 +31,7 @@ from telegram import (
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
-from bot.ports import IGNORE_SENT, ChatRef, FinalPost, ReviewPage, SegmentPost, Sent
+from bot.ports import IGNORE_SENT, NO_INTENT, ChatRef, FinalPost, MaybeSent, ReviewPage, SegmentPost, Sending, Sent
 from bot.telegram_adapter.media import mp4_info, photo_upload, thumbnail_jpeg
 from bot.telegram_adapter.retry import RetryPolicy, Superseded, with_retries
 from shared.config import TelegramConfig
@@ -117,6 +117,9 @@ class TelegramPort:
     """What the conversation service calls to speak in Telegram chats."""
 
     platform = PLATFORM
+    #: The Bot API has no idempotency key: a message a crash left in doubt is never sent blindly
+    #: again (the service asks the user, ``bot.conversation.notices``).
+    resend_window = 0.0
 
     def __init__(self, bot: Bot, config: TelegramConfig, retry: RetryPolicy, *, edit_wait: float = 2.0) -> None:
         self._bot = bot
@@ -138,8 +141,8 @@ class TelegramPort:
     def upload_limit(self, chat: ChatRef) -> int:
         return self._upload_limit
 
-    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        return await with_retries(what, call, self._retry)
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]], *, creates: bool = False) -> T:
+        return await with_retries(what, call, self._retry, creates=creates)
 
     async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
         markup = review_keyboard(controls) if controls else None
@@ -294,7 +297,9 @@ class TelegramPort:
             editor.cancel()
         await asyncio.gather(*editors, return_exceptions=True)
 
-    async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
+    async def post_segment(
+        self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT, sending: Sending = NO_INTENT
+    ) -> dict[str, str]:
         posted: dict[str, str] = {}
         send_video = "video" not in post.already
         if not send_video and "frame" in post.already:
@@ -308,13 +313,14 @@ class TelegramPort:
                 log.warning("no thumbnail from %s", post.last_frame, exc_info=True)
         async with self._uploading(chat, ChatAction.UPLOAD_VIDEO if send_video else ChatAction.UPLOAD_PHOTO):
             if send_video:
+                await sending(("video",))
                 posted["video"] = await self._send_segment_video(chat, post, thumbnail)
                 await sent("video", posted["video"])  # recorded before anything else can fail
             if "frame" in post.already:
                 return posted
             try:
-                photo = await self._send_frame(chat, post)
-            except (TelegramError, OSError, ValueError):
+                photo = await self._send_frame(chat, post, sending)
+            except (TelegramError, OSError, ValueError, MaybeSent):
                 # The video and its buttons are up; the frame is a convenience.
                 log.warning("segment %d: hand-off frame not posted", post.segment_id, exc_info=True)
             else:
@@ -338,11 +344,13 @@ class TelegramPort:
                 read_timeout=MEDIA_READ_TIMEOUT,
                 **thread_kwargs(chat),
             ),
+            creates=True,
         )
         return str(video.message_id)
 
-    async def _send_frame(self, chat: ChatRef, post: SegmentPost) -> Message:
+    async def _send_frame(self, chat: ChatRef, post: SegmentPost, sending: Sending) -> Message:
         data, name = await asyncio.to_thread(photo_upload, post.last_frame)
+        await sending(("frame",))
         caption = f"Last frame of segment {post.index}: the next segment starts from it."
         return await self._call(
             "sendPhoto",
@@ -353,6 +361,7 @@ class TelegramPort:
                 read_timeout=MEDIA_READ_TIMEOUT,
                 **thread_kwargs(chat),
             ),
+            creates=True,
         )
 
     async def close_controls(
@@ -378,7 +387,9 @@ class TelegramPort:
             if not _not_modified(exc):
                 raise
 
-    async def post_final(self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT) -> list[str]:
+    async def post_final(
+        self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT, sending: Sending = NO_INTENT
+    ) -> list[str]:
         """Every part as a streamable video, in order; all are checked against the limit first."""
         for part in post.parts:
             self._check_size(part)
@@ -389,7 +400,7 @@ class TelegramPort:
                 if number in post.already:
                     continue
                 caption = post.caption if count == 1 else f"Part {number} of {count}\n{post.caption}"
-                message = await self._send_part(chat, part, caption)
+                message = await self._send_part(chat, part, caption, functools.partial(sending, (f"final.{number}",)))
                 ids.append(str(message.message_id))
                 await sent(f"final.{number}", ids[-1])
         return ids
@@ -469,11 +480,14 @@ class TelegramPort:
                 raise  # e.g. older than 48 hours: Telegram keeps it
             log.debug("telegram: message %s in %s was gone already", message_id, chat.chat_id)
 
-    async def _send_part(self, chat: ChatRef, part: Path, caption: str) -> Message:
+    async def _send_part(
+        self, chat: ChatRef, part: Path, caption: str, sending: Callable[[], Awaitable[str]]
+    ) -> Message:
         info = await asyncio.to_thread(mp4_info, part)
         shape: dict[str, Any] = {}
         if info is not None:
             shape = {"width": info.width, "height": info.height, "duration": max(1, math.ceil(info.seconds - 1e-6))}
+        await sending()  # the last thing before the request: a crash after it leaves the part in doubt
         return await self._call(
             "sendVideo",
             lambda: self._bot.send_video(
@@ -485,6 +499,7 @@ class TelegramPort:
                 **shape,
                 **thread_kwargs(chat),
             ),
+            creates=True,
         )
 
     def _check_size(self, path: Path) -> None:
@@ -509,5 +524,6 @@ class TelegramPort:
             yield
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Not suppress(CancelledError): that would also swallow a cancellation of the post
+            # itself arriving meanwhile (a shutdown), leaving its task running on.
+            await asyncio.gather(task, return_exceptions=True)

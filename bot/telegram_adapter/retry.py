@@ -3,8 +3,10 @@
 Transient failures (timeouts, connection errors, 5xx answers) are retried with exponential
 backoff; ``RetryAfter`` (HTTP 429) waits exactly as long as Telegram asks. Everything else
 (``BadRequest``, ``Forbidden``, an invalid token, an upload that is too large) is final and
-raised at once. A retried send whose first try timed out after reaching Telegram may post
-twice; losing a post is worse.
+raised at once. A call that creates a message (``creates``) is not retried after a failure that
+may have reached Telegram (a timeout or a connection lost once the request was on its way): the
+message may exist, so it is raised as ``bot.ports.MaybeSent`` and the service decides (it never
+sends it twice).
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import httpx
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from telegram.warnings import PTBDeprecationWarning
+
+from bot.ports import MaybeSent
 
 log = logging.getLogger("framechain.telegram")
 
@@ -64,6 +69,18 @@ def is_transient(exc: TelegramError) -> bool:
     return "too large" not in str(exc).lower()
 
 
+def may_have_reached(exc: TelegramError) -> bool:
+    """Whether the request may have been carried out although it failed: its connection broke or
+    timed out after it was on its way. Not an answer Telegram gave (a 5xx, a 400: it says what
+    happened), nor a failure while connecting."""
+    if not isinstance(exc, NetworkError) or isinstance(exc, BadRequest):
+        return False
+    cause = exc.__cause__
+    if not isinstance(cause, httpx.HTTPError):
+        return False
+    return not isinstance(cause, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+
+
 async def with_retries(
     what: str,
     call: Callable[[], Awaitable[T]],
@@ -71,8 +88,12 @@ async def with_retries(
     *,
     still_wanted: Callable[[], bool] | None = None,
     on_flood: Callable[[float], None] | None = None,
+    creates: bool = False,
 ) -> T:
     """Await ``call()`` until it succeeds, a failure is final, or the tries run out.
+
+    ``creates``: the call makes a message, so a failure that may have reached Telegram
+    (:func:`may_have_reached`) is raised as :class:`~bot.ports.MaybeSent` instead of retried.
 
     ``still_wanted`` is checked after each wait; when it says no, :class:`Superseded` is raised.
     ``on_flood`` hears of each flood wait (seconds), so related calls can hold back too."""
@@ -81,6 +102,8 @@ async def with_retries(
         try:
             return await call()
         except TelegramError as exc:
+            if creates and may_have_reached(exc):
+                raise MaybeSent(f"telegram {what}: {exc}") from exc
             failures += 1
             if not is_transient(exc) or failures >= policy.attempts:
                 raise

@@ -37,10 +37,14 @@ CREATE TABLE IF NOT EXISTS messages (
     note     TEXT NOT NULL DEFAULT '',
     deleted  INTEGER NOT NULL DEFAULT 0,
     version  INTEGER NOT NULL DEFAULT 1,
-    created  REAL NOT NULL
+    created  REAL NOT NULL,
+    send_key TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_thread ON messages (user, thread, id);
 """
+#: A bot message sent again with the key it was first sent with (after a crash left it in doubt)
+#: is the one already there, never a second copy: the web platform deduplicates without limit.
+_KEYS = "CREATE UNIQUE INDEX IF NOT EXISTS messages_by_key ON messages (user, send_key) WHERE send_key IS NOT NULL"
 
 #: Media kinds a message can show.
 VIDEO = "video"
@@ -121,6 +125,10 @@ class MessageLog:
         db.row_factory = aiosqlite.Row
         await db.execute("PRAGMA journal_mode = WAL")
         await db.executescript(_SCHEMA)
+        columns = {row["name"] for row in await db.execute_fetchall("PRAGMA table_info(messages)")}
+        if "send_key" not in columns:  # a log written before messages had keys
+            await db.execute("ALTER TABLE messages ADD COLUMN send_key TEXT")
+        await db.execute(_KEYS)
         await db.commit()
         return cls(db)
 
@@ -162,14 +170,23 @@ class MessageLog:
         *,
         media: Sequence[tuple[str, str]] = (),
         controls: Sequence[tuple[str, str]] = (),
+        key: str | None = None,
     ) -> Message:
+        """A new message; with ``key``, the message already added with that key if there is one."""
+        if key is not None:
+            known = list(
+                await self._db.execute_fetchall("SELECT id FROM messages WHERE user = ? AND send_key = ?", (user, key))
+            )
+            if known:
+                return await self.get(int(known[0]["id"]))
         # A thread the bot writes to exists (the service may speak in one after a restart).
         await self._db.execute(
             "INSERT OR IGNORE INTO threads (user, id, created) VALUES (?, ?, ?)", (user, thread, time.time())
         )
         cursor = await self._db.execute(
-            "INSERT INTO messages (user, thread, author, text, media, controls, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (user, thread, author, text, json.dumps(list(media)), json.dumps(list(controls)), time.time()),
+            "INSERT INTO messages (user, thread, author, text, media, controls, created, send_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (user, thread, author, text, json.dumps(list(media)), json.dumps(list(controls)), time.time(), key),
         )
         await self._db.commit()
         assert cursor.lastrowid is not None

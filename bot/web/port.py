@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.ports import IGNORE_SENT, ChatRef, FinalPost, ReviewPage, SegmentPost, Sent
+from bot.ports import IGNORE_SENT, NO_INTENT, ChatRef, FinalPost, ReviewPage, SegmentPost, Sending, Sent
 from bot.web.messages import IMAGE, VIDEO, Message, MessageLog
 
 log = logging.getLogger("framechain.web")
@@ -62,6 +62,8 @@ class WebPort:
     """What the conversation service calls to speak in web chats."""
 
     platform = PLATFORM
+    #: The message log deduplicates a send repeated with its key, however late (MessageLog.add).
+    resend_window = float("inf")
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -110,16 +112,21 @@ class WebPort:
     async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:
         return await self.add(chat, caption, media=[(IMAGE, str(path))])
 
-    async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
+    async def post_segment(
+        self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT, sending: Sending = NO_INTENT
+    ) -> dict[str, str]:
         posted: dict[str, str] = {}
         if "video" not in post.already:
             video = [(VIDEO, str(post.video))]
+            key = await sending(("video",))
             # The ◀ ▶ pager is a row of buttons like the others on a page.
-            posted["video"] = await self.add(chat, post.caption, media=video, controls=post.controls + post.pager)
+            controls = post.controls + post.pager
+            posted["video"] = await self.add(chat, post.caption, media=video, controls=controls, key=key)
             await sent("video", posted["video"])
         if "frame" not in post.already:
             caption = f"Last frame of segment {post.index}: the next segment starts from it."
-            posted["frame"] = await self.add(chat, caption, media=[(IMAGE, str(post.last_frame))])
+            key = await sending(("frame",))
+            posted["frame"] = await self.add(chat, caption, media=[(IMAGE, str(post.last_frame))], key=key)
             await sent("frame", posted["frame"])
         return posted
 
@@ -158,13 +165,16 @@ class WebPort:
         if target:
             await self._update(chat, target, note=note.strip(), controls=keep)
 
-    async def post_final(self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT) -> list[str]:
+    async def post_final(
+        self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT, sending: Sending = NO_INTENT
+    ) -> list[str]:
         ids: list[str] = []
         count = len(post.parts)
         for number, part in enumerate(post.parts, 1):
             if number in post.already:
                 continue
             caption = post.caption if count == 1 else f"Part {number} of {count}\n{post.caption}"
-            ids.append(await self.add(chat, caption, media=[(VIDEO, str(part))]))
+            key = await sending((f"final.{number}",))
+            ids.append(await self.add(chat, caption, media=[(VIDEO, str(part))], key=key))
             await sent(f"final.{number}", ids[-1])
         return ids

@@ -4,8 +4,10 @@ lines on stdin. Tests kill it with SIGKILL and start another on the same data.
 
     python -m tests.bot.crash_bot CONFIG SENT_LOG [DIE_AFTER]
 
-With DIE_AFTER (a role: ``video``, ``frame``, ``final.1``…) the process SIGKILLs itself right after
-the platform accepted that message and the service was told of it: a crash in the middle of a post.
+With DIE_AFTER the process SIGKILLs itself in the middle of a post: ``video`` (a role: ``video``,
+``frame``, ``final.1``…) right after the platform accepted that message, before the service heard
+back (the worst moment: the message is up, nothing says so); ``told:video`` once the service was
+told; ``before:video`` once the service recorded that it will send it, before the platform got it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bot.ports import IGNORE_SENT, Action, ChatRef, FinalPost, ReviewPage, SegmentPost, Sent
+from bot.ports import IGNORE_SENT, NO_INTENT, Action, ChatRef, FinalPost, ReviewPage, SegmentPost, Sending, Sent
 from bot.service import ConversationService
 from bot.store import Store
 from shared.config import load_config
@@ -31,6 +33,7 @@ class FileChat:
     """Records each delivery durably, as the chat server would have it."""
 
     platform = PLATFORM
+    resend_window = 0.0  # like Telegram: no idempotency key
 
     def __init__(self, log_path: Path, die_after: str = "") -> None:
         self.log_path = log_path
@@ -50,7 +53,7 @@ class FileChat:
         return 50 * 1024 * 1024
 
     async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
-        return self._write({"kind": "text", "text": text})
+        return self._write({"kind": "text", "text": text, "controls": [data for _, data in controls]})
 
     async def send_photo(self, chat: ChatRef, path: Path, caption: str) -> str:
         message_id = self._write({"kind": "photo", "path": str(path), "caption": caption})
@@ -65,18 +68,27 @@ class FileChat:
         self._write({"kind": "media", "path": str(path), "text": text, "target": message_id})
         return message_id
 
-    async def _accepted(self, role: str, message_id: str, sent: Sent) -> None:
-        await sent(role, message_id)
-        if role == self.die_after:
+    def _die_at(self, moment: str) -> None:
+        if moment == self.die_after:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT) -> dict[str, str]:
+    async def _send(self, role: str, record: dict[str, Any], sent: Sent, sending: Sending) -> str:
+        await sending((role,))
+        self._die_at(f"before:{role}")
+        message_id = self._write(record)
+        self._die_at(role)
+        await sent(role, message_id)
+        self._die_at(f"told:{role}")
+        return message_id
+
+    async def post_segment(
+        self, chat: ChatRef, post: SegmentPost, sent: Sent = IGNORE_SENT, sending: Sending = NO_INTENT
+    ) -> dict[str, str]:
         ids: dict[str, str] = {}
         for role, path in (("video", post.video), ("frame", post.last_frame)):
             if role not in post.already:
                 record = {"kind": "segment", "role": role, "segment_id": post.segment_id, "path": str(path)}
-                ids[role] = self._write(record | {"caption": post.caption})
-                await self._accepted(role, ids[role], sent)
+                ids[role] = await self._send(role, record | {"caption": post.caption}, sent, sending)
         return ids
 
     async def delete_message(self, chat: ChatRef, message_id: str) -> None:
@@ -90,13 +102,14 @@ class FileChat:
     async def show_review(self, chat: ChatRef, message_ids: dict[str, str], page: ReviewPage) -> None:
         self._write({"kind": "page", "caption": page.caption, "target": message_ids.get("video")})
 
-    async def post_final(self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT) -> list[str]:
+    async def post_final(
+        self, chat: ChatRef, post: FinalPost, sent: Sent = IGNORE_SENT, sending: Sending = NO_INTENT
+    ) -> list[str]:
         ids = []
         for number, part in enumerate(post.parts, start=1):
             if number not in post.already:
                 record = {"kind": "final", "part": number, "path": str(part), "caption": post.caption}
-                ids.append(self._write(record))
-                await self._accepted(f"final.{number}", ids[-1], sent)
+                ids.append(await self._send(f"final.{number}", record, sent, sending))
         return ids
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.ports import IGNORE_SENT, ChatRef, FinalPost, ReviewPage, SegmentPost
+from bot.ports import IGNORE_SENT, NO_INTENT, ChatRef, FinalPost, MaybeSent, ReviewPage, SegmentPost, Sending
 from bot.ports import Sent as SentCallback
 
 
@@ -45,6 +45,19 @@ class FakeChat:
     #: ``final.1``…) was accepted and reported, once: a crash in the middle of a post.
     crash_after: str | None = None
     crash_with: type[BaseException] = Crash
+    #: Right after the message with this role was accepted, its answer is lost, once: the port
+    #: raises ``MaybeSent`` (what a timeout on the way back, or a crash, leaves): the platform has
+    #: the message, the bot's record does not.
+    crash_unheard: str | None = None
+    #: Fail the send of the message with this role, once, with an answer from the platform (it
+    #: created nothing): ``ConnectionError`` after the service recorded its intent.
+    refuse: str | None = None
+    #: What the port claims (``ChatPort.resend_window``): like Discord's nonce, a send repeated
+    #: with the same key within this many seconds is not a second message (this fake only
+    #: records the keys, see ``keys``); 0: like Telegram, no such key.
+    resend_window: float = 0.0
+    #: The idempotency key each message was asked for with, by role (``sending``), in order.
+    keys: list[tuple[str, str]] = field(default_factory=list)
     #: Like Telegram: a picture cannot go into a text message, so a new message replaces it
     #: (after ``media_delay`` seconds: an upload under way).
     media_replaces: bool = False
@@ -65,10 +78,18 @@ class FakeChat:
     async def _accepted(self, record: Sent, role: Any, message_id: str, sent: SentCallback) -> None:
         record.roles.append(role)
         role = role if isinstance(role, str) else f"final.{role}"
+        if self.crash_unheard == role:
+            self.crash_unheard = None
+            raise MaybeSent(f"no answer after sending {role}")
         await sent(role, message_id)
         if self.crash_after == role:
             self.crash_after = None
             raise self.crash_with(f"crashed after sending {role}")
+
+    def _refused(self, role: str) -> None:
+        if self.refuse == role:
+            self.refuse = None
+            raise ConnectionError(f"the platform refused {role}")
 
     async def send_text(self, chat: ChatRef, text: str, controls: tuple[tuple[str, str], ...] = ()) -> str:
         if self.fail_texts:
@@ -104,7 +125,9 @@ class FakeChat:
         await self._record(Sent("media", chat, text=text, message_id=message_id, post=path))
         return message_id
 
-    async def post_segment(self, chat: ChatRef, post: SegmentPost, sent: SentCallback = IGNORE_SENT) -> dict[str, str]:
+    async def post_segment(
+        self, chat: ChatRef, post: SegmentPost, sent: SentCallback = IGNORE_SENT, sending: Sending = NO_INTENT
+    ) -> dict[str, str]:
         if self.fail_posts:
             raise ConnectionError("platform unreachable")
         assert Path(post.video).exists() and Path(post.last_frame).exists()
@@ -114,6 +137,8 @@ class FakeChat:
         for role in ("video", "frame"):
             if role in post.already:
                 continue
+            self.keys.append((role, await sending((role,))))
+            self._refused(role)
             ids[role] = str(next(self._ids))
             if role == "video":
                 record.message_id = ids[role]
@@ -137,7 +162,9 @@ class FakeChat:
         message_id = message_ids.get("video", "")
         await self._record(Sent("page", chat, text=page.caption, message_id=message_id, keep=page.controls, post=page))
 
-    async def post_final(self, chat: ChatRef, post: FinalPost, sent: SentCallback = IGNORE_SENT) -> list[str]:
+    async def post_final(
+        self, chat: ChatRef, post: FinalPost, sent: SentCallback = IGNORE_SENT, sending: Sending = NO_INTENT
+    ) -> list[str]:
         if self.fail_posts:
             raise ConnectionError("platform unreachable")
         record = Sent("final", chat, text=post.caption, post=post)
@@ -145,6 +172,8 @@ class FakeChat:
         ids = []
         for number in range(1, len(post.parts) + 1):
             if number not in post.already:
+                self.keys.append((f"final.{number}", await sending((f"final.{number}",))))
+                self._refused(f"final.{number}")
                 ids.append(str(next(self._ids)))
                 await self._accepted(record, number, ids[-1], sent)
         return ids

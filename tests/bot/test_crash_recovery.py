@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.bot.fake_chat import FakeChat
 from tests.bot.service_harness import picture_bytes, write_config
 from worker.video import probe
 
@@ -148,15 +149,18 @@ def test_killed_between_the_messages_of_a_post_each_is_sent_once(tmp_path: Path)
     def deliveries(kind: str) -> list[dict[str, Any]]:
         return [r for r in sent(log) if r["kind"] == kind]
 
-    # Killed right after the platform took the segment's video, before its hand-off frame.
+    # Killed right after the platform took the segment's video, before the bot heard back.
     bot = BotProcess(config, log, die_after="video")
     bot.send(op="start", image=str(image), prompt="the sun rises")
     wait_until(bot.died)
     assert [r["role"] for r in deliveries("segment")] == ["video"]
 
-    # The restart sends the frame only, and the progress message goes.
+    # The restart sends the frame only, and the progress message goes. The video is in doubt (a
+    # Telegram-like chat cannot be asked to drop a copy): a notice offers it instead.
     bot = BotProcess(config, log)
     wait_until(lambda: len(deliveries("segment")) == 2)
+    [notice] = [r for r in deliveries("text") if "Send again" in r["text"]]
+    assert "segment 1" in notice["text"] and notice["controls"][0].endswith(":resend")
     wait_until(lambda: deliveries("delete"))
     time.sleep(0.5)
     video, frame = deliveries("segment")
@@ -166,7 +170,7 @@ def test_killed_between_the_messages_of_a_post_each_is_sent_once(tmp_path: Path)
     bot.send(op="control", segment=segment, action="approve")
     bot.kill()
 
-    # Killed right after the final video went out, before the service heard the post was done.
+    # Killed right after the final video went out, before the bot heard back: a notice, no copy.
     bot = BotProcess(config, log, die_after="final.1")
     bot.send(op="command", name="finish")
     wait_until(bot.died)
@@ -177,6 +181,7 @@ def test_killed_between_the_messages_of_a_post_each_is_sent_once(tmp_path: Path)
     time.sleep(0.5)
     bot.kill()
     [final] = deliveries("final")
+    assert [r for r in deliveries("text") if "Send again" in r["text"]][1]["controls"][0].endswith(":refinal")
     assert final["caption"].startswith("Here's your video: 1 segment")
     assert Counter((r["segment_id"], r["role"]) for r in deliveries("segment")) == {
         (segment, "video"): 1,
@@ -209,3 +214,46 @@ def test_killed_right_after_the_storyboard_went_out_it_is_not_sent_again(tmp_pat
     time.sleep(0.3)
     bot.kill()
     assert len(deliveries("final")) == 1 and len(deliveries("photo")) == 1
+
+
+class _LowDisk:
+    """The data dir's free space: under the reserve a segment needs."""
+
+    def __call__(self, path: Path) -> int:
+        return 1_000_000
+
+
+async def test_a_job_queued_again_after_a_restart_passes_the_free_disk_check(tmp_path: Path) -> None:
+    from bot.ports import ChatRef
+    from bot.store import PENDING, SessionState
+    from tests.bot.service_harness import running_bot
+    from tests.bot.test_delivery import until
+
+    chat_ref, owner = ChatRef("telegram", "100", ""), "7"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        write_config(tmp_path, step_delay=5.0)
+        .read_text()
+        .replace("[workers]", "[storage]\nmin_free_mb = 500\n[telegram]\nadmin_ids = [4242]\n[workers]")
+    )
+    async with running_bot(config) as bot:
+        await bot.service.start(chat_ref, owner, picture_bytes(), "the sun rises")
+        row = await bot.store.find_active_session("telegram", "100", "", owner)
+        assert row is not None
+        session = row.id
+
+        async def running() -> bool:
+            return any(s.status.value == "running" for s in await bot.store.list_segments(session))
+
+        await until(running, "the job to run")
+    low = FakeChat()
+    async with running_bot(config, chat=low, free_space=_LowDisk()) as bot:
+        row = await bot.store.get_session(session)
+        assert row.state is SessionState.AWAITING_PROMPT
+        assert await bot.store.list_segments(session, PENDING) == []  # not queued again
+        assert bot.dispatcher.position(str((await bot.store.list_segments(session))[0].id)) is None
+        texts = low.texts(chat_ref)
+        assert any("couldn't be made" in t and "1 MB free" in t and "/regenerate" in t for t in texts), texts
+        [alert] = low.texts(ChatRef("telegram", "4242", ""))
+        assert "running low" in alert
+    assert low.of("segment") == []

@@ -3,6 +3,7 @@ the others and closes their controls, and a restart rebuilds the kept takes from
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from bot.conversation.posting import KEPT
@@ -67,6 +68,8 @@ async def test_kept_takes_survive_a_restart(tmp_path: Path) -> None:
         [t1] = await segment_posts(bot, 1)
         await bot.service.control(CHAT, OWNER, t1, Action.REGENERATE)
         [_, t2] = await segment_posts(bot, 2)
+        while "frame" not in (await bot.store.get_segment(t2)).posted:  # the post whole before the stop
+            await asyncio.sleep(0.02)
     async with running_bot(config) as bot:
         # Nothing is posted again, and the earlier take is still approvable.
         assert bot.chat.of("segment") == []

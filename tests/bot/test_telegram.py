@@ -665,6 +665,37 @@ async def test_each_message_is_reported_as_soon_as_telegram_accepted_it(
     assert [message_id for _, message_id, _ in reported] == ids
 
 
+async def test_each_message_is_announced_to_the_service_right_before_it_is_sent(
+    api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path
+) -> None:
+    # The service records an intent then: a crash after the send leaves the message in doubt,
+    # never taken for one that was not sent. The Bot API has no idempotency key to pass on.
+    events: list[tuple[str, tuple[str, ...] | str, list[str]]] = []
+
+    def uploads() -> list[str]:
+        return [c.method for c in api.sent() if c.method in ("sendVideo", "sendPhoto")]
+
+    async def sending(roles: tuple[str, ...]) -> str:
+        events.append(("sending", roles, uploads()))
+        return "unused"
+
+    async def sent(role: str, message_id: str) -> None:
+        events.append(("sent", role, uploads()))
+
+    assert front.port.resend_window == 0
+    await front.port.post_segment(private(), segment_post(tmp_path), sent, sending)
+    parts = (tiny_mp4(tmp_path / "part1.mp4"),)
+    await front.port.post_final(private(), FinalPost(parts=parts, caption="Your video"), sent, sending)
+    assert events == [
+        ("sending", ("video",), []),
+        ("sent", "video", ["sendVideo"]),
+        ("sending", ("frame",), ["sendVideo"]),
+        ("sent", "frame", ["sendVideo", "sendPhoto"]),
+        ("sending", ("final.1",), ["sendVideo", "sendPhoto"]),
+        ("sent", "final.1", ["sendVideo", "sendPhoto", "sendVideo"]),
+    ]
+
+
 async def test_what_was_posted_before_a_restart_is_not_posted_again(
     api: BotApiStandIn, front: TelegramFrontEnd, tmp_path: Path
 ) -> None:

@@ -87,3 +87,45 @@ async def test_a_final_in_parts_skips_those_posted(port: WebPort, tmp_path: Path
 async def test_a_port_not_running_refuses(tmp_path: Path) -> None:
     with pytest.raises(ConnectionError):
         await WebPort(Hub()).send_text(CHAT, "hello")
+
+
+async def test_a_post_sent_again_with_its_keys_is_the_one_already_there(port: WebPort, tmp_path: Path) -> None:
+    """After a crash between the log taking a message and the store recording it, the service
+    sends again with the keys it recorded first (resend_window): the page shows one copy."""
+    keys: dict[tuple[str, ...], str] = {}
+
+    async def sending(roles: tuple[str, ...]) -> str:
+        return keys.setdefault(roles, f"key-{'-'.join(roles)}")
+
+    first = await port.post_segment(CHAT, segment(tmp_path), sending=sending)
+    again = await port.post_segment(CHAT, segment(tmp_path), sending=sending)
+    assert again == first
+    final = FinalPost(parts=(tmp_path / "final.mp4",), caption="Here's your video")
+    assert await port.post_final(CHAT, final, sending=sending) == await port.post_final(CHAT, final, sending=sending)
+    assert len(await port.messages.history(CHAT.chat_id, CHAT.thread_id)) == 3  # video, frame, final
+    assert port.resend_window == float("inf")
+    # Without keys (a plain send), each call is a message of its own.
+    await port.post_final(CHAT, final)
+    assert len(await port.messages.history(CHAT.chat_id, CHAT.thread_id)) == 4
+
+
+async def test_a_log_from_before_send_keys_gets_the_column(tmp_path: Path) -> None:
+    import aiosqlite
+
+    path = tmp_path / "old.db"
+    async with aiosqlite.connect(path) as db:
+        await db.executescript(
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT NOT NULL, thread TEXT NOT NULL,"
+            " author TEXT NOT NULL, text TEXT NOT NULL DEFAULT '', media TEXT NOT NULL DEFAULT '[]',"
+            " controls TEXT NOT NULL DEFAULT '[]', note TEXT NOT NULL DEFAULT '', deleted INTEGER NOT NULL DEFAULT 0,"
+            " version INTEGER NOT NULL DEFAULT 1, created REAL NOT NULL);"
+            "INSERT INTO messages (user, thread, author, text, created) VALUES ('local', 't', 'bot', 'hi', 0);"
+        )
+        await db.commit()
+    log = await MessageLog.open(path)
+    try:
+        kept = await log.add("local", "t", "bot", "again", key="k1")
+        assert await log.add("local", "t", "bot", "again", key="k1") == kept
+        assert [m.text for m in await log.history("local", "t")] == ["hi", "again"]
+    finally:
+        await log.close()
