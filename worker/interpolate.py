@@ -9,6 +9,7 @@ and the next; nothing is drawn past the take's ends, so takes interpolate indepe
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ class TakeInterpolator:
         self.weights = Path(weights).expanduser()
         if not self.weights.is_file():
             raise InterpolationError(f"generation.rife_weights: {self.weights} is not a file")
+        if importlib.util.find_spec("framelift") is None:
+            raise InterpolationError(
+                "generation.final_fps = 32 needs framelift-video (RIFE): run `pip install -e '.[gpu]'`"
+            )
         self.device = device
         self._size: tuple[int, int] | None = None
         self._network: Any = None
