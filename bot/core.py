@@ -729,6 +729,8 @@ def _on_assembly_done(s: Session, e: Event, limits: Limits) -> Transition:
     s = replace(s, state=State.FINISHED, final_video=e.path)
     n = len(s.approved)
     caption = f"Here's your video: {n} segment{'s' if n > 1 else ''}, {s.seconds:.1f} s."
+    if e.note:
+        caption += f"\n{e.note}"
     return s, [PostFinal(s.id, e.path, caption)]
 
 

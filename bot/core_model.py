@@ -465,6 +465,8 @@ class JobFailed(Event):
 @dataclass(frozen=True, kw_only=True)
 class AssemblyDone(Event):
     path: str
+    #: A line the final's caption ends with (how it was joined, e.g. at 32 fps), or "".
+    note: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

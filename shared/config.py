@@ -154,6 +154,18 @@ class GenerationConfig:
     continuity: Literal["frame", "svi"] = "frame"
     #: svi: latent frames of the previous take that condition the next (1 as published).
     svi_motion_latents: int = 1
+    #: Smooth playback: 2 x fps (32) also gives each take a copy interpolated 2x with RIFE on the
+    #: worker's device, and the final is joined from those; equal to fps (16) = off. The 16 fps
+    #: masters stay the source of truth (review clips, hand-off frames, latents).
+    final_fps: int = params.DEFAULT_FPS
+    #: The RIFE 4.26 weights file (Practical-RIFE's flownet .pkl) that final_fps = 32 needs;
+    #: never downloaded.
+    rife_weights: str = ""
+
+    @property
+    def smooth_playback(self) -> bool:
+        """Whether takes get a 2x copy and the final is joined at twice ``fps``."""
+        return self.final_fps == 2 * self.fps
 
     @property
     def svi_available(self) -> bool:
@@ -573,6 +585,12 @@ def _check(config: Config, source: str) -> None:
         fail("generation.continuity", 'is "svi" but no [[generation.loras]] has role = "svi" (the SVI 2.0 Pro LoRAs)')
     if not 1 <= g.svi_motion_latents <= 4:
         fail("generation.svi_motion_latents", f"must be from 1 to 4, got {g.svi_motion_latents}")
+    if g.final_fps not in (g.fps, 2 * g.fps):
+        fail("generation.final_fps", f"must be {g.fps} (fps: off) or {2 * g.fps} (2x interpolated), got {g.final_fps}")
+    if g.smooth_playback and not g.rife_weights:
+        fail("generation.final_fps", f"is {g.final_fps} but generation.rife_weights names no RIFE 4.26 weights file")
+    if g.smooth_playback and not Path(g.rife_weights).expanduser().is_file():
+        fail("generation.rife_weights", f"{g.rife_weights} is not a file (the RIFE 4.26 flownet .pkl)")
     if g.width * g.height > limits.max_pixels:
         fail(
             "generation.width",

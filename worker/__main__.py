@@ -79,8 +79,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("could not load the %s backend: %s", backend_name, message)
         return _refuse(out, kind, f"could not load backend {backend_name}: {message}")
 
+    # Smooth playback: RIFE on this worker's device (a ComfyUI slot's takes are doubled on the CPU here).
+    interpolator = None
+    if generation.smooth_playback:
+        from worker.interpolate import InterpolationError, TakeInterpolator
+
+        try:
+            interpolator = TakeInterpolator(generation.rife_weights, device if device.startswith("cuda") else "cpu")
+        except InterpolationError as exc:
+            return _refuse(out, FailureKind.BAD_INPUT, str(exc))
+
     # 3. Serve.
-    if serve_forever(backend, device=device, stdin=sys.stdin, stdout=out, info=info, limits=config.limits):
+    served = serve_forever(
+        backend, device=device, stdin=sys.stdin, stdout=out, info=info, limits=config.limits, interpolator=interpolator
+    )
+    if served:
         log.info("worker stopped")
     else:
         log.warning("the parent process is gone; worker exiting")

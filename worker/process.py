@@ -46,6 +46,7 @@ from shared.protocol import (
 from worker.backend import Backend, SegmentFrames, StepCallback, WaitCallback
 from worker.errors import BackendLost, BadInput, Cancelled, GenerationError
 from worker.hand_off import SVI, HandOffBackend, LatentHandOff
+from worker.interpolate import TakeInterpolator
 from worker.live_preview import PreviewWriter, preview_steps
 from worker.segment_files import write_segment_files
 
@@ -99,8 +100,18 @@ class _Running:
 
 
 class Worker:
-    def __init__(self, backend: Backend, out: ProtocolOut, *, device: str, limits: LimitsConfig | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        out: ProtocolOut,
+        *,
+        device: str,
+        limits: LimitsConfig | None = None,
+        interpolator: TakeInterpolator | None = None,
+    ) -> None:
         self.backend = backend
+        #: Smooth playback on: each take also gets its 2x copy (worker.interpolate).
+        self.interpolator = interpolator
         self.limits = limits or LimitsConfig()
         self.out = out
         self.device = device
@@ -251,6 +262,7 @@ class Worker:
                 # The seam's motion is measured from where the join takes over.
                 join_drops=overlap_frames(result.continuity, job.motion_latents),
                 latents=result.latents,
+                smooth=self.interpolator.double if self.interpolator is not None else None,
             )
         except BackendLost:
             raise  # ends the worker: the dispatcher retries the job on a fresh one
@@ -355,10 +367,11 @@ def serve_forever(
     stdout: IO[str] | ProtocolOut,
     info: dict[str, object],
     limits: LimitsConfig | None = None,
+    interpolator: TakeInterpolator | None = None,
 ) -> bool:
     """Serve until shutdown or EOF; returns False when it stopped because the parent is gone."""
     out = stdout if isinstance(stdout, ProtocolOut) else ProtocolOut(stdout)
-    worker = Worker(backend, out, device=device, limits=limits)
+    worker = Worker(backend, out, device=device, limits=limits, interpolator=interpolator)
     try:
         worker._send(Ready(backend=backend.name, device=device, preview=backend.preview, info=dict(info)))
     except ParentGone:

@@ -14,6 +14,7 @@ from bot.conversation.media import Media
 from bot.disk import DiskSpace, admin_note, is_disk_full
 from bot.store import SessionRow
 from shared.config import Config
+from shared.smooth_playback import x2_overlap, x2_path
 
 log = logging.getLogger("framechain.service")
 
@@ -54,6 +55,7 @@ class Assemblies:
         masters = [Path(r.video) for r in done]
         # Each later take drops the head frames it shares with its predecessor, once (SVI: 4).
         overlaps = [0, *(r.overlap for r in done[1:])]
+        masters, overlaps, fps, note = self._smooth(masters, overlaps)
         out = self.media.session_dir(row.id) / "final.mp4"
         event: core.Event
         try:
@@ -63,10 +65,9 @@ class Assemblies:
                 await self.alerts.tell("disk", admin_note(problem, self.config.data_dir))
                 event = core.AssemblyFailed(message=f"{problem}; the bot's admins have been told")
             else:
-                fps = self.config.generation.fps
                 result = await asyncio.to_thread(join_segments, masters, out, fps, overlaps=overlaps)
-                log.info("session %s joined: %d frames, %d bytes", row.id, result.frames, result.bytes)
-                event = core.AssemblyDone(path=str(result.path))
+                log.info("session %s joined: %d frames at %d fps, %d bytes", row.id, result.frames, fps, result.bytes)
+                event = core.AssemblyDone(path=str(result.path), note=note)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -80,3 +81,21 @@ class Assemblies:
         finally:
             self._running.pop(row.id, None)
         await self.report(row.id, event)
+
+    def _smooth(self, masters: list[Path], overlaps: list[int]) -> tuple[list[Path], list[int], int, str]:
+        """What the final is joined from: with smooth playback, the takes' 2x copies at twice the
+        frame rate (each overlap scaled, so J frames at 1x give 2J-1), when every take has one;
+        else the masters, and a note saying why the final is not smooth."""
+        g = self.config.generation
+        if not g.smooth_playback:
+            return masters, overlaps, g.fps, ""
+        copies = [x2_path(m) for m in masters]
+        if all(c.is_file() for c in copies):
+            note = f"(smooth playback: {g.final_fps} fps, in-between frames drawn by RIFE)"
+            return copies, [x2_overlap(n) for n in overlaps], g.final_fps, note
+        missing = sum(not c.is_file() for c in copies)
+        note = (
+            f"(at {g.fps} fps, not {g.final_fps}: {missing} of the segments "
+            "have no smooth-playback copy, made before it was turned on or its interpolation failed)"
+        )
+        return masters, overlaps, g.fps, note

@@ -130,14 +130,19 @@ class Posting:
             await self.store.update_segment(seg_row.id, caption=caption)
         video = seg_row.video
         limit = int(port.upload_limit(chat) * UPLOAD_MARGIN)
-        if video.stat().st_size > limit:
-            video = await self._fit_video(video, limit)
+        # An svi take's master opens on the frames re-rendering its predecessor's end (the join
+        # drops them): the review copy starts after them; the master stays whole for the join.
+        overlap = review_overlap(seg_row.params)
+        too_big = video.stat().st_size > limit
+        if too_big or overlap:
+            video = await self._fit_video(video, limit if too_big else None, overlap)
+        if too_big:
             caption += "\n(re-encoded to fit the upload limit; the full-quality segment is kept for the final)"
         if seg_row.params.get("preview"):
             caption += PREVIEW_NOTE
         controls = review_controls(seg_row.id)
         pages = pager(rows, segment.idx, seg_row.id)
-        frames = int(seg_row.params.get("frames", segment.frames))
+        frames = int(seg_row.params.get("frames", segment.frames)) - overlap
         post = SegmentPost(
             segment_id=seg_row.id,
             index=segment.idx + 1,
@@ -227,12 +232,14 @@ class Posting:
             except Exception:
                 log.exception("closing the controls of segment %s failed", segment_id)
 
-    async def _fit_video(self, video: Path, limit: int) -> Path:
+    async def _fit_video(self, video: Path, limit: int | None, overlap: int = 0) -> Path:
+        """The copy of a take that is posted (``<stem>-fit.mp4``, which ◀ ▶ pages show too):
+        re-encoded to ``limit`` bytes where given, less its first ``overlap`` frames."""
         from worker.video import join_segments  # numpy + ffmpeg only; no torch
 
         out = video.with_name(f"{video.stem}-fit{video.suffix}")
         fps = self.config.generation.fps
-        result = await asyncio.to_thread(join_segments, [video], out, fps, limit)
+        result = await asyncio.to_thread(join_segments, [video], out, fps, limit, overlaps=[overlap])
         return result.path
 
     async def _post_final(self, row: SessionRow, caption: str | None, *, retrying: bool, resend: bool = False) -> bool:
@@ -319,6 +326,15 @@ class Posting:
         if result.within_budget:
             return (fitted,)
         return tuple(await asyncio.to_thread(split_to_fit, final, limit))
+
+
+def review_overlap(params: Mapping[str, object]) -> int:
+    """Head frames a take's review copy leaves out: an svi take's overlap with its predecessor
+    (``shared.params.overlap_frames``); 0 for a frame take, whose first frame is its start picture."""
+    if params.get("continuity") != "svi":
+        return 0
+    overlap = params.get("overlap", 0)
+    return overlap if isinstance(overlap, int) else 0
 
 
 def _recorded_parts(row: SessionRow) -> tuple[Path, ...] | None:
