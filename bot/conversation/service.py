@@ -546,7 +546,9 @@ class ConversationService:
         row = await self.sessions.session_for(chat, user_id)
         if row is None:
             return None
-        return _settings_view(row, self.sessions.rebuild(row, []).settings)
+        # The takes too: a session generating or reviewing is only consistent with its take.
+        _, session, _ = await self.sessions.load(row.id)
+        return _settings_view(row, session.settings)
 
     async def new_session_refusal(self, platform: str, user_id: str, *, is_admin: bool = False) -> str | None:
         return await self.quotas.new_session_refusal(platform, user_id, is_admin=is_admin)
