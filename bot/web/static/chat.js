@@ -79,6 +79,14 @@ function render(message) {
     const row = document.createElement("div");
     row.className = "controls";
     for (const control of message.controls) {
+      if (!control.data) {
+        // A label among the buttons (◀ take 1 of 2 ▶): nothing to press.
+        const label = document.createElement("span");
+        label.className = "control-label";
+        label.textContent = control.label;
+        row.append(label);
+        continue;
+      }
       const button = document.createElement("button");
       button.type = "button";
       button.textContent = control.label;
