@@ -136,7 +136,7 @@ class ChatRoutes:
                 if data and not too_large:
                     picture = bytes(data)
             elif part.name in ("thread", "text"):
-                fields[part.name] = (await part.text())[: self.config.limits.prompt_chars * 2 + 100]
+                fields[part.name] = await _read_text(part)
         return fields, picture, too_large
 
     async def _deliver(self, chat: ChatRef, user: WebUser, text: str, picture: bytes | None) -> None:
@@ -238,6 +238,19 @@ class ChatRoutes:
         if index >= len(message.media):
             raise web.HTTPNotFound()
         return serve_file(Path(message.media[index][1]), self.data_dir)
+
+
+#: A form's text is read no further than this: far past any prompt limit, so that a refusal
+#: says how long the prompt really was, and nothing huge is held in memory.
+TEXT_BYTES = 64 * 1024
+
+
+async def _read_text(part: BodyPartReader) -> str:
+    data = bytearray()
+    while chunk := await part.read_chunk(16 * 1024):
+        if len(data) < TEXT_BYTES:  # beyond: drained, not kept
+            data += chunk[: TEXT_BYTES - len(data)]
+    return data.decode(part.get_charset("utf-8"), errors="ignore")
 
 
 def serve_file(path: Path, data_dir: Path) -> web.StreamResponse:
