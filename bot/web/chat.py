@@ -24,7 +24,7 @@ from bot import core_admin
 from bot.access import banned_refusal
 from bot.ports import ChatRef, Conversation, parse_control
 from bot.web.auth import WebUser, user_of
-from bot.web.messages import MessageLog
+from bot.web.messages import PICTURE_MARK, MessageLog
 from bot.web.port import PLATFORM, WebPort
 from shared.config import Config
 from shared.pictures import too_large_text
@@ -103,7 +103,7 @@ class ChatRoutes:
         chat = await self._thread(user, fields.get("thread", ""))
         text = fields.get("text", "").strip()
         if text or picture is not None or too_large:
-            shown = text if picture is None else f"🖼 {text}".strip()
+            shown = text if picture is None else f"{PICTURE_MARK} {text}".strip()
             await self.port.publish(await self.messages.add(user.name, chat.thread_id, "you", shown))
         if too_large:
             await self.port.send_text(chat, too_large_text(too_large, self.config.limits.image_bytes))

@@ -87,3 +87,16 @@ async def test_a_final_in_parts_skips_those_posted(port: WebPort, tmp_path: Path
 async def test_a_port_not_running_refuses(tmp_path: Path) -> None:
     with pytest.raises(ConnectionError):
         await WebPort(Hub()).send_text(CHAT, "hello")
+
+
+async def test_a_conversation_is_titled_by_its_first_prompt(tmp_path: Path) -> None:
+    log = await MessageLog.open(tmp_path / "web-chat.db")
+    try:
+        thread = await log.new_thread("local")
+        assert [t.view()["title"] for t in await log.threads("local")] == ["New video"]
+        for text in ("🖼", "/settings takes=2", "🖼 /end", "🖼 a lighthouse at dusk", "the camera flies"):
+            await log.add("local", thread, "you", text)
+        (shown,) = await log.threads("local")
+        assert shown.title == "a lighthouse at dusk"
+    finally:
+        await log.close()
