@@ -617,7 +617,7 @@ def test_finish_with_nothing_approved() -> None:
     s = reviewing(0)
     after, fx = run(s, Finish(user_id=OWNER))
     assert after == s
-    assert says(fx) == ["Segment 1 take 1 is still under review: ✅ Approve & finish makes it the video."]
+    assert says(fx) == ["Segment 1 take 1 is still under review: 🏁 Approve & finish makes it the video."]
     s = generating(0)
     after, fx = run(s, Finish(user_id=OWNER))
     assert after == s and says(fx) == ["Nothing is approved yet — segment 1 is still being made."]
