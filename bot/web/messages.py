@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_thread ON messages (user, thread, id);
 """
 
+#: A conversation's title before its first prompt (not "New video": that is the button beside it).
+UNTITLED = "Untitled video"
+
 #: What a user's message shows for the picture they sent with it.
 PICTURE_MARK = "🖼"
 
@@ -92,7 +95,7 @@ class Thread:
     messages: int = 0
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "title": self.title or "New video", "messages": self.messages}
+        return {"id": self.id, "title": self.title or UNTITLED, "messages": self.messages}
 
 
 def _message(row: aiosqlite.Row) -> Message:

@@ -93,7 +93,7 @@ async def test_a_conversation_is_titled_by_its_first_prompt(tmp_path: Path) -> N
     log = await MessageLog.open(tmp_path / "web-chat.db")
     try:
         thread = await log.new_thread("local")
-        assert [t.view()["title"] for t in await log.threads("local")] == ["New video"]
+        assert [t.view()["title"] for t in await log.threads("local")] == ["Untitled video"]
         for text in ("🖼", "/settings takes=2", "🖼 /end", "🖼 a lighthouse at dusk", "the camera flies"):
             await log.add("local", thread, "you", text)
         (shown,) = await log.threads("local")
