@@ -171,4 +171,4 @@ async def test_a_banned_user_is_refused_everything_also_after_a_restart(tmp_path
 
             await answer(api, ADMIN, f"/unban {OWNER}", chat=ADMIN)
             status = await answer(api, OWNER, "/status", where=GROUP)
-            assert status.startswith("0 segments approved (0.0 s). Segment 1 (take 1) is queued")
+            assert status.startswith("No segment approved yet. Segment 1 (take 1) is queued")
