@@ -158,7 +158,8 @@ def cmd_check(config: Config) -> int:
         f"{g.steps} steps, {g.sampler}, shift {g.shift}, CFG {g.guidance}/{g.guidance_2}"
     )
     print(f"  workers:    {', '.join(config.worker_slots)}")
-    print(f"  platforms:  {', '.join(platforms) if platforms else 'none enabled'}")
+    none = "none enabled: `framechain run` needs a token, or [web] listen for the web chat"
+    print(f"  platforms:  {', '.join(platforms) if platforms else none}")
     for rule in access_rules(config):
         print(f"  access:     {rule.summary()}")
     if config.web.listen:

@@ -114,17 +114,24 @@ def unbanned_text(target: Target, *, was: bool) -> str:
 def paused_text(snapshot: OpsSnapshot, *, already: bool) -> str:
     if already:
         return "The queue is already paused. /resume lets it go."
-    running, waiting = len(snapshot.running), len(snapshot.waiting)
+    running = len(snapshot.running)
+    finish = f"{_jobs(running)} running will finish, " if running else ""
     return (
-        f"⏸ Queue paused: {_jobs(running)} running will finish, nothing new starts. "
-        f"{_jobs(waiting).capitalize()} waiting; their owners are told. /resume lets it go (a restart keeps the pause)."
+        f"⏸ Queue paused: {finish}nothing new starts. {_waiting(len(snapshot.waiting))} "
+        "/resume lets it go (a restart keeps the pause)."
     )
 
 
 def resumed_text(snapshot: OpsSnapshot, *, was_paused: bool) -> str:
     if not was_paused:
         return "The queue isn't paused."
-    return f"▶ Queue running again: {_jobs(len(snapshot.waiting))} waiting; their owners are told."
+    return f"▶ Queue running again. {_waiting(len(snapshot.waiting))}"
+
+
+def _waiting(n: int) -> str:
+    if n == 0:
+        return "No jobs are waiting."
+    return f"{_jobs(n)} waiting; " + ("its owner is told." if n == 1 else "their owners are told.")
 
 
 def paused_note(label: str) -> str:

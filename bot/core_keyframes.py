@@ -24,7 +24,7 @@ NO_KEYFRAMES = (
     "End keyframes aren't available on this server: it renders on a ComfyUI server, whose graph has no end-frame input."
 )
 HOW = (
-    "Send /end with a picture (as the picture's caption, or as a reply to it) to set the frame "
+    "Send /end with a picture (sent with it, or as a reply to one) to set the frame "
     "the next segment should end on; /end clear removes it."
 )
 

@@ -87,8 +87,8 @@ def finish_under_review(s: Session, e: Finish) -> Say:
         return stale_review(s, e.segment)
     take = f"Segment {cur.number} take {cur.attempt}"
     if not s.approved:
-        return Say(f"{take} is still under review: ✅ Approve & finish makes it the video.", ephemeral=True)
-    return Say(f"{take} is still under review: ✅ Approve & finish includes it, ↩ Undo drops it.", ephemeral=True)
+        return Say(f"{take} is still under review: 🏁 Approve & finish makes it the video.", ephemeral=True)
+    return Say(f"{take} is still under review: 🏁 Approve & finish includes it, ↩ Undo drops it.", ephemeral=True)
 
 
 def is_last_approved(s: Session, key: SegmentKey) -> bool:

@@ -172,13 +172,13 @@ def status_text(s: Session, queue_position: int | None = None, quota: Quota | No
 
 def _session_status(s: Session, queue_position: int | None) -> str:
     n = len(s.approved)
-    so_far = f"{n} segment{'' if n == 1 else 's'} approved ({s.seconds:.1f} s)"
+    so_far = f"{n} segment{'' if n == 1 else 's'} approved ({s.seconds:.1f} s)" if n else "No segment approved yet"
     cur = s.current
     if s.state is State.AWAITING_IMAGE:
         return "Waiting for the start picture."
     if s.state is State.AWAITING_PROMPT:
         failed = f" Segment {cur.number} failed: /regenerate to retry." if cur is not None else ""
-        return f"{so_far}. Waiting for the next prompt.{failed}"
+        return f"{so_far}. Waiting for the {'next' if n or cur else 'first'} prompt.{failed}"
     if s.state is State.GENERATING and cur is not None:
         if queue_position is None:
             where = "queued or running"

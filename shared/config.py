@@ -481,10 +481,11 @@ def token_file_warning(path: str | os.PathLike[str] | None) -> str | None:
 
 def _resolve_paths(config: Config, base: Path) -> Config:
     # Relative paths in a file mean relative to that file, so a config works from any directory.
-    data_dir = config.data_dir if config.data_dir.is_absolute() else base / config.data_dir
+    # Resolved, so that "../out/demo-data" is shown as the folder it is (logs, check, doctor).
+    data_dir = config.data_dir if config.data_dir.is_absolute() else (base / config.data_dir).resolve()
     database = config.database
     if database is not None and not database.is_absolute():
-        database = base / database
+        database = (base / database).resolve()
     workflow = config.comfyui.workflow
     if workflow is not None and not workflow.is_absolute():
         config = dataclasses.replace(config, comfyui=dataclasses.replace(config.comfyui, workflow=base / workflow))

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -40,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="overrides generation.model")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
+    if not sys.stdin.isatty():
+        # Spawned by `framechain run`, which stops it (Shutdown, then a kill): a Ctrl-C in its
+        # terminal reaches the whole process group, and is the parent's to act on, not ours.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = ProtocolOut(claim_stdout())
     try:
         config = load_config(args.config)

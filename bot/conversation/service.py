@@ -99,11 +99,12 @@ HELP = (
     "• Then send one prompt per segment: what happens in the next few seconds.\n"
     "• Each segment comes back for review: ✅ approve it or 🔁 regenerate it "
     "(/regenerate <new prompt> redoes it with another prompt).\n"
-    "• /end with a picture (its caption, or a reply to it) sets the frame the next segment ends "
-    "on; /end clear removes it.\n"
+    "• /end with a picture (sent with it, or as a reply to one) sets the frame the next segment "
+    "ends on; /end clear removes it.\n"
     "• /undo removes the last segment, /finish joins the approved ones into one video, "
     "/cancel ends the session, /status shows where things stand.\n"
-    "• /settings shows the settings; /settings seconds=3 steps=20 seed=42 changes them."
+    "• /settings shows the settings; /settings seconds=3 steps=20 seed=42 changes them "
+    "(takes=2: two takes of every prompt to choose from)."
 )
 
 
@@ -553,7 +554,9 @@ class ConversationService:
         row = await self.sessions.session_for(chat, user_id)
         if row is None:
             return None
-        return _settings_view(row, self.sessions.rebuild(row, []).settings)
+        # The takes too: a session generating or reviewing is only consistent with its take.
+        _, session, _ = await self.sessions.load(row.id)
+        return _settings_view(row, session.settings)
 
     async def new_session_refusal(self, platform: str, user_id: str, *, is_admin: bool = False) -> str | None:
         return await self.quotas.new_session_refusal(platform, user_id, is_admin=is_admin)

@@ -58,6 +58,8 @@ def diagnose(config_path: str | None, probe: Probe | None = None, *, running: bo
     checks += chat.comfyui_checks(config)
     checks += chat.token_checks(config, env)
     checks += chat.access_checks(config)
+    if (web := chat.web_check(config)) is not None:
+        checks.append(web)
     warning = chat.config_file_check(config_path)
     if warning is not None:
         checks.append(warning)

@@ -48,10 +48,20 @@ def token_checks(config: Config, env: Mapping[str, str]) -> list[Check]:
             fail(
                 "platforms",
                 "no chat platform has a token: `framechain run` has nothing to serve",
-                f"set {ENV_TELEGRAM_TOKEN} and/or {ENV_DISCORD_TOKEN} (or telegram.token / discord.token)",
+                f"set {ENV_TELEGRAM_TOKEN} and/or {ENV_DISCORD_TOKEN} (or telegram.token / discord.token), "
+                'or [web] listen = "127.0.0.1:8765" for the web chat in a browser (`make demo` shows it)',
             )
         )
     return checks
+
+
+def web_check(config: Config) -> Check | None:
+    """Where the web chat is served and who may use it (as ``framechain check`` says)."""
+    if not config.web.listen:
+        return None
+    from bot.web.front import web_access  # aiohttp only
+
+    return ok("web chat", f"http://{config.web.listen}/ {web_access(config.web)}")
 
 
 def access_checks(config: Config) -> list[Check]:

@@ -198,6 +198,10 @@ def refuse_newer(path: Path, version: int, known: int) -> None:
 async def migrate(db: aiosqlite.Connection, path: Path, migrations: Sequence[str]) -> int:
     """Apply the pending migrations, one transaction each; return the final version."""
     target = len(migrations)
+    # A new database is created, not migrated step by step: one line says so.
+    fresh = await user_version(db) == 0
+    if fresh:
+        log.info("creating the database %s (schema version %d)", path, target)
     while True:
         version = await user_version(db)
         refuse_newer(path, version, target)
@@ -209,7 +213,9 @@ async def migrate(db: aiosqlite.Connection, path: Path, migrations: Sequence[str
             version = await user_version(db)
             refuse_newer(path, version, target)
             if version < target:
-                log.info("migrating %s from schema version %d to %d", path, version, version + 1)
+                (log.debug if fresh else log.info)(
+                    "migrating %s from schema version %d to %d", path, version, version + 1
+                )
                 for statement in _split_sql(migrations[version]):
                     await db.execute(statement)
                 # Migrations run with foreign keys off (so tables can be rebuilt); check at the end.

@@ -24,7 +24,7 @@ from bot import core_admin
 from bot.access import banned_refusal
 from bot.ports import ChatRef, Conversation, parse_control
 from bot.web.auth import WebUser, user_of
-from bot.web.messages import MessageLog
+from bot.web.messages import PICTURE_MARK, MessageLog
 from bot.web.port import PLATFORM, WebPort
 from shared.config import Config
 from shared.pictures import too_large_text
@@ -103,7 +103,7 @@ class ChatRoutes:
         chat = await self._thread(user, fields.get("thread", ""))
         text = fields.get("text", "").strip()
         if text or picture is not None or too_large:
-            shown = text if picture is None else f"🖼 {text}".strip()
+            shown = text if picture is None else f"{PICTURE_MARK} {text}".strip()
             await self.port.publish(await self.messages.add(user.name, chat.thread_id, "you", shown))
         if too_large:
             await self.port.send_text(chat, too_large_text(too_large, self.config.limits.image_bytes))
@@ -136,7 +136,7 @@ class ChatRoutes:
                 if data and not too_large:
                     picture = bytes(data)
             elif part.name in ("thread", "text"):
-                fields[part.name] = (await part.text())[: self.config.limits.prompt_chars * 2 + 100]
+                fields[part.name] = await _read_text(part)
         return fields, picture, too_large
 
     async def _deliver(self, chat: ChatRef, user: WebUser, text: str, picture: bytes | None) -> None:
@@ -238,6 +238,19 @@ class ChatRoutes:
         if index >= len(message.media):
             raise web.HTTPNotFound()
         return serve_file(Path(message.media[index][1]), self.data_dir)
+
+
+#: A form's text is read no further than this: far past any prompt limit, so that a refusal
+#: says how long the prompt really was, and nothing huge is held in memory.
+TEXT_BYTES = 64 * 1024
+
+
+async def _read_text(part: BodyPartReader) -> str:
+    data = bytearray()
+    while chunk := await part.read_chunk(16 * 1024):
+        if len(data) < TEXT_BYTES:  # beyond: drained, not kept
+            data += chunk[: TEXT_BYTES - len(data)]
+    return data.decode(part.get_charset("utf-8"), errors="ignore")
 
 
 def serve_file(path: Path, data_dir: Path) -> web.StreamResponse:

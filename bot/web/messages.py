@@ -46,6 +46,12 @@ CREATE INDEX IF NOT EXISTS messages_by_thread ON messages (user, thread, id);
 #: is the one already there, never a second copy: the web platform deduplicates without limit.
 _KEYS = "CREATE UNIQUE INDEX IF NOT EXISTS messages_by_key ON messages (user, send_key) WHERE send_key IS NOT NULL"
 
+#: A conversation's title before its first prompt (not "New video": that is the button beside it).
+UNTITLED = "Untitled video"
+
+#: What a user's message shows for the picture they sent with it.
+PICTURE_MARK = "🖼"
+
 #: Media kinds a message can show.
 VIDEO = "video"
 IMAGE = "image"
@@ -93,7 +99,7 @@ class Thread:
     messages: int = 0
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "title": self.title or "New video", "messages": self.messages}
+        return {"id": self.id, "title": self.title or UNTITLED, "messages": self.messages}
 
 
 def _message(row: aiosqlite.Row) -> Message:
@@ -148,16 +154,19 @@ class MessageLog:
         return bool(rows)
 
     async def threads(self, user: str) -> list[Thread]:
-        """The user's conversations, newest first, each titled by its first prompt."""
+        """The user's conversations, newest first, each titled by its first prompt (not a
+        /command, not a picture alone, without the picture's mark)."""
         rows = await self._db.execute_fetchall(
             "SELECT t.id, t.created,"
             " (SELECT text FROM messages m WHERE m.user = t.user AND m.thread = t.id AND m.author = 'you'"
-            "  AND m.text != '' ORDER BY m.id LIMIT 1) AS title,"
+            "  AND m.text NOT IN ('', :mark) AND m.text NOT LIKE '/%' AND m.text NOT LIKE :mark || ' /%'"
+            "  ORDER BY m.id LIMIT 1) AS title,"
             " (SELECT count(*) FROM messages m WHERE m.user = t.user AND m.thread = t.id AND NOT m.deleted) AS n"
-            " FROM threads t WHERE t.user = ? ORDER BY t.created DESC, t.rowid DESC",
-            (user,),
+            " FROM threads t WHERE t.user = :user ORDER BY t.created DESC, t.rowid DESC",
+            {"user": user, "mark": PICTURE_MARK},
         )
-        return [Thread(r["id"], r["created"], (r["title"] or "")[:80], r["n"]) for r in rows]
+        titles = [(r["title"] or "").removeprefix(PICTURE_MARK + " ") for r in rows]
+        return [Thread(r["id"], r["created"], title[:80], r["n"]) for r, title in zip(rows, titles, strict=True)]
 
     # --- messages ----------------------------------------------------------------------------
 

@@ -112,7 +112,9 @@ async def test_every_admin_command_answers_an_admin_privately_and_refuses_everyo
         queue = await s.slash(s.admin, s.channel, "queue")
         assert f"1. job {job} · discord:{s.owner.id} · session " in queue
         assert (await s.slash(s.admin, s.channel, "gpu")).startswith("Workers:\n• device auto: starting")
-        assert (await s.slash(s.admin, s.channel, "pause")).startswith("⏸ Queue paused: 0 jobs running")
+        assert (await s.slash(s.admin, s.channel, "pause")).startswith(
+            "⏸ Queue paused: nothing new starts. 1 job waiting; its owner is told."
+        )
         assert last_texts(thread, 1)[0].startswith("⏸ The bot's admins paused the queue: Segment 1 · take 1")
         assert (await s.slash(s.admin, thread, "resume")).startswith("▶ Queue running again")
         assert last_texts(thread, 1) == ["▶ The queue runs again: Segment 1 · take 1 is next in line."]

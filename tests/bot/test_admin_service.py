@@ -84,7 +84,7 @@ async def test_pause_lets_running_jobs_finish_and_starts_nothing_until_resumed(t
         assert [chat.texts(ref).count(PAUSED) for ref in (B, C)] == [1, 1]  # told once
 
         answer = await admin(bot, "resume")
-        assert answer == "▶ Queue running again: 2 jobs waiting; their owners are told."
+        assert answer == "▶ Queue running again. 2 jobs waiting; their owners are told."
         assert chat.texts(B)[-1] == "▶ The queue runs again: Segment 1 · take 1 starts now."
         assert chat.texts(C)[-1] == "▶ The queue runs again: Segment 1 · take 1 is next in line."
         await chat.wait_for("segment", 1, B)

@@ -113,10 +113,14 @@ async def test_every_admin_command_answers_an_admin_privately_and_refuses_everyo
         assert (head, note) == ("Queue: 0 running, 1 waiting.", "(estimates once a job has been timed)")
         assert line.startswith(f"1. job {job} · telegram:{OWNER} · session ") and line.endswith("segment 1 · take 1")
         assert (await answer(api, ADMIN, "/gpu", chat=ADMIN)).startswith("Workers:\n• device auto: starting")
-        assert (await answer(api, ADMIN, "/pause")).startswith("⏸ Queue paused: 0 jobs running")
+        assert (await answer(api, ADMIN, "/pause")).startswith(
+            "⏸ Queue paused: nothing new starts. 1 job waiting; its owner is told."
+        )
         assert texts(api, GROUP)[-1].startswith("⏸ The bot's admins paused the queue: Segment 1 · take 1 waits")
         assert (await answer(api, ADMIN, "/queue")).startswith("Queue (⏸ paused): 0 running, 1 waiting.")
-        assert (await answer(api, ADMIN, "/resume")).startswith("▶ Queue running again: 1 job waiting")
+        assert (await answer(api, ADMIN, "/resume")).startswith(
+            "▶ Queue running again. 1 job waiting; its owner is told."
+        )
         assert texts(api, GROUP)[-1] == "▶ The queue runs again: Segment 1 · take 1 is next in line."
         assert (await answer(api, ADMIN, f"/ban {OTHER}")).startswith(f"🚫 Banned telegram:{OTHER}")
         assert await answer(api, ADMIN, f"/unban {OTHER}") == f"✅ telegram:{OTHER} is no longer banned."
@@ -167,4 +171,4 @@ async def test_a_banned_user_is_refused_everything_also_after_a_restart(tmp_path
 
             await answer(api, ADMIN, f"/unban {OWNER}", chat=ADMIN)
             status = await answer(api, OWNER, "/status", where=GROUP)
-            assert status.startswith("0 segments approved (0.0 s). Segment 1 (take 1) is queued")
+            assert status.startswith("No segment approved yet. Segment 1 (take 1) is queued")

@@ -58,7 +58,7 @@ def test_check_reports_the_defaults() -> None:
     result = framechain("check")
     assert result.returncode == 0, result.stderr
     assert "640x640" in result.stdout and "81 frames at 16 fps" in result.stdout
-    assert "none enabled" in result.stdout
+    assert "none enabled: `framechain run` needs a token, or [web] listen for the web chat" in result.stdout
 
 
 def test_check_says_who_can_use_the_bot(tmp_path: Path) -> None:

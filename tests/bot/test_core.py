@@ -617,7 +617,7 @@ def test_finish_with_nothing_approved() -> None:
     s = reviewing(0)
     after, fx = run(s, Finish(user_id=OWNER))
     assert after == s
-    assert says(fx) == ["Segment 1 take 1 is still under review: ✅ Approve & finish makes it the video."]
+    assert says(fx) == ["Segment 1 take 1 is still under review: 🏁 Approve & finish makes it the video."]
     s = generating(0)
     after, fx = run(s, Finish(user_id=OWNER))
     assert after == s and says(fx) == ["Nothing is approved yet — segment 1 is still being made."]
@@ -782,6 +782,7 @@ def test_status_while_generating(position: int | None, expected: str) -> None:
 def test_status_texts() -> None:
     assert status_text(fresh()) == "Waiting for the start picture."
     assert status_text(awaiting_prompt(2)) == "2 segments approved (10.1 s). Waiting for the next prompt."
+    assert status_text(awaiting_prompt(0)) == "No segment approved yet. Waiting for the first prompt."
     assert status_text(reviewing()) == "1 segment approved (5.1 s). Segment 2 is ready for review."
     assert status_text(assembling()) == "Joining 2 segments (10.1 s) into the final video."
     assert status_text(finished()) == "Finished: 2 segments, 10.1 s."

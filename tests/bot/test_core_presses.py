@@ -149,7 +149,7 @@ def test_finish_kept_on_the_last_approved_segment() -> None:
 
 def test_finish_while_reviewing_asks_and_changes_nothing() -> None:
     s = reviewing(1)
-    question = "Segment 2 take 1 is still under review: ✅ Approve & finish includes it, ↩ Undo drops it."
+    question = "Segment 2 take 1 is still under review: 🏁 Approve & finish includes it, ↩ Undo drops it."
     for event in (
         Finish(user_id=OWNER),  # typed
         press(Finish, SegmentKey(1, 1)),  # the take's own old Finish button

@@ -264,7 +264,7 @@ async def test_old_buttons_left_by_failed_edits_change_nothing(tmp_path: Path) -
         await s.alice.send(thread, "a bird flies past")
         take3 = await whole_take(s, thread, 3)
         assert note(await s.alice.click(take2, label="🏁 Finish")) == (
-            "Segment 2 take 1 is still under review: ✅ Approve & finish includes it, ↩ Undo drops it."
+            "Segment 2 take 1 is still under review: 🏁 Approve & finish includes it, ↩ Undo drops it."
         )
 
         # Segment 2 approved while the edit taking segment 1's Finish away fails: that old Finish

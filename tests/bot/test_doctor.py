@@ -416,3 +416,14 @@ def test_a_data_dir_that_cannot_be_used(tmp_path: Path) -> None:
     (line,) = marked(d, "disk")
     assert line.startswith(f"✗ disk: the data folder {tmp_path / 'data'} cannot be created")
     assert line.endswith("— make it a writable folder of the user framechain runs as")
+
+
+def test_no_token_points_to_the_web_chat_too(tmp_path: Path) -> None:
+    d = diagnose(preview(tmp_path), probe(env={}))
+    assert '[web] listen = "127.0.0.1:8765" for the web chat' in marked(d, "platforms")[0]
+
+
+def test_the_web_chat_says_where_and_for_whom(tmp_path: Path) -> None:
+    d = diagnose(preview(tmp_path, '[web]\nlisten = "127.0.0.1:8765"\n'), probe(env={}))
+    assert d.exit_status == 0
+    assert marked(d, "web chat") == ["✓ web chat: http://127.0.0.1:8765/ for the local user only (no tokens, loopback)"]

@@ -856,3 +856,13 @@ async def test_find_segment_by_posted_message(tmp_path: Path) -> None:
         assert found is not None and found.id == seg2.id
         assert await store.find_segment_by_message("telegram", "10", "999") is None
         assert await store.find_segment_by_message("discord", "10", "501") is None
+
+
+async def test_a_new_database_is_one_line_in_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="bot.store")
+    async with Store.open(tmp_path / "new.db"):
+        pass
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("bot.store")]
+    assert len(lines) == 1 and lines[0].startswith("creating the database "), lines

@@ -291,7 +291,7 @@ async def test_old_undo_and_finish_buttons_left_by_a_failed_edit_change_nothing(
             for action in (Action.UNDO, Action.APPROVE_FINISH, Action.APPROVE, Action.REGENERATE):
                 assert await toast(api, await press(api, ALICE, take1, action)) == "Segment 1 is already approved."
             assert await toast(api, await press(api, ALICE, take1, Action.FINISH)) == (
-                "Segment 2 take 1 is still under review: ✅ Approve & finish includes it, ↩ Undo drops it."
+                "Segment 2 take 1 is still under review: 🏁 Approve & finish includes it, ↩ Undo drops it."
             )
             statuses = [s.status for s in await bot.store.list_segments(row.id)]
             assert statuses == [SegmentStatus.APPROVED, SegmentStatus.DONE]

@@ -97,6 +97,9 @@ allowed_user_ids = [1, 2]
     config = load_config(path, env={})
     assert config.data_dir == tmp_path / "media"
     assert config.database_path == tmp_path / "db" / "fc.sqlite"
+    (tmp_path / "examples").mkdir()
+    up = write(tmp_path / "examples", 'data_dir = "../out/data"\n')
+    assert str(load_config(up, env={}).data_dir) == str(tmp_path / "out" / "data")  # no "examples/.."
     assert config.generation.backend == "preview"
     assert config.generation.frames == 49
     assert config.generation.guidance == 4.0 and isinstance(config.generation.guidance, float)

@@ -60,3 +60,13 @@ async def test_the_operator_page_shows_a_queued_job_and_plays_a_final_video(tmp_
             await client.send(first, "/pause")
             await page.goto(bot.url + "ops")
             await expect(page.locator("h2", has_text="Queue")).to_have_text("Queue (⏸ paused)")
+
+
+async def test_the_operator_page_fits_a_phone(tmp_path: Path) -> None:
+    """Wide tables scroll on their own; the page itself never scrolls sideways."""
+    async with web_bot(web_config(tmp_path)) as bot, chromium() as browser:
+        page = await browser.new_page(viewport={"width": 390, "height": 844})
+        await page.goto(bot.url + "ops")
+        await expect(page.locator("h2", has_text="Workers")).to_have_count(1)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        await Shots(tmp_path / "screens").take(page, "ops-phone")

@@ -129,3 +129,16 @@ async def test_a_log_from_before_send_keys_gets_the_column(tmp_path: Path) -> No
         assert [m.text for m in await log.history("local", "t")] == ["hi", "again"]
     finally:
         await log.close()
+
+
+async def test_a_conversation_is_titled_by_its_first_prompt(tmp_path: Path) -> None:
+    log = await MessageLog.open(tmp_path / "web-chat.db")
+    try:
+        thread = await log.new_thread("local")
+        assert [t.view()["title"] for t in await log.threads("local")] == ["Untitled video"]
+        for text in ("🖼", "/settings takes=2", "🖼 /end", "🖼 a lighthouse at dusk", "the camera flies"):
+            await log.add("local", thread, "you", text)
+        (shown,) = await log.threads("local")
+        assert shown.title == "a lighthouse at dusk"
+    finally:
+        await log.close()

@@ -12,6 +12,7 @@ let thread = "";
 let socket = null;
 let retry = 500;
 const shown = new Map(); // message id -> version
+const UNTITLED = "Untitled video"; // as bot/web/messages.py titles a conversation without a prompt
 
 function say(notes) {
   const text = notes.join("\n");
@@ -79,6 +80,14 @@ function render(message) {
     const row = document.createElement("div");
     row.className = "controls";
     for (const control of message.controls) {
+      if (!control.data) {
+        // A label among the buttons (◀ take 1 of 2 ▶): nothing to press.
+        const label = document.createElement("span");
+        label.className = "control-label";
+        label.textContent = control.label;
+        row.append(label);
+        continue;
+      }
       const button = document.createElement("button");
       button.type = "button";
       button.textContent = control.label;
@@ -140,7 +149,7 @@ async function loadThreads(select) {
   let items = data.threads;
   if (!items.length) {
     const made = await post("/api/threads", {});
-    items = [{ id: made.thread, title: "New video" }];
+    items = [{ id: made.thread, title: UNTITLED }];
   }
   threads.replaceChildren(
     ...items.map((t) => {
@@ -211,7 +220,7 @@ form.addEventListener("submit", async (event) => {
     text.value = "";
     picture.value = "";
     document.getElementById("attached").textContent = "";
-    if (threads.selectedOptions[0] && threads.selectedOptions[0].textContent === "New video") loadThreads(thread);
+    if (threads.selectedOptions[0] && threads.selectedOptions[0].textContent === UNTITLED) loadThreads(thread);
   } catch (error) {
     say(["Not sent: the server cannot be reached. Try again in a moment."]);
   } finally {
