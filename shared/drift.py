@@ -118,10 +118,12 @@ def change_text(figures: DriftFigures, *, short: bool = False) -> str:
 
 
 def seam_text(s: Seam, *, short: bool = False) -> str:
-    """``motion 1.2 → 2.0 px/frame (jump 0.8)`` (short: ``seam 1.2→2.0 px/f``)."""
+    """``motion 1.2 → 2.0 px/frame (velocity jump 0.8)`` (short: ``seam 1.2→2.0 px/f``). The jump
+    is the change of velocity, direction included: a pan that reverses at the same speed reads
+    "motion 1.0 → 1.0 (velocity jump 2.0)", so the word says what it counts."""
     if short:
         return f"seam {s.before:.1f}→{s.after:.1f} px/f"
-    return f"motion {s.before:.1f} → {s.after:.1f} px/frame (jump {s.jump:.1f})"
+    return f"motion {s.before:.1f} → {s.after:.1f} px/frame (velocity jump {s.jump:.1f})"
 
 
 def drift_line(number: int, figures: DriftFigures, previous: DriftFigures | None) -> str:

@@ -123,7 +123,7 @@ def test_drift_line_says_change_and_seam() -> None:
     )
     line = drift_line(2, second, first)
     assert line.startswith("📈 Drift at segment 2: luma +10%")
-    assert "seam 1→2: motion 0.0 → 0.0 px/frame (jump 0.0)" in line
+    assert "seam 1→2: motion 0.0 → 0.0 px/frame (velocity jump 0.0)" in line
     unreferenced = measure_drift(_grey_ramp([100, 110]), None)
     assert drift_line(1, unreferenced, None) == ""
 
