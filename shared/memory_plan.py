@@ -157,6 +157,23 @@ def plan(
     return Plan(profile, width, height, frames, ram + RAM_OVERHEAD, vram + VRAM_OVERHEAD, reload, low_ram)
 
 
+def vae_dtype_name(choice: str, placement: str) -> str:
+    """The VAE's precision, "float32" or "bfloat16": float32 (diffusers' advice for the Wan VAE:
+    each hand-off frame is re-encoded, so its error compounds along a chain) unless asked
+    otherwise or the card is a small one (group_offload); always float32 on the CPU. One rule for
+    the worker (worker.wan.memory.vae_dtype) and the plans made without torch (the doctor)."""
+    if choice == "float32" or placement == "cpu":
+        return "float32"
+    if choice == "bfloat16":
+        return "bfloat16"
+    return "bfloat16" if placement == "group_offload" else "float32"
+
+
+def vae_bytes(choice: str, placement: str) -> int:
+    """Bytes per VAE value under ``vae_dtype_name`` (the ``vae_bytes_per_value`` of a plan)."""
+    return 4 if vae_dtype_name(choice, placement) == "float32" else 2
+
+
 def auto_profile(vram: int) -> str:
     if vram >= FULL_MIN_FREE:
         return "full"

@@ -43,13 +43,6 @@ class WorkerPlan:
     sizes: ModelSizes
 
 
-def _vae_bytes(vae_dtype: str, profile: str, on_gpu: bool) -> int:
-    # worker.wan.memory.vae_dtype, without torch: float32 unless asked, or on a small card.
-    if not on_gpu or vae_dtype == "float32":
-        return 4
-    return 2 if vae_dtype == "bfloat16" or profile == "group_offload" else 4
-
-
 def choose_placement(config: Config, gpu: Gpu | None) -> str:
     """The worker's choice (worker.wan.memory.choose_memory_profile): "cpu" without a GPU."""
     if gpu is None:
@@ -63,7 +56,7 @@ def plan_placement(config: Config, placement: str, sizes: ModelSizes, *, low_ram
     profile = "expert_offload" if placement == "cpu" else placement  # the CPU holds what offload holds
     return memory_plan.plan(
         profile, g.width, g.height, g.frames, sizes,
-        vae_bytes_per_value=_vae_bytes(g.vae_dtype, profile, placement != "cpu"),
+        vae_bytes_per_value=memory_plan.vae_bytes(g.vae_dtype, placement),
         low_ram=g.low_ram if low_ram is None else low_ram,
     )  # fmt: skip
 
@@ -132,7 +125,7 @@ def gpu_checks(
         if need.vram > usable:
             largest = memory_plan.largest_pixels(
                 planned.profile, usable, g.frames, planned.sizes,
-                vae_bytes_per_value=_vae_bytes(g.vae_dtype, planned.profile, True), low_ram=need.low_ram,
+                vae_bytes_per_value=memory_plan.vae_bytes(g.vae_dtype, planned.profile), low_ram=need.low_ram,
             )  # fmt: skip
             if largest:
                 fix = (

@@ -21,7 +21,7 @@ reached where CUDA is present.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
@@ -36,11 +36,6 @@ log = logging.getLogger("framechain.worker")
 Placement = Literal["cpu", "full", "expert_offload", "group_offload"]
 
 GIB = memory_plan.GIB
-#: Free memory from which both experts, the text encoder and the activations of a 640x640x81
-#: segment fit at once; from which one fp8 expert (~14 GB) plus activations fits while the other
-#: waits on the CPU (a 24 GB card). Shared with the bot's plan.
-FULL_MIN_FREE = memory_plan.FULL_MIN_FREE
-EXPERT_OFFLOAD_MIN_FREE = memory_plan.EXPERT_OFFLOAD_MIN_FREE
 
 
 def choose_memory_profile(requested: MemoryProfile, *, cuda_available: bool, free_bytes: int = 0) -> Placement:
@@ -50,11 +45,7 @@ def choose_memory_profile(requested: MemoryProfile, *, cuda_available: bool, fre
         return "cpu"
     if requested != "auto":
         return requested
-    if free_bytes >= FULL_MIN_FREE:
-        return "full"
-    if free_bytes >= EXPERT_OFFLOAD_MIN_FREE:
-        return "expert_offload"
-    return "group_offload"
+    return cast(Placement, memory_plan.auto_profile(free_bytes))
 
 
 def compute_dtype(placement: Placement) -> torch.dtype:
@@ -63,13 +54,9 @@ def compute_dtype(placement: Placement) -> torch.dtype:
 
 
 def vae_dtype(choice: str, placement: Placement) -> torch.dtype:
-    """float32 (diffusers' advice for the Wan VAE: each hand-off frame is re-encoded, so its error
-    compounds along a chain) unless asked otherwise or the card is a small one (group_offload)."""
-    if choice == "float32" or placement == "cpu":
-        return torch.float32
-    if choice == "bfloat16":
-        return torch.bfloat16
-    return torch.bfloat16 if placement == "group_offload" else torch.float32
+    """The VAE's precision (shared.memory_plan.vae_dtype_name: float32 unless asked otherwise or
+    on a small card)."""
+    return torch.float32 if memory_plan.vae_dtype_name(choice, placement) == "float32" else torch.bfloat16
 
 
 def is_quantized(model: Any) -> bool:
@@ -142,7 +129,7 @@ def check_memory_plan(
     sizes = source_sizes(options, placement)
     profile = "expert_offload" if placement == "cpu" else placement  # the CPU holds what offload holds
     width, height, frames = size
-    vae_bytes = 4 if vae_dtype(options.vae_dtype, placement) == torch.float32 else 2
+    vae_bytes = memory_plan.vae_bytes(options.vae_dtype, placement)
     need = memory_plan.plan(
         profile, width, height, frames, sizes, vae_bytes_per_value=vae_bytes, low_ram=options.low_ram
     )
